@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what meshid needs on a fresh Debian 12 machine (as root) and builds it.
+# Idempotent: each step is skipped when its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_debs=()
+command -v clang >/dev/null || need_debs+=(clang llvm)
+command -v bpftool >/dev/null || need_debs+=(bpftool)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need_debs+=(libbpf-dev)
+command -v wireguard-go >/dev/null || need_debs+=(wireguard-go)
+command -v wg >/dev/null || need_debs+=(wireguard-tools)
+command -v ip >/dev/null || need_debs+=(iproute2)
+command -v iperf3 >/dev/null || need_debs+=(iperf3)
+command -v tcpdump >/dev/null || need_debs+=(tcpdump)
+command -v openssl >/dev/null || need_debs+=(openssl)
+command -v make >/dev/null || need_debs+=(make)
+command -v g++ >/dev/null || need_debs+=(g++)
+if [ ${#need_debs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${need_debs[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_debs[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
+fi
+
+# bpffs for pinned maps
+if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+fi
+
+# npm packages: (re)install when node_modules is missing or older than the lock file
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+# native modules must load after a clean install
+node -e "new (require('better-sqlite3'))(':memory:').prepare('select 1').get()" \
+  || { echo "setup: better-sqlite3 did not load; rebuilding" >&2; npm rebuild better-sqlite3 >&2; }
+
+if [ -f Makefile ]; then make -s all >&2; fi
+npx tsc -p tsconfig.json
