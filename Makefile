@@ -1,3 +1,6 @@
-all:
-	@true
-.PHONY: all
+all: native
+
+native:
+	@bash scripts/build-native.sh
+
+.PHONY: all native
