@@ -1,0 +1,72 @@
+/*
+ * peercred(fd) -> { pid, uid, gid }: the credentials that the kernel recorded
+ * for the peer of a connected Unix socket when it called connect(2)
+ * (getsockopt SOL_SOCKET/SO_PEERCRED). Node exposes no API for them, and the
+ * Workload API must identify its caller from the connection itself.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <node_api.h>
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error;
+  napi_create_string_utf8(env, err == EBADF ? "EBADF" : err == ENOTSOCK ? "ENOTSOCK" : "EPEERCRED",
+                          NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_value errno_value;
+  napi_create_int32(env, err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static napi_value set_u32(napi_env env, napi_value obj, const char *name, uint32_t v) {
+  napi_value value;
+  napi_create_uint32(env, v, &value);
+  napi_set_named_property(env, obj, name, value);
+  return obj;
+}
+
+static napi_value peercred(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
+    napi_throw_type_error(env, NULL, "peercred(fd): fd is required");
+    return NULL;
+  }
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "peercred(fd): fd must be a non-negative integer");
+    return NULL;
+  }
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  memset(&cred, 0, sizeof cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return throw_errno(env, "getsockopt(SO_PEERCRED)", errno);
+  }
+  if (len != sizeof cred || cred.pid <= 0) {
+    /* pid 0: the peer is not a process of this kernel's view (e.g. socketpair across a pid ns) */
+    return throw_errno(env, "getsockopt(SO_PEERCRED) returned no peer process", ESRCH);
+  }
+  napi_value obj;
+  napi_create_object(env, &obj);
+  set_u32(env, obj, "pid", (uint32_t)cred.pid);
+  set_u32(env, obj, "uid", (uint32_t)cred.uid);
+  set_u32(env, obj, "gid", (uint32_t)cred.gid);
+  return obj;
+}
+
+NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
+  napi_value fn;
+  napi_create_function(env, "peercred", NAPI_AUTO_LENGTH, peercred, NULL, &fn);
+  napi_set_named_property(env, exports, "peercred", fn);
+  return exports;
+}
