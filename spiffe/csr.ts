@@ -1,0 +1,64 @@
+/** PKCS#10 certification requests: parsed, size-limited and signature-checked. */
+import { sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { bitString, children, decodeOid, readWhole, seq, smallInteger, TAG, tlv } from './der.js';
+import { InvalidCsr } from './errors.js';
+import { publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, spkiDer } from './keys.js';
+
+export const MAX_CSR_BYTES = 16 * 1024;
+
+export interface CertificationRequest {
+  /** The SubjectPublicKeyInfo DER, ready to be placed in a certificate. */
+  publicKeySpki: Buffer;
+  publicKey: KeyObject;
+  subject: Buffer;
+}
+
+/**
+ * Parses a DER CSR and proves that its signature was made by the key it carries.
+ * Only the public key is used from a CSR: the subject, SANs and extensions of
+ * the certificate come from the registration entry, never from the request.
+ */
+export function parseCsr(der: Buffer): CertificationRequest {
+  if (!Buffer.isBuffer(der) || der.length === 0) throw new InvalidCsr('CSR is empty');
+  if (der.length > MAX_CSR_BYTES) throw new InvalidCsr(`CSR is ${der.length} bytes; the limit is ${MAX_CSR_BYTES}`);
+  let info: Buffer, spki: Buffer, subject: Buffer, sigOid: string, signature: Buffer;
+  try {
+    const outer = readWhole(der, TAG.SEQUENCE, 'CSR');
+    const [infoT, algT, sigT] = children(outer.content);
+    if (!infoT || infoT.tag !== TAG.SEQUENCE || !algT || !sigT || sigT.tag !== TAG.BIT_STRING) throw new Error('not a PKCS#10 structure');
+    const parts = children(infoT.content);
+    if (parts.length < 3 || parts[0]!.tag !== TAG.INTEGER || parts[0]!.content.length !== 1 || parts[0]!.content[0] !== 0) {
+      throw new Error('version must be 0');
+    }
+    subject = parts[1]!.whole;
+    spki = parts[2]!.whole;
+    if (parts[2]!.tag !== TAG.SEQUENCE) throw new Error('subjectPKInfo is not a SEQUENCE');
+    info = infoT.whole;
+    sigOid = decodeOid(children(algT.content)[0]!.content);
+    if (sigT.content[0] !== 0) throw new Error('signature BIT STRING has unused bits');
+    signature = sigT.content.subarray(1);
+  } catch (err) {
+    throw new InvalidCsr(`malformed CSR: ${(err as Error).message}`);
+  }
+  const alg = SIGNATURE_OIDS[sigOid];
+  if (!alg) throw new InvalidCsr(`unsupported CSR signature algorithm ${sigOid}`);
+  let publicKey: KeyObject;
+  try {
+    publicKey = publicKeyFromSpki(spki);
+    signatureAlgorithmFor(publicKey);
+  } catch (err) {
+    throw new InvalidCsr(`CSR public key is not usable: ${(err as Error).message}`);
+  }
+  if (publicKey.asymmetricKeyType !== alg.family) throw new InvalidCsr(`CSR signature algorithm ${sigOid} does not fit its ${publicKey.asymmetricKeyType} key`);
+  let ok = false;
+  try { ok = cryptoVerify(alg.hash, info, publicKey, signature); } catch { ok = false; }
+  if (!ok) throw new InvalidCsr('CSR signature does not verify with the CSR public key');
+  return { publicKeySpki: spki, publicKey, subject };
+}
+
+/** Encodes and signs a CSR for `privateKey` (empty subject, no attributes: the server ignores both). */
+export function createCsr(privateKey: KeyObject, publicKey: KeyObject, subject: Buffer = seq()): Buffer {
+  const alg = signatureAlgorithmFor(privateKey);
+  const info = seq(smallInteger(0), subject, spkiDer(publicKey), tlv(0xa0));
+  return seq(info, alg.algorithmIdentifier, bitString(cryptoSign(alg.hash, info, privateKey)));
+}

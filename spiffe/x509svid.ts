@@ -1,0 +1,111 @@
+/** X509-SVIDs per the SPIFFE X509-SVID standard: minting and chain validation. */
+import type { KeyObject } from 'node:crypto';
+import { encodeName, KeyUsage, mintCertificate, parseCertificate, signedBy, type CertificateIssuer, type ParsedCertificate } from './x509.js';
+import { InvalidSvid, Untrusted } from './errors.js';
+import { SpiffeId, type TrustDomain } from './id.js';
+
+export interface X509Svid {
+  spiffeId: SpiffeId;
+  /** Leaf first, then intermediates up to (not including) a bundle authority. */
+  certChainDer: Buffer[];
+  privateKey: KeyObject;
+  expiresAt: Date;
+  hint?: string;
+}
+
+/** The subject every meshid X509-SVID carries; identity is in the URI SAN only. */
+export const SVID_SUBJECT = encodeName([['C', 'US'], ['O', 'meshid']]);
+
+export interface SvidRequest {
+  spiffeId: SpiffeId;
+  publicKeySpki: Buffer;
+  notBefore: Date;
+  notAfter: Date;
+  dnsNames?: string[];
+  serial?: Buffer;
+}
+
+/** The one function that mints an X509-SVID leaf. */
+export function mintX509Svid(issuer: CertificateIssuer, req: SvidRequest): Buffer {
+  const dnsNames = req.dnsNames ?? [];
+  const subject = dnsNames.length > 0 ? encodeName([['C', 'US'], ['O', 'meshid'], ['CN', dnsNames[0]!]]) : SVID_SUBJECT;
+  const fields = {
+    subject,
+    notBefore: req.notBefore,
+    notAfter: req.notAfter,
+    publicKeySpki: req.publicKeySpki,
+    uris: [req.spiffeId.toString()],
+    dnsNames,
+    ...(req.serial ? { serial: req.serial } : {}),
+  };
+  return mintCertificate(fields, issuer);
+}
+
+/** Where chain validation finds a trust domain's X.509 authorities (DER). */
+export type X509BundleSource = (td: TrustDomain) => readonly Buffer[] | undefined;
+
+export interface VerifiedX509Svid {
+  spiffeId: SpiffeId;
+  leaf: ParsedCertificate;
+  /** The leaf, the intermediates used, and the bundle authority that anchors them. */
+  path: ParsedCertificate[];
+  /** The earliest notAfter on the path: the SVID is only as good as its shortest-lived link. */
+  expiresAt: Date;
+}
+
+/** X509-SVID leaf rules (standard §4, §5.2): exactly one SPIFFE URI SAN, not a CA, digitalSignature, no keyCertSign/cRLSign. */
+export function checkLeafRules(leaf: ParsedCertificate): SpiffeId {
+  if (leaf.uris.length !== 1) throw new InvalidSvid(`an X509-SVID has exactly one URI SAN; this one has ${leaf.uris.length}`);
+  let id: SpiffeId;
+  try { id = SpiffeId.parse(leaf.uris[0]!); } catch (err) { throw new InvalidSvid(`URI SAN is not a SPIFFE ID: ${(err as Error).message}`); }
+  if (id.path === '') throw new InvalidSvid('leaf SPIFFE ID has no path (a trust domain ID belongs on a signing certificate)');
+  if (leaf.isCa) throw new InvalidSvid('leaf certificate has basicConstraints CA=true');
+  if (leaf.keyUsage === undefined) throw new InvalidSvid('leaf certificate has no keyUsage extension');
+  if (!(leaf.keyUsage & KeyUsage.digitalSignature)) throw new InvalidSvid('leaf keyUsage lacks digitalSignature');
+  if (leaf.keyUsage & KeyUsage.keyCertSign) throw new InvalidSvid('leaf keyUsage has keyCertSign');
+  if (leaf.keyUsage & KeyUsage.cRLSign) throw new InvalidSvid('leaf keyUsage has cRLSign');
+  return id;
+}
+
+function checkSigningCert(c: ParsedCertificate, what: string): void {
+  if (!c.isCa) throw new InvalidSvid(`${what} is not a CA (basicConstraints CA=false)`);
+  if (c.keyUsage !== undefined && !(c.keyUsage & KeyUsage.keyCertSign)) throw new InvalidSvid(`${what} keyUsage lacks keyCertSign`);
+}
+
+function checkTime(c: ParsedCertificate, now: Date, what: string): void {
+  if (now < c.notBefore) throw new InvalidSvid(`${what} is not valid before ${c.notBefore.toISOString()}`);
+  if (now > c.notAfter) throw new InvalidSvid(`${what} expired at ${c.notAfter.toISOString()}`);
+}
+
+/**
+ * Validates an X509-SVID chain (leaf first) against the bundle of the leaf's
+ * trust domain: every link signed by the next, every CA a CA, every
+ * certificate within its validity at `now`, anchored in a bundle authority.
+ */
+export function verifyX509Svid(chainDer: readonly Buffer[], bundles: X509BundleSource, now: Date): VerifiedX509Svid {
+  if (chainDer.length === 0) throw new InvalidSvid('certificate chain is empty');
+  const leaf = parseCertificate(chainDer[0]!);
+  const spiffeId = checkLeafRules(leaf);
+  checkTime(leaf, now, 'leaf certificate');
+  const authorities = bundles(spiffeId.trustDomain);
+  if (!authorities || authorities.length === 0) throw new Untrusted(`no bundle for trust domain "${spiffeId.trustDomain.name}"`);
+  const roots = authorities.map(parseCertificate);
+  const intermediates = chainDer.slice(1).map(parseCertificate);
+  const path: ParsedCertificate[] = [leaf];
+  let current = leaf;
+  for (let depth = 0; depth <= intermediates.length; depth++) {
+    const root = roots.find((r) => r.subject.equals(current.issuer) && signedBy(current, r));
+    if (root) {
+      if (root !== current) { checkSigningCert(root, 'bundle authority'); checkTime(root, now, 'bundle authority'); path.push(root); }
+      const expiresAt = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
+      return { spiffeId, leaf, path, expiresAt };
+    }
+    const next = intermediates.find((c) => !path.includes(c) && c.subject.equals(current.issuer) && signedBy(current, c));
+    if (!next) break;
+    checkSigningCert(next, 'intermediate certificate');
+    checkTime(next, now, 'intermediate certificate');
+    path.push(next);
+    current = next;
+  }
+  throw new Untrusted(`certificate chain for ${spiffeId} does not lead to an authority of trust domain "${spiffeId.trustDomain.name}"`);
+}
