@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
 import { canonicalCidr } from './cidr.js';
 import { CommandFailed, NetnsCommands } from './command.js';
@@ -68,6 +69,7 @@ export class WireGuardManager {
   private readonly logger: Logger;
   private readonly backoff: { initialMs: number; maxMs: number; resetAfterMs: number };
   private readonly address: string | undefined;
+  private readonly keyFile: string;
   private state: State = 'stopped';
   private keys: WireGuardKeyPair | undefined;
   private implementation: WireGuardImplementation | undefined;
@@ -96,6 +98,7 @@ export class WireGuardManager {
       }
       this.address = len === undefined ? `${addr}/${addr.includes(':') ? 128 : 32}` : options.address;
     }
+    this.keyFile = resolve(options.keyFile);
     this.commands = new NetnsCommands(options.netns);
     this.logger = options.logger ?? silentLogger;
     this.backoff = options.restartBackoff ?? { initialMs: 500, maxMs: 30_000, resetAfterMs: 60_000 };
@@ -114,7 +117,7 @@ export class WireGuardManager {
     this.state = 'starting';
     try {
       await this.exclusive(async () => {
-        this.keys = loadOrCreateKeyPair(this.options.keyFile);
+        this.keys = loadOrCreateKeyPair(this.keyFile);
         await this.removeLeftovers();
         await this.createDevice();
         await this.configure();
@@ -234,8 +237,8 @@ export class WireGuardManager {
 
   /** Key, port, address, link up, then peers and routes: everything a new device needs. */
   private async configure(): Promise<void> {
-    await this.commands.run(['wg', 'set', this.device, 'private-key', '/dev/stdin', 'listen-port', String(this.listenPort)],
-      this.keys!.privateKey + '\n');
+    // wg reads the key from a file by path; the key file was checked (0600, one key) when it was loaded.
+    await this.commands.run(['wg', 'set', this.device, 'private-key', this.keyFile, 'listen-port', String(this.listenPort)]);
     if (this.address !== undefined) await this.commands.run(['ip', 'address', 'replace', this.address, 'dev', this.device]);
     if (this.options.mtu !== undefined) await this.commands.run(['ip', 'link', 'set', 'dev', this.device, 'mtu', String(this.options.mtu)]);
     await this.commands.run(['ip', 'link', 'set', 'dev', this.device, 'up']);
