@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* meshid_ct: flows that a program forwarded in their original direction.
+ *
+ * Each program records the packets it forwards, keyed by their 5-tuple and
+ * the program's direction. A packet whose reversed 5-tuple was recorded by
+ * the program of the other direction is a reply: it is forwarded without a
+ * policy lookup (so an endpoint's egress policy does not break the replies
+ * of connections that its ingress policy allowed, and the reverse). Entries
+ * live in an LRU map and stop matching once idle for longer than the
+ * lifetime of their protocol. */
+#ifndef MESHID_LIB_CONNTRACK_H
+#define MESHID_LIB_CONNTRACK_H
+
+#include "common.h"
+#include "config.h"
+
+#define MESHID_CT_LIFETIME_TCP   (21600ULL * NSEC_PER_SEC) /* 6 h, as Cilium */
+#define MESHID_CT_LIFETIME_OTHER (60ULL * NSEC_PER_SEC)
+/* Original-direction packets refresh last_seen at most this often. */
+#define MESHID_CT_REFRESH_NS     NSEC_PER_SEC
+
+/* Replies entering the endpoint must arrive through WireGuard: the flow was
+ * authenticated with an endpoint on another node. */
+#define MESHID_CT_WIREGUARD_REPLY (1U << 0)
+
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 direction; /* of the program that recorded the flow */
+	__u8 pad;
+};
+
+struct ct_entry {
+	__u64 last_seen; /* boot ns */
+	__u32 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} meshid_ct SEC(".maps");
+
+static __always_inline __u64 ct_lifetime(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? MESHID_CT_LIFETIME_TCP : MESHID_CT_LIFETIME_OTHER;
+}
+
+/* The live entry of the flow this packet replies to, or NULL. */
+static __always_inline const struct ct_entry *
+ct_lookup_reply(const struct meshid_flow *flow, __u8 direction, __u64 now)
+{
+	struct ct_key key = {
+		.sport = flow->dport,
+		.dport = flow->sport,
+		.proto = flow->proto,
+		.family = flow->family,
+		.direction = direction == MESHID_DIR_INGRESS ? MESHID_DIR_EGRESS : MESHID_DIR_INGRESS,
+	};
+	const struct ct_entry *entry;
+
+	__builtin_memcpy(key.saddr, flow->daddr, 16);
+	__builtin_memcpy(key.daddr, flow->saddr, 16);
+	entry = bpf_map_lookup_elem(&meshid_ct, &key);
+	if (!entry || now - entry->last_seen >= ct_lifetime(flow->proto))
+		return NULL;
+	return entry;
+}
+
+/* Records a forwarded original-direction packet. Returns 1 when it starts a
+ * new flow (no live entry before), 0 otherwise. */
+static __always_inline int
+ct_record(const struct meshid_flow *flow, __u8 direction, __u32 flags, __u64 now)
+{
+	struct ct_key key = {
+		.sport = flow->sport,
+		.dport = flow->dport,
+		.proto = flow->proto,
+		.family = flow->family,
+		.direction = direction,
+	};
+	struct ct_entry *entry;
+	struct ct_entry fresh = { .last_seen = now, .flags = flags };
+	int is_new = 1;
+
+	__builtin_memcpy(key.saddr, flow->saddr, 16);
+	__builtin_memcpy(key.daddr, flow->daddr, 16);
+	entry = bpf_map_lookup_elem(&meshid_ct, &key);
+	if (entry) {
+		__u64 age = now - entry->last_seen;
+
+		if (age < ct_lifetime(flow->proto)) {
+			is_new = 0;
+			if (age < MESHID_CT_REFRESH_NS && entry->flags == flags)
+				return 0;
+		}
+	}
+	bpf_map_update_elem(&meshid_ct, &key, &fresh, BPF_ANY);
+	return is_new;
+}
+
+#endif

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Packet parsing: Ethernet, then IPv4 or IPv6 (with extension headers), then
+ * the ports of TCP, UDP and SCTP. Every read goes through bpf_skb_load_bytes,
+ * which checks it against the packet's length (also for non-linear skbs). */
+#ifndef MESHID_LIB_PARSE_H
+#define MESHID_LIB_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include "common.h"
+
+#define PARSE_OK      0
+#define PARSE_NOT_IP  1  /* ARP and the like: not subject to policy */
+#define PARSE_INVALID -1 /* truncated or malformed IP packet */
+
+#define IPV4_FRAG_OFFSET_MASK 0x1fff
+#define IPV6_FRAG_OFFSET_MASK 0xfff8
+#define IPV6_MAX_EXT_HEADERS 8
+
+struct ipv6_ext_header {
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__u16 frag_off; /* fragment header only */
+};
+
+static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, struct meshid_flow *flow)
+{
+	__be16 ports[2];
+
+	if (flow->proto != IPPROTO_TCP && flow->proto != IPPROTO_UDP &&
+	    flow->proto != IPPROTO_SCTP)
+		return PARSE_OK;
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+		return PARSE_INVALID;
+	flow->sport = bpf_ntohs(ports[0]);
+	flow->dport = bpf_ntohs(ports[1]);
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct meshid_flow *flow)
+{
+	struct iphdr ip;
+	__u32 hlen;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return PARSE_INVALID;
+	if (ip.version != 4 || ip.ihl < 5)
+		return PARSE_INVALID;
+	hlen = ip.ihl * 4;
+	flow->family = MESHID_FAMILY_IPV4;
+	flow->proto = ip.protocol;
+	__builtin_memcpy(flow->saddr, &ip.saddr, 4);
+	__builtin_memcpy(flow->daddr, &ip.daddr, 4);
+	if (bpf_ntohs(ip.frag_off) & IPV4_FRAG_OFFSET_MASK)
+		return PARSE_OK; /* non-first fragment: no ports */
+	return parse_ports(skb, ETH_HLEN + hlen, flow);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct meshid_flow *flow)
+{
+	struct ipv6hdr ip;
+	struct ipv6_ext_header ext;
+	__u32 off = ETH_HLEN + sizeof(ip);
+	__u8 nexthdr;
+	int i;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return PARSE_INVALID;
+	if (ip.version != 6)
+		return PARSE_INVALID;
+	flow->family = MESHID_FAMILY_IPV6;
+	__builtin_memcpy(flow->saddr, &ip.saddr, 16);
+	__builtin_memcpy(flow->daddr, &ip.daddr, 16);
+	nexthdr = ip.nexthdr;
+
+	for (i = 0; i < IPV6_MAX_EXT_HEADERS; i++) {
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if (bpf_skb_load_bytes(skb, off, &ext, 2) < 0)
+				return PARSE_INVALID;
+			off += ((__u32)ext.hdrlen + 1) * 8;
+			nexthdr = ext.nexthdr;
+			break;
+		case IPPROTO_AH:
+			if (bpf_skb_load_bytes(skb, off, &ext, 2) < 0)
+				return PARSE_INVALID;
+			off += ((__u32)ext.hdrlen + 2) * 4;
+			nexthdr = ext.nexthdr;
+			break;
+		case IPPROTO_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, off, &ext, 4) < 0)
+				return PARSE_INVALID;
+			off += 8;
+			nexthdr = ext.nexthdr;
+			flow->proto = nexthdr;
+			if (bpf_ntohs(ext.frag_off) & IPV6_FRAG_OFFSET_MASK)
+				return PARSE_OK; /* non-first fragment: no ports */
+			break;
+		default:
+			flow->proto = nexthdr;
+			return parse_ports(skb, off, flow);
+		}
+	}
+	return PARSE_INVALID; /* more extension headers than we walk */
+}
+
+static __always_inline int parse_flow(struct __sk_buff *skb, struct meshid_flow *flow)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, flow);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, flow);
+	return PARSE_NOT_IP;
+}
+
+#endif
