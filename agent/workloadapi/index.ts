@@ -1,0 +1,24 @@
+export { WorkloadApiServer, type WorkloadApiServerOptions, type WorkloadApiLogger } from './server.js';
+export type { WorkloadSource, CachedX509Svid } from './source.js';
+export { WorkloadApiMetrics, type CallCount } from './metrics.js';
+export { toServiceError, statusName } from './status.js';
+export { toStruct, fromStruct } from './struct.js';
+export {
+  loadWorkloadProto,
+  newWorkloadClient,
+  workloadCallMetadata,
+  SECURITY_HEADER,
+  DEFAULT_SOCKET_PATH,
+  type WorkloadProto,
+  type X509SVIDMessage,
+  type X509SVIDResponseMessage,
+  type X509BundlesResponseMessage,
+  type JWTSVIDRequestMessage,
+  type JWTSVIDMessage,
+  type JWTSVIDResponseMessage,
+  type JWTBundlesResponseMessage,
+  type ValidateJWTSVIDRequestMessage,
+  type ValidateJWTSVIDResponseMessage,
+  type StructMessage,
+  type ValueMessage,
+} from './proto.js';

@@ -1,0 +1,484 @@
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { createConnection, createServer, type Server as NetServer, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import {
+  Server as GrpcServer,
+  ServerCredentials,
+  ServerInterceptingCall,
+  status as Status,
+  type Metadata,
+  type sendUnaryData,
+  type ServerInterceptor,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable } from '../../spiffe/errors.js';
+import { SpiffeId } from '../../spiffe/id.js';
+import type { SelectorSet } from '../../spiffe/selector.js';
+import type { PeerProcess, WorkloadAttestor } from '../workloadattestor/attestor.js';
+import { WorkloadAttestation } from '../workloadattestor/attestation.js';
+import type { PeerCredentials } from '../workloadattestor/peercred.js';
+import { WorkloadApiMetrics } from './metrics.js';
+import {
+  DEFAULT_SOCKET_PATH,
+  loadWorkloadProto,
+  SECURITY_HEADER,
+  type JWTBundlesResponseMessage,
+  type JWTSVIDMessage,
+  type JWTSVIDRequestMessage,
+  type JWTSVIDResponseMessage,
+  type ValidateJWTSVIDRequestMessage,
+  type ValidateJWTSVIDResponseMessage,
+  type WorkloadProto,
+  type X509BundlesResponseMessage,
+  type X509SVIDMessage,
+  type X509SVIDResponseMessage,
+} from './proto.js';
+import type { CachedX509Svid, WorkloadSource } from './source.js';
+import { toServiceError } from './status.js';
+import { toStruct } from './struct.js';
+
+export interface WorkloadApiLogger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+const silentLogger: WorkloadApiLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+export interface WorkloadApiServerOptions {
+  /** Default /run/meshid/agent.sock; its folder is created. */
+  socketPath?: string;
+  source: WorkloadSource;
+  /** Run for every caller; their selectors together are the caller's selectors. */
+  attestors: readonly WorkloadAttestor[];
+  logger?: WorkloadApiLogger;
+  /** Serve bundles and ValidateJWTSVID to callers that match no entry (spire-agent's allow_unauthenticated_verifiers). Default false. */
+  allowUnauthenticatedVerifiers?: boolean;
+  /** How long one process's selectors are reused. Default 10 s. */
+  attestationCacheTtlMs?: number;
+  /** Default /proc (tests point it elsewhere). */
+  procRoot?: string;
+  /** Reads the peer of an accepted connection. Default SO_PEERCRED through the native addon. */
+  peerCredentials?: (socket: Socket) => PeerCredentials;
+  /** How long stop() waits for streams to deliver their final status before it cuts connections. Default 2000 ms. */
+  stopGraceMs?: number;
+}
+
+type StreamKind = 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles';
+type AnyStreamCall = ServerWritableStream<unknown, unknown>;
+
+interface Answer { message: unknown; bytes: Buffer }
+
+interface OpenStream {
+  kind: StreamKind;
+  call: AnyStreamCall;
+  selectors: SelectorSet;
+  /** the serialized last message, so an unchanged answer is not sent again */
+  lastSent: Buffer;
+}
+
+const NO_IDENTITY = 'no identity issued';
+
+/**
+ * The SPIFFE Workload API on a Unix socket, as spire-agent serves it.
+ *
+ * Connections are accepted by our own net.Server, not by grpc-js, so that each
+ * one's peer can be read from its file descriptor (SO_PEERCRED) before any call
+ * arrives; the socket is then handed to grpc-js through a connection injector.
+ *
+ * How a call finds its connection: grpc-js exposes the connection of a call
+ * only as `call.getPeer()`, which it reads from `session.socket.remoteAddress`
+ * of the call's HTTP/2 session, and that session's socket is the very socket we
+ * injected (http2's socket proxy forwards property reads to it). A Unix socket
+ * has no remote address, so at accept time we give the socket an own
+ * `remoteAddress` property holding a server-chosen connection tag, and keep
+ * tag -> peer process in a map. A client cannot influence the tag, every call
+ * on the connection carries it, and the entry is dropped when the socket closes.
+ */
+export class WorkloadApiServer {
+  readonly socketPath: string;
+  readonly metrics = new WorkloadApiMetrics();
+  private readonly source: WorkloadSource;
+  private readonly logger: WorkloadApiLogger;
+  private readonly attestation: WorkloadAttestation;
+  private readonly allowUnauthenticatedVerifiers: boolean;
+  private readonly stopGraceMs: number;
+  private readonly proto: WorkloadProto;
+  private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
+  private stopped: Promise<void> | undefined;
+  private grpcServer: GrpcServer | undefined;
+  private injector: ReturnType<GrpcServer['createConnectionInjector']> | undefined;
+  private netServer: NetServer | undefined;
+  private socketInode: number | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private refreshScheduled: NodeJS.Immediate | undefined;
+  private connectionSeq = 0;
+  private readonly connections = new Map<string, PeerProcess>();
+  private readonly sockets = new Set<Socket>();
+  private readonly streams = new Set<OpenStream>();
+
+  constructor(options: WorkloadApiServerOptions) {
+    this.socketPath = options.socketPath ?? DEFAULT_SOCKET_PATH;
+    this.source = options.source;
+    this.logger = options.logger ?? silentLogger;
+    this.allowUnauthenticatedVerifiers = options.allowUnauthenticatedVerifiers ?? false;
+    this.stopGraceMs = options.stopGraceMs ?? 2000;
+    this.attestation = new WorkloadAttestation({
+      attestors: options.attestors,
+      ...(options.attestationCacheTtlMs !== undefined ? { cacheTtlMs: options.attestationCacheTtlMs } : {}),
+      ...(options.procRoot !== undefined ? { procRoot: options.procRoot } : {}),
+      ...(options.peerCredentials !== undefined ? { credentials: options.peerCredentials } : {}),
+    });
+    this.proto = loadWorkloadProto();
+  }
+
+  /** Listens on the socket (mode 0777, any workload may connect); removes a stale socket file left by a dead agent. */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new FailedPrecondition(`the Workload API server was already started (${this.state})`);
+    this.state = 'starting';
+    try {
+      await mkdir(dirname(this.socketPath), { recursive: true, mode: 0o755 });
+      await removeStaleSocket(this.socketPath);
+      const grpcServer = new GrpcServer({ interceptors: [this.metricsInterceptor()] });
+      grpcServer.addService(this.proto.service, this.handlers());
+      this.grpcServer = grpcServer;
+      this.injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
+      this.unsubscribe = this.source.onChange(() => this.scheduleRefresh());
+      const netServer = createServer((socket) => this.acceptConnection(socket));
+      this.netServer = netServer;
+      await new Promise<void>((resolve, reject) => {
+        netServer.once('error', reject);
+        netServer.listen(this.socketPath, () => { netServer.off('error', reject); resolve(); });
+      });
+      netServer.on('error', (err) => this.logger.error('workload API socket error', { error: err.message }));
+      await chmod(this.socketPath, 0o777);
+      this.socketInode = (await lstat(this.socketPath)).ino;
+      this.state = 'running';
+      this.logger.info('workload API listening', { socket: this.socketPath });
+    } catch (err) {
+      await this.shutdown();
+      this.state = 'stopped';
+      throw err;
+    }
+  }
+
+  /** Ends every stream (UNAVAILABLE), closes every connection and removes the socket file. Idempotent. */
+  stop(): Promise<void> {
+    if (this.state === 'new') { this.state = 'stopped'; return Promise.resolve(); }
+    this.stopped ??= this.shutdown().then(() => { this.state = 'stopped'; });
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.state = 'stopping';
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    if (this.refreshScheduled) clearImmediate(this.refreshScheduled);
+    this.refreshScheduled = undefined;
+    const netServer = this.netServer;
+    const listenerClosed = netServer?.listening
+      ? new Promise<void>((resolve) => netServer.close(() => resolve()))
+      : Promise.resolve();
+    for (const stream of [...this.streams]) this.endStream(stream, new Unavailable('the workload API is shutting down'));
+    const grpcServer = this.grpcServer;
+    if (grpcServer) {
+      // graceful first, so that ended streams deliver their status; then cut what is left
+      const graceful = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), this.stopGraceMs); });
+      const late = await Promise.race([Promise.all([graceful, listenerClosed]).then(() => false), timedOut]);
+      clearTimeout(timer);
+      if (late) this.logger.warn('workload API connections did not close in time; closing them', { connections: this.sockets.size });
+      grpcServer.forceShutdown();
+    }
+    for (const socket of this.sockets) socket.destroy();
+    await listenerClosed;
+    this.injector = undefined;
+    this.grpcServer = undefined;
+    this.netServer = undefined;
+    await this.removeOwnSocket();
+  }
+
+  /** Unlinks the socket file only if it is still the one this server created. */
+  private async removeOwnSocket(): Promise<void> {
+    if (this.socketInode === undefined) return;
+    try {
+      const st = await lstat(this.socketPath);
+      if (st.isSocket() && st.ino === this.socketInode) await unlink(this.socketPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    this.socketInode = undefined;
+  }
+
+  private acceptConnection(socket: Socket): void {
+    socket.on('error', (err) => this.logger.debug('workload API connection error', { error: err.message }));
+    const injector = this.injector;
+    if (!injector || this.state === 'stopping' || this.state === 'stopped') { socket.destroy(); return; }
+    let peer: PeerProcess;
+    try {
+      peer = this.attestation.identifyPeer(socket);
+    } catch (err) {
+      this.logger.warn('workload API connection refused: its peer cannot be identified', { error: (err as Error).message });
+      socket.destroy();
+      return;
+    }
+    const tag = `meshid-workload-connection-${++this.connectionSeq}`;
+    Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true });
+    this.connections.set(tag, peer);
+    this.sockets.add(socket);
+    this.metrics.openConnections++;
+    socket.once('close', () => {
+      this.connections.delete(tag);
+      this.sockets.delete(socket);
+      this.metrics.openConnections--;
+    });
+    injector.injectConnection(socket);
+  }
+
+  /** Counts every call once, by its final status (CANCELLED when the client goes away first). */
+  private metricsInterceptor(): ServerInterceptor {
+    return (methodDescriptor, call) => {
+      const method = methodDescriptor.path.slice(methodDescriptor.path.lastIndexOf('/') + 1);
+      let counted = false;
+      const count = (code: Status): void => {
+        if (counted) return;
+        counted = true;
+        this.metrics.countCall(method, code);
+      };
+      return new ServerInterceptingCall(call, {
+        start: (next) => next({ onCancel: () => count(Status.CANCELLED) }),
+        sendStatus: (status, next) => { count(status.code); next(status); },
+      });
+    };
+  }
+
+  private handlers(): UntypedServiceImplementation {
+    return {
+      FetchX509SVID: (call: AnyStreamCall) => { void this.serveStream('FetchX509SVID', call); },
+      FetchX509Bundles: (call: AnyStreamCall) => { void this.serveStream('FetchX509Bundles', call); },
+      FetchJWTBundles: (call: AnyStreamCall) => { void this.serveStream('FetchJWTBundles', call); },
+      FetchJWTSVID: (call: ServerUnaryCall<JWTSVIDRequestMessage, JWTSVIDResponseMessage>, callback: sendUnaryData<JWTSVIDResponseMessage>) => {
+        this.unary(callback, () => this.fetchJwtSvid(call));
+      },
+      ValidateJWTSVID: (call: ServerUnaryCall<ValidateJWTSVIDRequestMessage, ValidateJWTSVIDResponseMessage>, callback: sendUnaryData<ValidateJWTSVIDResponseMessage>) => {
+        this.unary(callback, () => this.validateJwtSvid(call));
+      },
+    };
+  }
+
+  private unary<T>(callback: sendUnaryData<T>, body: () => Promise<T>): void {
+    body().then((response) => callback(null, response), (err: unknown) => {
+      this.logCallError(err);
+      callback(toServiceError(err));
+    });
+  }
+
+  private logCallError(err: unknown): void {
+    const e = err as Error & { code?: string };
+    if (e?.code === undefined || e.code === 'internal') this.logger.error('workload API call failed', { error: e?.message });
+    else this.logger.debug('workload API call refused', { code: e.code, error: e.message });
+  }
+
+  /** The caller's selectors: the peer pinned when its connection was accepted, attested (cached per process). */
+  private async attestCaller(call: { metadata: Metadata; getPeer(): string }): Promise<SelectorSet> {
+    // SPIFFE Workload Endpoint §5: the header proves the call did not come through a
+    // proxy (SSRF); the standard requires exactly "true"
+    const header = call.metadata.get(SECURITY_HEADER);
+    if (header.length !== 1 || header[0] !== 'true') throw new InvalidArgument('security header missing from request', SECURITY_HEADER);
+    const peer = this.connections.get(call.getPeer());
+    if (!peer) throw new Unauthenticated('the connection of this call is not known to the workload API');
+    return this.attestation.attest(peer);
+  }
+
+  private async serveStream(kind: StreamKind, call: AnyStreamCall): Promise<void> {
+    try {
+      const selectors = await this.attestCaller(call);
+      if (call.cancelled) return;
+      if (this.state !== 'running') throw new Unavailable('the workload API is shutting down');
+      // from here to registration nothing awaits, so no change can slip between
+      // the first answer and the subscription to the next ones
+      const answer = this.answer(kind, selectors);
+      if (!answer) throw new PermissionDenied(NO_IDENTITY);
+      const stream: OpenStream = { kind, call, selectors, lastSent: answer.bytes };
+      this.streams.add(stream);
+      this.metrics.openStreams++;
+      call.once('cancelled', () => this.forgetStream(stream));
+      call.write(answer.message);
+    } catch (err) {
+      this.logCallError(err);
+      if (!call.cancelled) call.emit('error', toServiceError(err));
+    }
+  }
+
+  private forgetStream(stream: OpenStream): void {
+    if (this.streams.delete(stream)) this.metrics.openStreams--;
+  }
+
+  private endStream(stream: OpenStream, err: unknown): void {
+    this.forgetStream(stream);
+    if (!stream.call.cancelled) stream.call.emit('error', toServiceError(err));
+  }
+
+  /** Coalesces a burst of source changes into one pass over the open streams. */
+  private scheduleRefresh(): void {
+    if (this.refreshScheduled || this.state !== 'running') return;
+    this.refreshScheduled = setImmediate(() => {
+      this.refreshScheduled = undefined;
+      this.refreshStreams();
+    });
+  }
+
+  /**
+   * Recomputes each open stream's answer (once per stream kind and selector set)
+   * and sends it where it differs from the last message sent; a stream whose
+   * caller no longer matches any entry ends with PermissionDenied.
+   */
+  private refreshStreams(): void {
+    const answers = new Map<string, { answer?: Answer; error?: unknown }>();
+    for (const stream of [...this.streams]) {
+      const key = `${stream.kind}\n${stream.selectors.key()}`;
+      let result = answers.get(key);
+      if (!result) {
+        try {
+          const answer = this.answer(stream.kind, stream.selectors);
+          result = answer ? { answer } : { error: new PermissionDenied(NO_IDENTITY) };
+        } catch (error) {
+          this.logCallError(error);
+          result = { error };
+        }
+        answers.set(key, result);
+      }
+      if (!result.answer) { this.endStream(stream, result.error); continue; }
+      if (result.answer.bytes.equals(stream.lastSent)) continue;
+      stream.lastSent = result.answer.bytes;
+      stream.call.write(result.answer.message);
+    }
+  }
+
+  /** The current message of a stream for these selectors; undefined when the caller is entitled to nothing. */
+  private answer(kind: StreamKind, selectors: SelectorSet): Answer | undefined {
+    const message = kind === 'FetchX509SVID' ? this.x509SvidResponse(selectors)
+      : kind === 'FetchX509Bundles' ? this.x509BundlesResponse(selectors)
+        : this.jwtBundlesResponse(selectors);
+    if (!message) return undefined;
+    return { message, bytes: this.proto.service[kind]!.responseSerialize(message) };
+  }
+
+  private x509SvidResponse(selectors: SelectorSet): X509SVIDResponseMessage | undefined {
+    const svids = uniqueHints(this.source.x509SvidsFor(selectors), (s) => s.hint, this.logger);
+    if (svids.length === 0) return undefined;
+    const bundles = this.source.x509Bundles();
+    const own = new Set(svids.map((s) => s.spiffeId.trustDomain.name));
+    const federated = new Map([...this.source.federatedBundlesFor(selectors)].filter(([td]) => !own.has(td)));
+    return {
+      svids: svids.map((s): X509SVIDMessage => ({
+        spiffe_id: s.spiffeId.toString(),
+        x509_svid: Buffer.concat(s.certChainDer),
+        x509_svid_key: s.privateKeyPkcs8Der,
+        bundle: Buffer.concat(bundles.get(s.spiffeId.trustDomain.name) ?? []),
+        hint: s.hint,
+      })),
+      crl: [],
+      federated_bundles: byTrustDomainId(federated, (certs) => Buffer.concat(certs)),
+    };
+  }
+
+  /** The trust domains whose bundles the caller gets: its SVIDs' own plus those its entries federate with. */
+  private entitledTrustDomains(selectors: SelectorSet): { svids: CachedX509Svid[]; trustDomains: Set<string> } | undefined {
+    const svids = this.source.x509SvidsFor(selectors);
+    if (svids.length === 0) {
+      if (!this.allowUnauthenticatedVerifiers) return undefined;
+      return { svids, trustDomains: new Set(this.source.x509Bundles().keys()) };
+    }
+    const trustDomains = new Set(svids.map((s) => s.spiffeId.trustDomain.name));
+    for (const td of this.source.federatedBundlesFor(selectors).keys()) trustDomains.add(td);
+    return { svids, trustDomains };
+  }
+
+  private x509BundlesResponse(selectors: SelectorSet): X509BundlesResponseMessage | undefined {
+    const entitled = this.entitledTrustDomains(selectors);
+    if (!entitled) return undefined;
+    const bundles = new Map(this.source.x509Bundles());
+    for (const [td, certs] of this.source.federatedBundlesFor(selectors)) if (!bundles.has(td)) bundles.set(td, certs);
+    const visible = new Map([...bundles].filter(([td]) => entitled.trustDomains.has(td)));
+    return { crl: [], bundles: byTrustDomainId(visible, (certs) => Buffer.concat(certs)) };
+  }
+
+  private jwtBundlesResponse(selectors: SelectorSet): JWTBundlesResponseMessage | undefined {
+    const entitled = this.entitledTrustDomains(selectors);
+    if (!entitled) return undefined;
+    const visible = new Map([...this.source.jwtBundles()].filter(([td]) => entitled.trustDomains.has(td)));
+    return { bundles: byTrustDomainId(visible, (jwks) => jwks) };
+  }
+
+  private async fetchJwtSvid(call: ServerUnaryCall<JWTSVIDRequestMessage, JWTSVIDResponseMessage>): Promise<JWTSVIDResponseMessage> {
+    const { audience, spiffe_id: requested } = call.request;
+    if (audience.length === 0 || audience.some((a) => a === '')) throw new InvalidArgument('audience must be specified', 'audience');
+    const spiffeId = requested ? SpiffeId.parse(requested, 'spiffe_id') : undefined;
+    const selectors = await this.attestCaller(call);
+    const svids = await this.source.jwtSvidsFor(selectors, [...audience], spiffeId);
+    if (svids.length === 0) throw new PermissionDenied(NO_IDENTITY);
+    return {
+      svids: uniqueHints(svids, (s) => s.hint, this.logger).map((s): JWTSVIDMessage => ({ spiffe_id: s.spiffeId.toString(), svid: s.token, hint: s.hint })),
+    };
+  }
+
+  private async validateJwtSvid(call: ServerUnaryCall<ValidateJWTSVIDRequestMessage, ValidateJWTSVIDResponseMessage>): Promise<ValidateJWTSVIDResponseMessage> {
+    const { audience, svid } = call.request;
+    if (audience === '') throw new InvalidArgument('audience must be specified', 'audience');
+    if (svid === '') throw new InvalidArgument('svid must be specified', 'svid');
+    const selectors = await this.attestCaller(call);
+    if (!this.allowUnauthenticatedVerifiers && this.source.x509SvidsFor(selectors).length === 0) throw new PermissionDenied(NO_IDENTITY);
+    const { spiffeId, claims } = this.source.validateJwtSvid(svid, audience);
+    return { spiffe_id: spiffeId.toString(), claims: toStruct(claims) };
+  }
+}
+
+/**
+ * The standard requires a set hint to be unique within one response; like
+ * spire-agent, the first SVID with a hint wins and later ones are left out.
+ */
+function uniqueHints<T>(items: T[], hint: (item: T) => string, logger: WorkloadApiLogger): T[] {
+  const seen = new Set<string>();
+  return items.filter((item) => {
+    const h = hint(item);
+    if (h === '') return true;
+    if (seen.has(h)) {
+      logger.warn('workload API left out an SVID whose hint is already used in this response', { hint: h });
+      return false;
+    }
+    seen.add(h);
+    return true;
+  });
+}
+
+/** Bundles keyed by trust domain ID ("spiffe://example.org"), in a stable order so equal answers serialize equally. */
+function byTrustDomainId<T>(byName: Map<string, T>, encode: (value: T) => Buffer): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  for (const name of [...byName.keys()].sort()) out[`spiffe://${name}`] = encode(byName.get(name)!);
+  return out;
+}
+
+/**
+ * A socket file left by an agent that died is removed; one that something still
+ * listens on, or a path that is not a socket, is an error rather than a takeover.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let st;
+  try { st = await lstat(path); } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new FailedPrecondition(`${path} exists and is not a socket`, 'socketPath');
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => { probe.destroy(); resolve(true); });
+    probe.once('error', () => { probe.destroy(); resolve(false); });
+  });
+  if (live) throw new FailedPrecondition(`another process is serving ${path}`, 'socketPath');
+  await unlink(path);
+}

@@ -1,0 +1,105 @@
+import type { Socket } from 'node:net';
+import { MeshidError, Unauthenticated } from '../../spiffe/errors.js';
+import { SelectorSet } from '../../spiffe/selector.js';
+import type { PeerProcess, WorkloadAttestor } from './attestor.js';
+import { peerCredentials, type PeerCredentials } from './peercred.js';
+import { processStartTime, processStartTimeSync } from './proc.js';
+
+export interface WorkloadAttestationOptions {
+  attestors: readonly WorkloadAttestor[];
+  /** Default /proc. */
+  procRoot?: string;
+  /** How long a process's selectors are reused. Default 10 s; a process that changes namespace or executable is re-attested after that. */
+  cacheTtlMs?: number;
+  /** Most processes whose selectors are kept. Default 4096. */
+  cacheSize?: number;
+  /** Clock in ms (tests pass a fake). Default Date.now. */
+  now?: () => number;
+  /** How the peer of a socket is read. Default SO_PEERCRED through the native addon. */
+  credentials?: (socket: Socket) => PeerCredentials;
+}
+
+interface CacheEntry { expiresAt: number; selectors: Promise<SelectorSet> }
+
+/**
+ * Turns the peer of a Workload API connection into selectors. The peer is
+ * pinned when the connection is accepted (SO_PEERCRED pid, uid, gid plus the
+ * process's start time); every attestation then runs the attestors for that
+ * process and checks, once the answer is known, that the same process (same pid
+ * AND same start time) is still alive. Results are cached per (pid, start
+ * time, uid, gid), so a process that reuses a pid never inherits the selectors
+ * of the process that had it before.
+ */
+export class WorkloadAttestation {
+  private readonly attestors: readonly WorkloadAttestor[];
+  private readonly procRoot: string;
+  private readonly ttlMs: number;
+  private readonly cacheSize: number;
+  private readonly now: () => number;
+  private readonly credentials: (socket: Socket) => PeerCredentials;
+  private readonly cache = new Map<string, CacheEntry>();
+
+  constructor(options: WorkloadAttestationOptions) {
+    this.attestors = options.attestors;
+    this.procRoot = options.procRoot ?? '/proc';
+    this.ttlMs = options.cacheTtlMs ?? 10_000;
+    this.cacheSize = options.cacheSize ?? 4096;
+    this.now = options.now ?? Date.now;
+    this.credentials = options.credentials ?? peerCredentials;
+  }
+
+  /** Pins the process at the other end of a just-accepted connection. Throws when it is already gone. */
+  identifyPeer(socket: Socket): PeerProcess {
+    const { pid, uid, gid } = this.credentials(socket);
+    const startTime = processStartTimeSync(this.procRoot, pid);
+    if (startTime === undefined) throw new Unauthenticated(`caller process ${pid} exited before it could be attested`);
+    return { pid, uid, gid, startTime };
+  }
+
+  /** The selectors of the peer; throws Unauthenticated when the process is gone or its pid now names another process. */
+  async attest(peer: PeerProcess): Promise<SelectorSet> {
+    const key = `${peer.pid}:${peer.startTime}:${peer.uid}:${peer.gid}`;
+    const now = this.now();
+    let entry = this.cache.get(key);
+    if (!entry || entry.expiresAt <= now) {
+      await this.assertAlive(peer);
+      entry = { expiresAt: now + this.ttlMs, selectors: this.runAttestors(peer) };
+      this.cache.delete(key);
+      if (this.cache.size >= this.cacheSize) this.evict(now);
+      this.cache.set(key, entry);
+      // a failed attestation is not remembered
+      entry.selectors.catch(() => { if (this.cache.get(key) === entry) this.cache.delete(key); });
+    }
+    const selectors = await entry.selectors;
+    await this.assertAlive(peer);
+    return selectors;
+  }
+
+  /** Drops every cached answer (e.g. when attestor configuration changes). */
+  clear(): void { this.cache.clear(); }
+
+  private async runAttestors(peer: PeerProcess): Promise<SelectorSet> {
+    try {
+      const lists = await Promise.all(this.attestors.map((a) => a.attest(peer.pid, peer.uid, peer.gid)));
+      return SelectorSet.of(lists.flat());
+    } catch (err) {
+      // an attestor usually fails because the process exited while it read /proc
+      await this.assertAlive(peer);
+      if (err instanceof MeshidError) throw err;
+      throw new MeshidError('internal', `workload attestation of pid ${peer.pid} failed: ${(err as Error).message}`, undefined, { cause: err });
+    }
+  }
+
+  private async assertAlive(peer: PeerProcess): Promise<void> {
+    const startTime = await processStartTime(this.procRoot, peer.pid);
+    if (startTime !== peer.startTime) {
+      throw new Unauthenticated(`caller process ${peer.pid} is gone: could not verify the existence of the original caller`);
+    }
+  }
+
+  /** Expired entries first; then the oldest insertions. */
+  private evict(now: number): void {
+    for (const [k, e] of this.cache) if (e.expiresAt <= now) this.cache.delete(k);
+    while (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
+  }
+}

@@ -1,0 +1,38 @@
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { packageRoot } from '../../api/assets.js';
+
+/** What the kernel recorded for the peer of a Unix socket when it connected (SO_PEERCRED). */
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+interface PeercredAddon {
+  peercred(fd: number): PeerCredentials;
+}
+
+const addonPath = join(packageRoot, 'agent', 'workloadattestor', 'peercred', 'build', 'Release', 'peercred.node');
+
+function loadAddon(): PeercredAddon {
+  if (!existsSync(addonPath)) {
+    throw new Error(`meshid: the peercred native addon is not built (${addonPath}); run \`make native\``);
+  }
+  return createRequire(import.meta.url)(addonPath) as PeercredAddon;
+}
+
+/**
+ * The credentials of the process at the other end of an accepted Unix socket
+ * connection, read with getsockopt(SO_PEERCRED) on the connection's own file
+ * descriptor: the pid, uid and gid of the process that called connect(2).
+ */
+export function peerCredentials(socket: Socket): PeerCredentials {
+  // Node keeps the fd on the socket's libuv handle (a Pipe); it has no public accessor.
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('peerCredentials: the socket has no open file descriptor');
+  // require() caches the addon, so this is a lookup after the first call
+  return loadAddon().peercred(fd);
+}
