@@ -1,0 +1,196 @@
+import { createHash } from 'node:crypto';
+import { SpiffeId } from '../../spiffe/id.js';
+import { Selector, SelectorSet } from '../../spiffe/selector.js';
+import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { type Core, checkPageSize, decodePageToken, encodePageToken } from './core.js';
+import type {
+  AttestedNode, AttestedNodePatch, ConsumedJoinToken, ListAttestedNodesOptions, NewAttestedNode, NewJoinToken, Page,
+} from './types.js';
+
+interface NodeRow {
+  spiffe_id: string;
+  attestation_type: string;
+  cert_serial: string;
+  cert_not_after: number;
+  new_cert_serial: string;
+  new_cert_not_after: number;
+  banned: number;
+  can_reattest: number;
+  created_at: number;
+  updated_at: number;
+  revision: number;
+  selectors: string;
+}
+
+const SELECT_NODE = `SELECT n.*,
+    (SELECT json_group_array(s.type || ':' || s.value) FROM attested_node_selectors s WHERE s.spiffe_id = n.spiffe_id) AS selectors
+  FROM attested_nodes n`;
+
+function rowToNode(r: NodeRow): AttestedNode {
+  return {
+    spiffeId: SpiffeId.parse(r.spiffe_id),
+    attestationType: r.attestation_type,
+    certSerial: r.cert_serial,
+    certNotAfter: r.cert_not_after,
+    newCertSerial: r.new_cert_serial,
+    newCertNotAfter: r.new_cert_not_after,
+    banned: r.banned === 1,
+    canReattest: r.can_reattest === 1,
+    selectors: SelectorSet.of((JSON.parse(r.selectors) as string[]).map((s) => Selector.parse(s))),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    revision: r.revision,
+  };
+}
+
+function checkTime(value: number, field: string): number {
+  if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgument(`${field} must be unix seconds`, field);
+  return value;
+}
+
+/** Attested nodes (agents): what the server knows about each agent it issued an SVID to. */
+export class AttestedNodeStore {
+  constructor(private readonly core: Core) {}
+
+  create(node: NewAttestedNode): AttestedNode {
+    if (node.attestationType === '') throw new InvalidArgument('attestation type is empty', 'attestation_type');
+    checkTime(node.certNotAfter, 'cert_not_after');
+    return this.core.write(() => {
+      const id = node.spiffeId.toString();
+      if (this.find(node.spiffeId)) throw new AlreadyExists(`agent ${id} is already attested`, 'spiffe_id');
+      const now = this.core.nowSeconds();
+      const revision = this.core.recordChange('agent', id, 'upsert');
+      this.core.stmt(`INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, can_reattest,
+          created_at, updated_at, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(id, node.attestationType, node.certSerial, node.certNotAfter, node.canReattest ? 1 : 0, now, now, revision);
+      this.insertSelectors(id, node.selectors ?? SelectorSet.empty);
+      return this.get(node.spiffeId);
+    });
+  }
+
+  /** undefined when the agent is not known; for attestation, which decides what that means. */
+  find(id: SpiffeId): AttestedNode | undefined {
+    const row = this.core.stmt(`${SELECT_NODE} WHERE n.spiffe_id = ?`).get(id.toString()) as NodeRow | undefined;
+    return row && rowToNode(row);
+  }
+
+  get(id: SpiffeId): AttestedNode {
+    const node = this.find(id);
+    if (!node) throw new NotFound(`agent ${id.toString()} not found`, 'spiffe_id');
+    return node;
+  }
+
+  list(opts: ListAttestedNodesOptions = {}): Page<AttestedNode> {
+    const pageSize = checkPageSize(opts.pageSize);
+    const after = decodePageToken('agents', opts.pageToken);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (opts.banned !== undefined) { where.push('n.banned = ?'); params.push(opts.banned ? 1 : 0); }
+    if (opts.attestationType !== undefined) { where.push('n.attestation_type = ?'); params.push(opts.attestationType); }
+    if (opts.expiresBefore !== undefined) { where.push('n.cert_not_after < ?'); params.push(opts.expiresBefore); }
+    if (after !== undefined) { where.push('n.spiffe_id > ?'); params.push(after); }
+    let sql = SELECT_NODE + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY n.spiffe_id';
+    if (pageSize > 0) { sql += ' LIMIT ?'; params.push(pageSize + 1); }
+    const rows = this.core.stmt(sql).all(...params) as NodeRow[];
+    let nextPageToken = '';
+    if (pageSize > 0 && rows.length > pageSize) {
+      rows.length = pageSize;
+      nextPageToken = encodePageToken('agents', rows[pageSize - 1]!.spiffe_id);
+    }
+    return { items: rows.map(rowToNode), nextPageToken };
+  }
+
+  update(id: SpiffeId, patch: AttestedNodePatch): AttestedNode {
+    if (patch.attestationType === '') throw new InvalidArgument('attestation type is empty', 'attestation_type');
+    if (patch.certNotAfter !== undefined) checkTime(patch.certNotAfter, 'cert_not_after');
+    if (patch.newCertNotAfter !== undefined) checkTime(patch.newCertNotAfter, 'new_cert_not_after');
+    return this.core.write(() => {
+      const cur = this.get(id);
+      const key = id.toString();
+      const revision = this.core.recordChange('agent', key, 'upsert');
+      this.core.stmt(`UPDATE attested_nodes SET attestation_type = ?, cert_serial = ?, cert_not_after = ?,
+          new_cert_serial = ?, new_cert_not_after = ?, can_reattest = ?, updated_at = ?, revision = ?
+        WHERE spiffe_id = ?`).run(
+        patch.attestationType ?? cur.attestationType,
+        patch.certSerial ?? cur.certSerial,
+        patch.certNotAfter ?? cur.certNotAfter,
+        patch.newCertSerial ?? cur.newCertSerial,
+        patch.newCertNotAfter ?? cur.newCertNotAfter,
+        (patch.canReattest ?? cur.canReattest) ? 1 : 0,
+        this.core.nowSeconds(), revision, key);
+      if (patch.selectors) {
+        this.core.stmt('DELETE FROM attested_node_selectors WHERE spiffe_id = ?').run(key);
+        this.insertSelectors(key, patch.selectors);
+      }
+      return this.get(id);
+    });
+  }
+
+  /** Bans an agent: it keeps its row (so it cannot attest again) but no certificate is valid for it any more. */
+  ban(id: SpiffeId): AttestedNode {
+    return this.core.write(() => {
+      this.get(id);
+      const revision = this.core.recordChange('agent', id.toString(), 'upsert');
+      this.core.stmt(`UPDATE attested_nodes SET banned = 1, cert_serial = '', new_cert_serial = '',
+          updated_at = ?, revision = ? WHERE spiffe_id = ?`).run(this.core.nowSeconds(), revision, id.toString());
+      return this.get(id);
+    });
+  }
+
+  /** Evicts an agent: forgets it, so it must attest again (and may, unlike a banned one). */
+  evict(id: SpiffeId): AttestedNode {
+    return this.core.write(() => {
+      const node = this.get(id);
+      this.core.stmt('DELETE FROM attested_nodes WHERE spiffe_id = ?').run(id.toString());
+      this.core.recordChange('agent', id.toString(), 'delete');
+      return node;
+    });
+  }
+
+  private insertSelectors(id: string, selectors: SelectorSet): void {
+    const ins = this.core.stmt('INSERT INTO attested_node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)');
+    for (const s of selectors.items) ins.run(id, s.type, s.value);
+  }
+}
+
+function tokenHash(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+/** One-time join tokens. The database holds only their SHA-256. */
+export class JoinTokenStore {
+  constructor(private readonly core: Core) {}
+
+  create(t: NewJoinToken): void {
+    if (typeof t.token !== 'string' || t.token === '') throw new InvalidArgument('join token is empty', 'token');
+    checkTime(t.expiresAt, 'expires_at');
+    this.core.write(() => {
+      const hash = tokenHash(t.token);
+      if (this.core.stmt('SELECT 1 FROM join_tokens WHERE token_hash = ?').get(hash)) {
+        throw new AlreadyExists('this join token already exists', 'token');
+      }
+      this.core.stmt('INSERT INTO join_tokens (token_hash, expires_at, agent_id, created_at) VALUES (?, ?, ?, ?)')
+        .run(hash, t.expiresAt, t.agentId?.toString() ?? null, this.core.nowSeconds());
+    });
+  }
+
+  /**
+   * Uses a token up: deleting it and reading it is one statement in one write
+   * transaction, so of two concurrent consumers (in any process) exactly one gets it.
+   * An expired token is deleted too, and refused.
+   */
+  consume(token: string): ConsumedJoinToken {
+    const row = this.core.write(() => this.core.stmt('DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at, agent_id')
+      .get(tokenHash(token))) as { expires_at: number; agent_id: string | null } | undefined;
+    if (!row) throw new NotFound('join token is unknown or was already used', 'join_token');
+    if (row.expires_at <= this.core.nowSeconds()) {
+      throw new FailedPrecondition(`join token expired at ${new Date(row.expires_at * 1000).toISOString()}`, 'join_token');
+    }
+    return { expiresAt: row.expires_at, agentId: row.agent_id === null ? undefined : SpiffeId.parse(row.agent_id) };
+  }
+
+  /** Deletes expired tokens; returns how many. */
+  pruneExpired(): number {
+    return this.core.write(() => this.core.stmt('DELETE FROM join_tokens WHERE expires_at <= ?').run(this.core.nowSeconds()).changes);
+  }
+}

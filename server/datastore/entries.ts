@@ -1,0 +1,326 @@
+import { randomUUID } from 'node:crypto';
+import { SpiffeId, TrustDomain, serverId } from '../../spiffe/id.js';
+import { Selector, SelectorSet } from '../../spiffe/selector.js';
+import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { type Core, checkPageSize, decodePageToken, encodePageToken, isConstraint, toMeshidError } from './core.js';
+import type { BatchResult, EntryPatch, EntrySpec, ListEntriesOptions, Page, RegistrationEntry } from './types.js';
+
+/** An entry with the same SPIFFE ID, parent ID and selectors exists; names it. */
+export class DuplicateEntry extends AlreadyExists {
+  constructor(readonly existingEntryId: string) {
+    super(`entry ${existingEntryId} already has this SPIFFE ID, parent ID and selector set`, 'spiffe_id');
+  }
+}
+
+interface EntryRow {
+  pk: number;
+  id: string;
+  spiffe_id: string;
+  parent_id: string;
+  x509_svid_ttl: number;
+  jwt_svid_ttl: number;
+  hint: string;
+  admin: number;
+  downstream: number;
+  expires_at: number;
+  created_at: number;
+  revision: number;
+  selectors: string;
+  dns_names: string;
+  federates_with: string;
+}
+
+const SELECT_ENTRY = `SELECT e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.hint,
+    e.admin, e.downstream, e.expires_at, e.created_at, e.revision,
+    (SELECT json_group_array(s.type || ':' || s.value) FROM entry_selectors s WHERE s.entry_pk = e.pk) AS selectors,
+    (SELECT json_group_array(d.name ORDER BY d.position) FROM entry_dns_names d WHERE d.entry_pk = e.pk) AS dns_names,
+    (SELECT json_group_array(f.trust_domain ORDER BY f.trust_domain) FROM entry_federates_with f WHERE f.entry_pk = e.pk) AS federates_with
+  FROM registered_entries e`;
+
+/** Rows of (type, value) from a JSON array of [type, value] pairs bound as one parameter. */
+const SELECTOR_PAIRS = "SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) j";
+
+function selectorsParam(set: SelectorSet): string {
+  return JSON.stringify(set.items.map((s) => [s.type, s.value]));
+}
+
+function rowToEntry(r: EntryRow): RegistrationEntry {
+  return {
+    id: r.id,
+    spiffeId: SpiffeId.parse(r.spiffe_id),
+    parentId: SpiffeId.parse(r.parent_id),
+    selectors: SelectorSet.of((JSON.parse(r.selectors) as string[]).map((s) => Selector.parse(s))),
+    x509SvidTtl: r.x509_svid_ttl,
+    jwtSvidTtl: r.jwt_svid_ttl,
+    dnsNames: JSON.parse(r.dns_names) as string[],
+    hint: r.hint,
+    admin: r.admin === 1,
+    downstream: r.downstream === 1,
+    federatesWith: (JSON.parse(r.federates_with) as string[]).map((td) => TrustDomain.parse(td)),
+    expiresAt: r.expires_at,
+    createdAt: r.created_at,
+    revision: r.revision,
+  };
+}
+
+function checkCount(value: number, field: string): number {
+  if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgument(`${field} must be a non-negative integer`, field);
+  return value;
+}
+
+/** The full, checked field set of an entry about to be written. */
+interface EntryFields {
+  spiffeId: SpiffeId;
+  parentId: SpiffeId;
+  selectors: SelectorSet;
+  x509SvidTtl: number;
+  jwtSvidTtl: number;
+  dnsNames: readonly string[];
+  hint: string;
+  admin: boolean;
+  downstream: boolean;
+  federatesWith: readonly TrustDomain[];
+  expiresAt: number;
+}
+
+function checkFields(f: EntryFields): EntryFields {
+  if (f.selectors.size === 0) throw new InvalidArgument('an entry needs at least one selector', 'selectors');
+  checkCount(f.x509SvidTtl, 'x509_svid_ttl');
+  checkCount(f.jwtSvidTtl, 'jwt_svid_ttl');
+  checkCount(f.expiresAt, 'expires_at');
+  const seen = new Set<string>();
+  f.dnsNames.forEach((name, i) => {
+    if (typeof name !== 'string' || name === '') throw new InvalidArgument('DNS name is empty', `dns_names[${i}]`);
+    if (seen.has(name)) throw new InvalidArgument(`DNS name "${name}" appears twice`, `dns_names[${i}]`);
+    seen.add(name);
+  });
+  return f;
+}
+
+export class EntryStore {
+  constructor(private readonly core: Core) {}
+
+  create(spec: EntrySpec): RegistrationEntry {
+    return this.core.write(() => this.createInTx(spec));
+  }
+
+  batchCreate(specs: readonly EntrySpec[]): BatchResult<RegistrationEntry>[] {
+    return this.core.write(() => specs.map((spec) => {
+      try {
+        return { ok: true as const, value: this.core.savepoint(() => this.createInTx(spec)) };
+      } catch (err) {
+        return { ok: false as const, error: toMeshidError(err) };
+      }
+    }));
+  }
+
+  get(id: string): RegistrationEntry {
+    const row = this.core.stmt(`${SELECT_ENTRY} WHERE e.id = ?`).get(id) as EntryRow | undefined;
+    if (!row) throw new NotFound(`entry ${JSON.stringify(id)} not found`, 'id');
+    return rowToEntry(row);
+  }
+
+  update(id: string, patch: EntryPatch): RegistrationEntry {
+    return this.core.write(() => {
+      const current = this.get(id);
+      const pk = this.pkOf(id);
+      const next = checkFields({ ...current, ...definedOnly(patch) });
+      const selectorsKey = next.selectors.key();
+      this.refuseDuplicate(next.spiffeId, next.parentId, selectorsKey, id);
+      const revision = this.core.recordChange('entry', id, 'upsert');
+      this.core.stmt(`UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, selectors_key = ?, selector_count = ?,
+          x509_svid_ttl = ?, jwt_svid_ttl = ?, hint = ?, admin = ?, downstream = ?, expires_at = ?, revision = ?
+        WHERE pk = ?`).run(next.spiffeId.toString(), next.parentId.toString(), selectorsKey, next.selectors.size,
+        next.x509SvidTtl, next.jwtSvidTtl, next.hint, next.admin ? 1 : 0, next.downstream ? 1 : 0, next.expiresAt,
+        revision, pk);
+      this.core.stmt('DELETE FROM entry_selectors WHERE entry_pk = ?').run(pk);
+      this.core.stmt('DELETE FROM entry_dns_names WHERE entry_pk = ?').run(pk);
+      this.core.stmt('DELETE FROM entry_federates_with WHERE entry_pk = ?').run(pk);
+      this.insertChildren(pk, next);
+      return this.get(id);
+    });
+  }
+
+  delete(id: string): RegistrationEntry {
+    return this.core.write(() => this.deleteInTx(id));
+  }
+
+  batchDelete(ids: readonly string[]): BatchResult<RegistrationEntry>[] {
+    return this.core.write(() => ids.map((id) => {
+      try {
+        return { ok: true as const, value: this.core.savepoint(() => this.deleteInTx(id)) };
+      } catch (err) {
+        return { ok: false as const, error: toMeshidError(err) };
+      }
+    }));
+  }
+
+  list(opts: ListEntriesOptions = {}): Page<RegistrationEntry> {
+    const pageSize = checkPageSize(opts.pageSize);
+    const after = decodePageToken('entries', opts.pageToken);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (opts.bySpiffeId) { where.push('e.spiffe_id = ?'); params.push(opts.bySpiffeId.toString()); }
+    if (opts.byParentId) { where.push('e.parent_id = ?'); params.push(opts.byParentId.toString()); }
+    if (opts.byHint !== undefined) { where.push('e.hint = ?'); params.push(opts.byHint); }
+    if (opts.bySelectors) {
+      const { selectors, match } = opts.bySelectors;
+      const cond = selectorCondition(match, selectors);
+      if (cond) { where.push(cond.sql); params.push(...cond.params); }
+    }
+    if (after !== undefined) {
+      const pk = Number(after);
+      if (!Number.isSafeInteger(pk)) throw new InvalidArgument('page token is not one this list returned', 'page_token');
+      where.push('e.pk > ?');
+      params.push(pk);
+    }
+    let sql = SELECT_ENTRY + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY e.pk';
+    if (pageSize > 0) { sql += ' LIMIT ?'; params.push(pageSize + 1); }
+    const rows = this.core.stmt(sql).all(...params) as EntryRow[];
+    let nextPageToken = '';
+    if (pageSize > 0 && rows.length > pageSize) {
+      rows.length = pageSize;
+      nextPageToken = encodePageToken('entries', rows[pageSize - 1]!.pk);
+    }
+    return { items: rows.map(rowToEntry), nextPageToken };
+  }
+
+  /**
+   * The entries an agent may hold (SPIRE semantics, one level): those whose parent is
+   * the agent, and those whose parent is a node alias, i.e. the SPIFFE ID of an entry
+   * parented by the server ID whose selectors are all among the agent's node
+   * selectors. Expired entries are left out.
+   */
+  forAgent(agentId: SpiffeId, nodeSelectors: SelectorSet): RegistrationEntry[] {
+    const now = this.core.nowSeconds();
+    const rows = this.core.stmt(`WITH aliases AS (
+        SELECT a.spiffe_id FROM registered_entries a
+        JOIN entry_selectors s ON s.entry_pk = a.pk
+        WHERE a.parent_id = ? AND (a.expires_at = 0 OR a.expires_at > ?)
+          AND (s.type, s.value) IN (${SELECTOR_PAIRS})
+        GROUP BY a.pk HAVING COUNT(*) = MAX(a.selector_count)
+      )
+      ${SELECT_ENTRY}
+      WHERE (e.parent_id = ? OR e.parent_id IN (SELECT spiffe_id FROM aliases))
+        AND (e.expires_at = 0 OR e.expires_at > ?)
+      ORDER BY e.pk`).all(serverId(agentId.trustDomain).toString(), now, selectorsParam(nodeSelectors),
+      agentId.toString(), now) as EntryRow[];
+    return rows.map(rowToEntry);
+  }
+
+  /** Deletes entries whose expiry has passed; returns how many. */
+  pruneExpired(): number {
+    return this.core.write(() => {
+      const ids = this.core.stmt('SELECT id FROM registered_entries WHERE expires_at <> 0 AND expires_at <= ?')
+        .pluck().all(this.core.nowSeconds()) as string[];
+      for (const id of ids) this.deleteInTx(id);
+      return ids.length;
+    });
+  }
+
+  /** How many entries federate with `td`; a federated bundle in use is not deleted. */
+  countFederatingWith(td: TrustDomain): number {
+    return this.core.stmt('SELECT COUNT(*) FROM entry_federates_with WHERE trust_domain = ?').pluck().get(td.name) as number;
+  }
+
+  private createInTx(spec: EntrySpec): RegistrationEntry {
+    const fields = checkFields({
+      spiffeId: spec.spiffeId,
+      parentId: spec.parentId,
+      selectors: spec.selectors,
+      x509SvidTtl: spec.x509SvidTtl ?? 0,
+      jwtSvidTtl: spec.jwtSvidTtl ?? 0,
+      dnsNames: spec.dnsNames ?? [],
+      hint: spec.hint ?? '',
+      admin: spec.admin ?? false,
+      downstream: spec.downstream ?? false,
+      federatesWith: spec.federatesWith ?? [],
+      expiresAt: spec.expiresAt ?? 0,
+    });
+    const id = spec.id ?? randomUUID();
+    if (id === '') throw new InvalidArgument('entry id is empty', 'id');
+    if (this.core.stmt('SELECT 1 FROM registered_entries WHERE id = ?').get(id)) {
+      throw new AlreadyExists(`an entry with id ${JSON.stringify(id)} already exists`, 'id');
+    }
+    const selectorsKey = fields.selectors.key();
+    this.refuseDuplicate(fields.spiffeId, fields.parentId, selectorsKey, undefined);
+    const revision = this.core.recordChange('entry', id, 'upsert');
+    let pk: number;
+    try {
+      pk = this.core.stmt(`INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_key, selector_count,
+          x509_svid_ttl, jwt_svid_ttl, hint, admin, downstream, expires_at, created_at, revision)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk`).pluck().get(
+        id, fields.spiffeId.toString(), fields.parentId.toString(), selectorsKey, fields.selectors.size,
+        fields.x509SvidTtl, fields.jwtSvidTtl, fields.hint, fields.admin ? 1 : 0, fields.downstream ? 1 : 0,
+        fields.expiresAt, this.core.nowSeconds(), revision) as number;
+    } catch (err) {
+      if (isConstraint(err, 'UNIQUE')) throw new AlreadyExists('an equal entry already exists', 'spiffe_id');
+      throw err;
+    }
+    this.insertChildren(pk, fields);
+    return this.get(id);
+  }
+
+  private deleteInTx(id: string): RegistrationEntry {
+    const entry = this.get(id);
+    this.core.stmt('DELETE FROM registered_entries WHERE id = ?').run(id);
+    this.core.recordChange('entry', id, 'delete');
+    return entry;
+  }
+
+  private insertChildren(pk: number, f: EntryFields): void {
+    const sel = this.core.stmt('INSERT INTO entry_selectors (entry_pk, type, value) VALUES (?, ?, ?)');
+    for (const s of f.selectors.items) sel.run(pk, s.type, s.value);
+    const dns = this.core.stmt('INSERT INTO entry_dns_names (entry_pk, position, name) VALUES (?, ?, ?)');
+    f.dnsNames.forEach((name, i) => dns.run(pk, i, name));
+    const fed = this.core.stmt('INSERT OR IGNORE INTO entry_federates_with (entry_pk, trust_domain) VALUES (?, ?)');
+    for (const td of f.federatesWith) fed.run(pk, td.name);
+  }
+
+  private pkOf(id: string): number {
+    return this.core.stmt('SELECT pk FROM registered_entries WHERE id = ?').pluck().get(id) as number;
+  }
+
+  private refuseDuplicate(spiffeId: SpiffeId, parentId: SpiffeId, selectorsKey: string, exceptId: string | undefined): void {
+    const existing = this.core.stmt('SELECT id FROM registered_entries WHERE spiffe_id = ? AND parent_id = ? AND selectors_key = ?')
+      .pluck().get(spiffeId.toString(), parentId.toString(), selectorsKey) as string | undefined;
+    if (existing !== undefined && existing !== exceptId) throw new DuplicateEntry(existing);
+  }
+}
+
+/** SQL for "entry e's selectors relate to `set` by `match`"; undefined means no condition. */
+function selectorCondition(match: string, set: SelectorSet): { sql: string; params: unknown[] } | undefined {
+  if (set.size === 0) {
+    // Every set is a superset of the empty set; no non-empty set equals, is a subset of, or meets it.
+    return match === 'superset' ? undefined : { sql: '0', params: [] };
+  }
+  const pairs = selectorsParam(set);
+  switch (match) {
+    case 'exact':
+      return { sql: 'e.selectors_key = ?', params: [set.key()] };
+    case 'superset':
+      return {
+        sql: `e.pk IN (SELECT s.entry_pk FROM entry_selectors s WHERE (s.type, s.value) IN (${SELECTOR_PAIRS})
+          GROUP BY s.entry_pk HAVING COUNT(*) = ?)`,
+        params: [pairs, set.size],
+      };
+    case 'subset':
+      return {
+        sql: `e.pk IN (SELECT s.entry_pk FROM entry_selectors s JOIN registered_entries x ON x.pk = s.entry_pk
+          WHERE (s.type, s.value) IN (${SELECTOR_PAIRS}) GROUP BY s.entry_pk HAVING COUNT(*) = MAX(x.selector_count))`,
+        params: [pairs],
+      };
+    case 'any':
+      return {
+        sql: `EXISTS (SELECT 1 FROM entry_selectors s WHERE s.entry_pk = e.pk AND (s.type, s.value) IN (${SELECTOR_PAIRS}))`,
+        params: [pairs],
+      };
+    default:
+      throw new InvalidArgument(`selector match must be exact, subset, superset or any, not ${JSON.stringify(match)}`, 'by_selectors.match');
+  }
+}
+
+function definedOnly<T extends object>(patch: T): Partial<T> {
+  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+

@@ -1,0 +1,9 @@
+export { Datastore, type DatastoreOptions } from './datastore.js';
+export { DuplicateEntry } from './entries.js';
+export { MAX_IDENTITY, MAX_NODE_ID, MIN_IDENTITY, MIN_NODE_ID } from './mesh.js';
+export type {
+  AttestedNode, AttestedNodePatch, BatchResult, CaJournalRecord, CaKeyKind, CaSlotState, Change, ChangeKind,
+  ChangeListener, ChangeOp, ConsumedJoinToken, Endpoint, EndpointUpdate, EntryPatch, EntrySpec, Identity,
+  ListAttestedNodesOptions, ListEntriesOptions, MeshNode, MeshNodeUpdate, NewAttestedNode, NewJoinToken, Page, Policy,
+  PolicyUpdate, RegistrationEntry, SelectorMatch, ServiceAccountRef, SpiffeBundleDocument, StoredBundle, UnixSeconds,
+} from './types.js';
