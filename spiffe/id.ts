@@ -75,8 +75,15 @@ export class TrustDomain {
 
   /** The trust domain's own ID, spiffe://<td>. */
   id(): SpiffeId { return SpiffeId.fromParts(this, ''); }
-  /** A SPIFFE ID in this trust domain; each segment is checked. */
-  child(...segments: string[]): SpiffeId { return SpiffeId.fromParts(this, segments.map((s) => '/' + s).join('')); }
+  /** A SPIFFE ID in this trust domain; each argument is exactly one segment, and each is checked. */
+  child(...segments: string[]): SpiffeId {
+    // A "/" inside an argument would split it into several segments, so two different argument
+    // lists could name the same ID (serviceAccountId('a/sa/b', 'c') = serviceAccountId('a', 'b/sa/c')).
+    for (const s of segments) {
+      if (s.includes('/')) throw new InvalidSpiffeId(`path segment ${JSON.stringify(s)} has the character "/"; only letters, digits, ".", "-" and "_" are allowed in segments`);
+    }
+    return SpiffeId.fromParts(this, segments.map((s) => '/' + s).join(''));
+  }
   equals(other: TrustDomain): boolean { return this.name === other.name; }
   toString(): string { return this.name; }
   toJSON(): string { return this.name; }
