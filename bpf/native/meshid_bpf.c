@@ -5,7 +5,7 @@
  *   realTimeMinusBootTimeNs()             CLOCK_REALTIME - CLOCK_BOOTTIME (bigint)
  *   loadObject(obj, pinRoot)              load an eBPF object, re-using (or
  *                                         creating) maps pinned by name under
- *                                         pinRoot; { programs: {name: fd},
+ *                                         pinRoot; { programs: {name: {fd, id}},
  *                                         maps: {name: id} }
  *   closeFd(fd)
  *   ifIndex(netns, ifname)                0 when there is no such interface
@@ -210,8 +210,18 @@ static napi_value load_object(napi_env env, napi_callback_info info)
 			bpf_object__close(obj);
 			return throw_errno(env, "dup program fd", err);
 		}
+		struct bpf_prog_info pi;
+		__u32 len = sizeof(pi);
+		napi_value entry;
+
+		memset(&pi, 0, sizeof(pi));
+		bpf_obj_get_info_by_fd(fd, &pi, &len);
+		CHECK(napi_create_object(env, &entry));
 		CHECK(napi_create_int32(env, fd, &v));
-		CHECK(napi_set_named_property(env, programs, bpf_program__name(prog), v));
+		CHECK(napi_set_named_property(env, entry, "fd", v));
+		CHECK(napi_create_uint32(env, pi.id, &v));
+		CHECK(napi_set_named_property(env, entry, "id", v));
+		CHECK(napi_set_named_property(env, programs, bpf_program__name(prog), entry));
 	}
 	bpf_object__for_each_map(map, obj) {
 		struct bpf_map_info mi;

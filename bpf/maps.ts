@@ -1,0 +1,263 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createMapRef, MapType, objGet, RawMap, type MapRef } from 'bpf';
+import { FailedPrecondition } from '../spiffe/errors.js';
+import { formatPrefix, parseIp, parsePrefix } from './address.js';
+import {
+  AUTH_KEY_SIZE, AUTH_VALUE_SIZE, CONFIG_VALUE_SIZE, IPCACHE_KEY_SIZE, IPCACHE_VALUE_SIZE,
+  METRICS_KEY_SIZE, METRICS_VALUE_SIZE, POLICY_KEY_SIZE, POLICY_VALUE_SIZE,
+  decodeAuthKey, decodeAuthValue, decodeConfig, decodeIpcacheKey, decodeIpcacheValue,
+  decodeMetricsKey, decodePolicyKey, decodePolicyValue, encodeAuthKey, encodeAuthValue,
+  encodeConfig, encodeIpcacheKey, encodeIpcacheValue, encodeMetricsKey, encodePolicyKey,
+  encodePolicyValue, reasonName, sumPerCpuMetrics,
+  type AuthPair, type DatapathConfig, type Direction, type IpcacheEntry, type PolicyEntry,
+  type PolicyKey, type Verdict,
+} from './layouts.js';
+
+/** Pin names (also the maps' names in the kernel and in bpf/lib/*.h). */
+export const MapName = {
+  auth: 'meshid_auth',
+  ipcache: 'meshid_ipcache',
+  policy: 'meshid_policy',
+  metrics: 'meshid_metrics',
+  signals: 'meshid_signals',
+  events: 'meshid_events',
+  config: 'meshid_config',
+  conntrack: 'meshid_ct',
+  signalRate: 'meshid_sigrate',
+} as const;
+
+interface Layout { type: MapType; keySize: number; valueSize: number }
+
+/**
+ * Opens the map pinned at `pinDir/name` and checks that it has the layout this
+ * code encodes; a map of another layout (an older build) is a failed precondition.
+ */
+export function openPinnedMap(pinDir: string, name: string, layout: Layout): MapRef {
+  const path = join(pinDir, name);
+  let fd: number;
+  try {
+    fd = objGet(path);
+  } catch (err) {
+    throw new FailedPrecondition(`cannot open pinned map ${path}: ${(err as Error).message}`, 'pinDir');
+  }
+  const ref = createMapRef(fd, { transfer: true });
+  if (ref.type !== layout.type || ref.keySize !== layout.keySize || ref.valueSize !== layout.valueSize) {
+    ref.close();
+    throw new FailedPrecondition(
+      `${path} has type ${ref.type}, key ${ref.keySize} B, value ${ref.valueSize} B; ` +
+      `expected type ${layout.type}, key ${layout.keySize} B, value ${layout.valueSize} B`, 'pinDir');
+  }
+  return ref;
+}
+
+/** Number of possible CPUs: the number of slots of a per-CPU map's value. */
+export function possibleCpus(): number {
+  const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
+  let max = 0;
+  for (const range of text.split(',')) {
+    const end = Number(range.split('-').pop());
+    if (end > max) max = end;
+  }
+  return max + 1;
+}
+
+/** A MapRef whose value size is that of a per-CPU map's whole value (all CPUs' slots). */
+function perCpuRef(ref: MapRef, slotSize: number): MapRef {
+  const valueSize = Math.ceil(slotSize / 8) * 8 * possibleCpus();
+  return {
+    type: ref.type, keySize: ref.keySize, valueSize, maxEntries: ref.maxEntries, flags: ref.flags,
+    get fd() { return ref.fd; },
+    close: () => ref.close(),
+  };
+}
+
+/** `meshid_auth`: authenticated pairs and when they expire on the boot-time clock. */
+export class AuthMap {
+  readonly #map: RawMap;
+
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): AuthMap {
+    return new AuthMap(openPinnedMap(pinDir, MapName.auth,
+      { type: MapType.HASH, keySize: AUTH_KEY_SIZE, valueSize: AUTH_VALUE_SIZE }));
+  }
+
+  /** Writes the pair, valid until `expiresAtBootNs` (see bootTimeNs / wallClockToBootNs). */
+  upsert(pair: AuthPair, expiresAtBootNs: bigint): void {
+    this.#map.set(encodeAuthKey(pair), encodeAuthValue(expiresAtBootNs));
+  }
+
+  /** False when the pair had no entry. */
+  delete(pair: AuthPair): boolean {
+    return this.#map.delete(encodeAuthKey(pair));
+  }
+
+  /** The pair's expiry on the boot-time clock, or undefined. */
+  get(pair: AuthPair): bigint | undefined {
+    const value = this.#map.get(encodeAuthKey(pair));
+    return value && decodeAuthValue(value);
+  }
+
+  entries(): Array<{ pair: AuthPair; expiresAtBootNs: bigint }> {
+    return [...this.#map.entries()].map(([k, v]) => ({ pair: decodeAuthKey(k), expiresAtBootNs: decodeAuthValue(v) }));
+  }
+
+  close(): void { this.#map.ref.close(); }
+}
+
+/** `meshid_ipcache`: longest-prefix map from addresses to (identity, node id). */
+export class IpcacheMap {
+  readonly #map: RawMap;
+
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): IpcacheMap {
+    return new IpcacheMap(openPinnedMap(pinDir, MapName.ipcache,
+      { type: MapType.LPM_TRIE, keySize: IPCACHE_KEY_SIZE, valueSize: IPCACHE_VALUE_SIZE }));
+  }
+
+  /** `cidr`: `10.1.0.0/16`, `fd00::/64`, or one address. */
+  upsert(cidr: string, entry: IpcacheEntry): void {
+    this.#map.set(encodeIpcacheKey(parsePrefix(cidr)), encodeIpcacheValue(entry));
+  }
+
+  delete(cidr: string): boolean {
+    return this.#map.delete(encodeIpcacheKey(parsePrefix(cidr)));
+  }
+
+  /** The entry stored for exactly this prefix (a scan: for tools, not the hot path). */
+  get(cidr: string): Required<IpcacheEntry> | undefined {
+    const prefix = parsePrefix(cidr);
+    for (const [k, v] of this.#map.entries()) {
+      const p = decodeIpcacheKey(k);
+      if (p.family === prefix.family && p.length === prefix.length &&
+          Buffer.compare(Buffer.from(p.bytes), Buffer.from(prefix.bytes)) === 0) {
+        return decodeIpcacheValue(v);
+      }
+    }
+    return undefined;
+  }
+
+  /** What the datapath finds for an address: the entry of the longest prefix that holds it. */
+  lookup(ip: string): Required<IpcacheEntry> | undefined {
+    const { family, bytes } = parseIp(ip);
+    const value = this.#map.get(encodeIpcacheKey({ family, bytes, length: family === 4 ? 32 : 128 }));
+    return value && decodeIpcacheValue(value);
+  }
+
+  entries(): Array<{ cidr: string; entry: Required<IpcacheEntry> }> {
+    return [...this.#map.entries()].map(([k, v]) => ({ cidr: formatPrefix(decodeIpcacheKey(k)), entry: decodeIpcacheValue(v) }));
+  }
+
+  close(): void { this.#map.ref.close(); }
+}
+
+/**
+ * `meshid_policy`. An endpoint is selected in a direction exactly when its
+ * all-wildcard entry {local, 0, 0, 0, direction} exists (see `select`);
+ * without it the datapath passes that direction's traffic whatever else is here.
+ */
+export class PolicyMap {
+  readonly #map: RawMap;
+
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): PolicyMap {
+    return new PolicyMap(openPinnedMap(pinDir, MapName.policy,
+      { type: MapType.HASH, keySize: POLICY_KEY_SIZE, valueSize: POLICY_VALUE_SIZE }));
+  }
+
+  upsert(key: PolicyKey, entry: PolicyEntry): void {
+    this.#map.set(encodePolicyKey(key), encodePolicyValue(entry));
+  }
+
+  delete(key: PolicyKey): boolean {
+    return this.#map.delete(encodePolicyKey(key));
+  }
+
+  get(key: PolicyKey): PolicyEntry | undefined {
+    const value = this.#map.get(encodePolicyKey(key));
+    return value && decodePolicyValue(value);
+  }
+
+  /**
+   * Marks the endpoint identity as selected in `direction`: traffic that no
+   * more specific entry matches gets `fallback` (deny: Cilium's default deny).
+   */
+  select(localIdentity: number, direction: Direction, fallback: Verdict = 'deny', authType = 0): void {
+    this.upsert({ localIdentity, remoteIdentity: 0, port: 0, proto: 0, direction }, { verdict: fallback, authType });
+  }
+
+  /** Removes the marker: the direction is no longer policed (more specific entries stay but do not apply). */
+  deselect(localIdentity: number, direction: Direction): boolean {
+    return this.delete({ localIdentity, remoteIdentity: 0, port: 0, proto: 0, direction });
+  }
+
+  entries(): Array<{ key: PolicyKey; entry: PolicyEntry }> {
+    return [...this.#map.entries()].map(([k, v]) => ({ key: decodePolicyKey(k), entry: decodePolicyValue(v) }));
+  }
+
+  close(): void { this.#map.ref.close(); }
+}
+
+export interface MetricsSample {
+  readonly reasonCode: number;
+  /** `forwarded`, `policy denied`, ... */
+  readonly reason: string;
+  readonly direction: Direction;
+  readonly packets: bigint;
+  readonly bytes: bigint;
+}
+
+/** `meshid_metrics`: per-CPU counters, read summed over the CPUs. */
+export class MetricsMap {
+  readonly #map: RawMap;
+
+  /** `ref` as opened by `open` (its value size covers every CPU's slot). */
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): MetricsMap {
+    const ref = openPinnedMap(pinDir, MapName.metrics,
+      { type: MapType.PERCPU_HASH, keySize: METRICS_KEY_SIZE, valueSize: METRICS_VALUE_SIZE });
+    return new MetricsMap(perCpuRef(ref, METRICS_VALUE_SIZE));
+  }
+
+  read(): MetricsSample[] {
+    return [...this.#map.entries()].map(([k, v]) => {
+      const key = decodeMetricsKey(k);
+      return { reasonCode: key.reason, reason: reasonName(key.reason), direction: key.direction, ...sumPerCpuMetrics(v) };
+    });
+  }
+
+  /** The counters of one reason and direction (zero when never counted). */
+  get(reasonCode: number, direction: Direction): { packets: bigint; bytes: bigint } {
+    const value = this.#map.get(encodeMetricsKey({ reason: reasonCode, direction }));
+    return value ? sumPerCpuMetrics(value) : { packets: 0n, bytes: 0n };
+  }
+
+  close(): void { this.#map.ref.close(); }
+}
+
+/** `meshid_config`: the node-wide settings of the datapath. */
+export class ConfigMap {
+  readonly #map: RawMap;
+  static readonly #KEY = Buffer.alloc(4);
+
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): ConfigMap {
+    return new ConfigMap(openPinnedMap(pinDir, MapName.config,
+      { type: MapType.ARRAY, keySize: 4, valueSize: CONFIG_VALUE_SIZE }));
+  }
+
+  get(): DatapathConfig {
+    return decodeConfig(this.#map.get(ConfigMap.#KEY)!);
+  }
+
+  set(config: DatapathConfig): void {
+    this.#map.set(ConfigMap.#KEY, encodeConfig(config));
+  }
+
+  close(): void { this.#map.ref.close(); }
+}

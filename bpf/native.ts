@@ -1,0 +1,30 @@
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { packageRoot } from '../api/assets.js';
+
+/** The addon in bpf/native (built by `make native`); see meshid_bpf.c for each call. */
+export interface NativeBpf {
+  bootTimeNs(): bigint;
+  realTimeMinusBootTimeNs(): bigint;
+  loadObject(objectPath: string, pinRoot: string): {
+    programs: Record<string, { fd: number; id: number }>;
+    maps: Record<string, number>;
+  };
+  closeFd(fd: number): void;
+  ifIndex(netns: string | null, ifname: string): number;
+  tcAttach(netns: string | null, ifname: string, egress: boolean, progFd: number, handle: number, priority: number): void;
+  tcDetach(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): boolean;
+  tcQuery(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): number;
+  ringOpen(pinPath: string, onRecord: (record: Buffer) => void): RingHandle;
+  ringClose(ring: RingHandle): void;
+}
+
+/** An open ring buffer inside the addon. */
+export interface RingHandle { readonly __ring: unique symbol }
+
+export const nativeAddonPath = join(packageRoot, 'bpf', 'native', 'build', 'Release', 'meshid_bpf.node');
+
+/** The addon (Node caches the module, so this is cheap after the first call). */
+export function loadNative(): NativeBpf {
+  return createRequire(import.meta.url)(nativeAddonPath) as NativeBpf;
+}
