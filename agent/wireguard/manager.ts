@@ -52,6 +52,8 @@ export interface WireGuardStatus {
   readonly peers: readonly PeerStatus[];
   /** How many times wireguard-go was restarted after dying. */
   readonly restarts: number;
+  /** The wireguard-go process id; null with the kernel device or while it is down. */
+  readonly processId: number | null;
 }
 
 type State = 'stopped' | 'starting' | 'running' | 'restarting' | 'stopping';
@@ -177,6 +179,7 @@ export class WireGuardManager {
       up,
       peers: dump?.peers ?? [],
       restarts: this.restarts,
+      processId: up ? this.process?.pid ?? null : null,
     };
   }
 
