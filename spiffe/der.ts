@@ -95,7 +95,13 @@ export function decodeTime(tag: number, content: Buffer): Date {
   let year = Number(m[1]);
   if (tag === TAG.UTC_TIME) { if (m[1]!.length !== 2) throw new InvalidArgument('bad UTCTime'); year += year >= 50 ? 1900 : 2000; }
   else if (m[1]!.length !== 4) throw new InvalidArgument('bad GeneralizedTime');
-  return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+  const month = Number(m[2]), day = Number(m[3]), hour = Number(m[4]), minute = Number(m[5]), second = Number(m[6]);
+  const d = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+  // Date.UTC rolls month 13 or February 30 over into a later date; a DER time must name a real instant.
+  if (d.getUTCMonth() !== month - 1 || d.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59) {
+    throw new InvalidArgument(`bad DER time "${s}": a field is out of range`);
+  }
+  return d;
 }
 
 /** A TLV found in a buffer: `content` is a view, `whole` the full encoding (header included). */
