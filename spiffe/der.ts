@@ -97,6 +97,8 @@ export function decodeTime(tag: number, content: Buffer): Date {
   else if (m[1]!.length !== 4) throw new InvalidArgument('bad GeneralizedTime');
   const month = Number(m[2]), day = Number(m[3]), hour = Number(m[4]), minute = Number(m[5]), second = Number(m[6]);
   const d = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+  // Date.UTC reads years 0-99 as 1900-1999; a GeneralizedTime "0050..." means the year 50.
+  if (year < 100) { d.setUTCFullYear(year, month - 1, day); d.setUTCHours(hour, minute, second, 0); }
   // Date.UTC rolls month 13 or February 30 over into a later date; a DER time must name a real instant.
   if (d.getUTCMonth() !== month - 1 || d.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59) {
     throw new InvalidArgument(`bad DER time "${s}": a field is out of range`);
