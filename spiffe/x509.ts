@@ -49,8 +49,11 @@ function keyUsageExtension(bits: number): Buffer {
   return extension(OID.keyUsage, true, bitString(Buffer.from([bits]), unused));
 }
 
+const encodedOids = new Map<string, Buffer>();
 function extension(id: string, critical: boolean, value: Buffer): Buffer {
-  return critical ? seq(oid(id), bool(true), octets(value)) : seq(oid(id), octets(value));
+  let o = encodedOids.get(id);
+  if (!o) { o = oid(id); encodedOids.set(id, o); }
+  return critical ? seq(o, bool(true), octets(value)) : seq(o, octets(value));
 }
 
 /** The subjectPublicKey bits of an SPKI, hashed with SHA-1 (RFC 5280 §4.2.1.2 method 1). */
@@ -94,10 +97,15 @@ export interface CertificateFields {
 
 /** A positive random 128-bit serial (RFC 5280: at most 20 octets, positive). */
 export function randomSerial(): Buffer {
-  const b = randomBytes(16);
+  // One RNG call per 256 serials: randomBytes costs as much as the DER work of a whole certificate.
+  if (serialPoolOffset >= serialPool.length) { serialPool = randomBytes(16 * 256); serialPoolOffset = 0; }
+  const b = Buffer.from(serialPool.subarray(serialPoolOffset, serialPoolOffset + 16));
+  serialPoolOffset += 16;
   b[0] = (b[0]! & 0x7f) | 0x01;
   return b;
 }
+let serialPool = Buffer.alloc(0);
+let serialPoolOffset = 0;
 
 function subjectAltName(uris: string[], dnsNames: string[]): Buffer {
   const names = [

@@ -1,0 +1,49 @@
+/** The server's own X509-SVID (spiffe://<td>/meshid/server) for the agent API's TLS, renewed at half life. */
+import type { SecureContextOptions } from 'node:tls';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/log.js';
+import { generateKeyPair, privateKeyPem, spkiDer } from '../../spiffe/keys.js';
+import { serverId } from '../../spiffe/id.js';
+import { pemFromDer } from '../../spiffe/x509.js';
+import type { CertificateAuthority } from '../ca/index.js';
+
+export class ServerIdentity {
+  private timer: NodeJS.Timeout | undefined;
+  private listeners: ((ctx: SecureContextOptions) => void)[] = [];
+  private current: Buffer[] = [];
+
+  constructor(private readonly ca: CertificateAuthority, private readonly clock: Clock, private readonly logger: Logger) {}
+
+  /** Mints the first SVID and schedules renewals; returns the TLS context for it. */
+  start(): SecureContextOptions { return this.renew(); }
+
+  stop(): void { if (this.timer) clearTimeout(this.timer); this.timer = undefined; this.listeners = []; }
+
+  onRotate(fn: (ctx: SecureContextOptions) => void): void { this.listeners.push(fn); }
+
+  chain(): Buffer[] { return this.current; }
+
+  private renew(): SecureContextOptions {
+    const { privateKey, publicKey } = generateKeyPair();
+    const id = serverId(this.ca.bundle().trustDomain);
+    const svid = this.ca.signX509Svid(id, spkiDer(publicKey));
+    this.current = svid.certChainDer;
+    const ctx: SecureContextOptions = {
+      key: privateKeyPem(privateKey),
+      cert: svid.certChainDer.map((d) => pemFromDer(d)).join(''),
+      ca: this.ca.bundle().x509Pem(),
+    };
+    const halfLife = Math.max(1000, (svid.expiresAt.getTime() - this.clock.now().getTime()) / 2);
+    this.timer = setTimeout(() => {
+      try {
+        const next = this.renew();
+        for (const l of this.listeners) l(next);
+        this.logger.info('server SVID renewed', { spiffe_id: id.toString() });
+      } catch (err) {
+        this.logger.error('server SVID renewal failed', { err });
+      }
+    }, halfLife);
+    this.timer.unref();
+    return ctx;
+  }
+}

@@ -1,0 +1,264 @@
+/** The agent API: node attestation, SVID signing for agents, and the Sync stream. */
+import { Server, status as Status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { performance } from 'node:perf_hooks';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/log.js';
+import { toServiceError } from '../../common/grpcstatus.js';
+import {
+  loadAgentProto, type AttestAgentRequestMsg, type AttestAgentResponseMsg, type BatchNewX509SvidRequestMsg,
+  type BatchNewX509SvidResponseMsg, type BatchNewX509SvidResultMsg, type NewJwtSvidRequestMsg, type NewJwtSvidResponseMsg,
+  type PublishNodeRequestMsg, type PublishNodeResponseMsg, type RegisterEndpointsRequestMsg, type RegisterEndpointsResponseMsg,
+  type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
+} from '../../api/agentproto.js';
+import { parseCsr } from '../../spiffe/csr.js';
+import { InvalidArgument, MeshidError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated } from '../../spiffe/errors.js';
+import { isAgentId, type SpiffeId } from '../../spiffe/id.js';
+import { verifyX509Svid } from '../../spiffe/x509svid.js';
+import type { CertificateAuthority } from '../ca/index.js';
+import type { AttestedNode, Datastore, RegistrationEntry } from '../datastore/index.js';
+import type { AttestorRegistry } from '../attestation/index.js';
+import type { ServerMetrics } from '../metrics.js';
+import { AgentApiCredentials } from './credentials.js';
+import { endpointMsg, nodeMsg, x509SvidMsg } from './convert.js';
+import { AgentSyncStream } from './sync.js';
+import { ServerIdentity } from './identity.js';
+import type { EndpointRegistrar } from './endpoints.js';
+
+export interface AgentApiOptions {
+  /** host:port; port 0 picks a free one (see start()'s result). */
+  bind: string;
+  ca: CertificateAuthority;
+  store: Datastore;
+  attestors: AttestorRegistry;
+  clock: Clock;
+  logger: Logger;
+  metrics: ServerMetrics;
+  agentSvidTtlSeconds: number;
+  endpoints: EndpointRegistrar;
+  /** Largest number of CSRs in one BatchNewX509SVID call. */
+  maxBatchSize?: number;
+  /** Largest request message, bytes. */
+  maxMessageBytes?: number;
+}
+
+/** gRPC handlers get the authenticated agent from here; one lookup per call. */
+interface Caller { node: AttestedNode; agentId: SpiffeId }
+
+export class AgentApiServer {
+  private server: Server | undefined;
+  private readonly identity: ServerIdentity;
+  private readonly streams = new Set<AgentSyncStream>();
+  private readonly maxBatch: number;
+
+  constructor(private readonly opts: AgentApiOptions) {
+    this.identity = new ServerIdentity(opts.ca, opts.clock, opts.logger);
+    this.maxBatch = opts.maxBatchSize ?? 1000;
+  }
+
+  async start(): Promise<number> {
+    const creds = new AgentApiCredentials(this.identity.start());
+    this.identity.onRotate((ctx) => creds.update(ctx));
+    const maxBytes = this.opts.maxMessageBytes ?? 4 * 1024 * 1024;
+    this.server = new Server({ 'grpc.max_receive_message_length': maxBytes, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+    this.server.addService(loadAgentProto().service, this.handlers());
+    const server = this.server;
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(this.opts.bind, creds, (err, p) => (err ? reject(err) : resolve(p))));
+    this.opts.logger.info('agent API listening', { bind: this.opts.bind, port });
+    return port;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.streams) s.stop();
+    this.streams.clear();
+    this.identity.stop();
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
+      server.tryShutdown(() => { clearTimeout(force); resolve(); });
+    });
+  }
+
+  /** The server's own SVID chain, so tests and tools can pin it. */
+  serverCertificateChain(): Buffer[] { return this.identity.chain(); }
+
+  private handlers(): UntypedServiceImplementation {
+    return {
+      AttestAgent: this.unary('AttestAgent', false, (req: AttestAgentRequestMsg) => this.attestAgent(req)),
+      RenewAgent: this.unary('RenewAgent', true, (req: RenewAgentRequestMsg, caller) => this.renewAgent(req, caller!)),
+      BatchNewX509SVID: this.unary('BatchNewX509SVID', true, (req: BatchNewX509SvidRequestMsg, caller) => this.batchNewX509Svid(req, caller!)),
+      NewJWTSVID: this.unary('NewJWTSVID', true, (req: NewJwtSvidRequestMsg, caller) => this.newJwtSvid(req, caller!)),
+      PublishNode: this.unary('PublishNode', true, (req: PublishNodeRequestMsg, caller) => this.publishNode(req, caller!)),
+      RegisterEndpoints: this.unary('RegisterEndpoints', true, (req: RegisterEndpointsRequestMsg, caller) => this.registerEndpoints(req, caller!)),
+      Sync: (call: ServerWritableStream<unknown, SyncUpdateMsg>) => this.sync(call),
+    };
+  }
+
+  private unary<Req, Res>(method: string, authenticated: boolean, fn: (req: Req, caller: Caller | undefined) => Promise<Res> | Res) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      const started = performance.now();
+      Promise.resolve()
+        .then(() => fn(call.request, authenticated ? this.authenticate(call) : undefined))
+        .then((res) => {
+          this.opts.metrics.agentApiCalls.inc({ method, code: 'OK' });
+          callback(null, res);
+        }, (err: unknown) => {
+          const se = toServiceError(err);
+          this.opts.metrics.agentApiCalls.inc({ method, code: Status[se.code] ?? String(se.code) });
+          if (!(err instanceof MeshidError)) this.opts.logger.error('agent API call failed', { method, err });
+          else this.opts.logger.info('agent API call refused', { method, code: err.code, reason: err.message });
+          callback(se);
+        })
+        .finally(() => this.opts.metrics.agentApiLatency.observe((performance.now() - started) / 1000, { method }));
+    };
+  }
+
+  /**
+   * The caller's agent SVID, checked against the trust bundle, and its attested
+   * node record: an evicted agent must attest again (Unauthenticated), a banned
+   * one gets nothing (PermissionDenied), a superseded SVID is refused.
+   */
+  private authenticate(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } | null }): Caller {
+    const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
+    if (!raw) throw new Unauthenticated('no client certificate: attest with AttestAgent first');
+    const bundle = this.opts.ca.bundle();
+    let agentId: SpiffeId, serial: string;
+    try {
+      const v = verifyX509Svid([raw, ...this.opts.ca.intermediates()], (td) => (td.equals(bundle.trustDomain) ? bundle.x509Authorities : undefined), this.opts.clock.now());
+      agentId = v.spiffeId;
+      serial = v.leaf.serialHex;
+    } catch (err) {
+      throw new Unauthenticated(`client certificate refused: ${(err as Error).message}`);
+    }
+    if (!isAgentId(agentId)) throw new PermissionDenied(`${agentId} is not an agent ID`);
+    let node = this.opts.store.findAttestedNode(agentId);
+    if (!node) throw new Unauthenticated(`agent ${agentId} is not attested (evicted?): attest again`);
+    if (node.banned) throw new PermissionDenied(`agent ${agentId} is banned`);
+    if (serial !== node.certSerial) {
+      if (serial !== node.newCertSerial) throw new Unauthenticated(`agent SVID serial ${serial} is not the current one: attest again`);
+      node = this.opts.store.updateAttestedNode(agentId, {
+        certSerial: node.newCertSerial, certNotAfter: node.newCertNotAfter, newCertSerial: '', newCertNotAfter: 0,
+      });
+    }
+    return { node, agentId };
+  }
+
+  private signAgentSvid(agentId: SpiffeId, csr: Buffer) {
+    const { publicKeySpki } = parseCsr(csr);
+    return this.opts.ca.signX509Svid(agentId, publicKeySpki, this.opts.agentSvidTtlSeconds);
+  }
+
+  private async attestAgent(req: AttestAgentRequestMsg): Promise<AttestAgentResponseMsg> {
+    if (!req.attestation || !req.attestation.type) throw new InvalidArgument('attestation data is missing', 'attestation');
+    if (!req.csr || req.csr.length === 0) throw new InvalidArgument('csr is missing', 'csr');
+    const { publicKeySpki } = parseCsr(req.csr); // before the attestor spends a one-time token
+    const result = await this.opts.attestors.get(req.attestation.type).attest(req.attestation.payload);
+    const existing = this.opts.store.findAttestedNode(result.agentId);
+    if (existing?.banned) throw new PermissionDenied(`agent ${result.agentId} is banned`);
+    const svid = this.opts.ca.signX509Svid(result.agentId, publicKeySpki, this.opts.agentSvidTtlSeconds);
+    const certNotAfter = Math.floor(svid.expiresAt.getTime() / 1000);
+    if (existing) {
+      this.opts.store.updateAttestedNode(result.agentId, {
+        attestationType: req.attestation.type, certSerial: svid.serialHex, certNotAfter, newCertSerial: '', newCertNotAfter: 0,
+        selectors: result.selectors, canReattest: result.canReattest,
+      });
+    } else {
+      this.opts.store.createAttestedNode({
+        spiffeId: result.agentId, attestationType: req.attestation.type, certSerial: svid.serialHex, certNotAfter,
+        selectors: result.selectors, canReattest: result.canReattest,
+      });
+    }
+    this.opts.metrics.svidsSigned.inc({ type: 'agent' });
+    this.opts.logger.info('agent attested', { agent_id: result.agentId.toString(), attestation: req.attestation.type });
+    return { svid: x509SvidMsg(result.agentId, svid.certChainDer, svid.expiresAt), bundle: Buffer.from(this.opts.ca.bundle().toJson()) };
+  }
+
+  private renewAgent(req: RenewAgentRequestMsg, caller: Caller): RenewAgentResponseMsg {
+    const svid = this.signAgentSvid(caller.agentId, req.csr);
+    this.opts.store.updateAttestedNode(caller.agentId, { newCertSerial: svid.serialHex, newCertNotAfter: Math.floor(svid.expiresAt.getTime() / 1000) });
+    this.opts.metrics.svidsSigned.inc({ type: 'agent' });
+    return { svid: x509SvidMsg(caller.agentId, svid.certChainDer, svid.expiresAt) };
+  }
+
+  /** The entries the caller may have, by id. */
+  private authorizedEntries(caller: Caller): Map<string, RegistrationEntry> {
+    return new Map(this.opts.store.entriesForAgent(caller.agentId, caller.node.selectors).map((e) => [e.id, e]));
+  }
+
+  private batchNewX509Svid(req: BatchNewX509SvidRequestMsg, caller: Caller): BatchNewX509SvidResponseMsg {
+    if (req.params.length === 0) throw new InvalidArgument('params is empty', 'params');
+    if (req.params.length > this.maxBatch) throw new ResourceExhausted(`${req.params.length} CSRs in one call; the limit is ${this.maxBatch}`, 'params');
+    const entries = this.authorizedEntries(caller);
+    const results: BatchNewX509SvidResultMsg[] = req.params.map((p, i) => {
+      const started = performance.now();
+      try {
+        const entry = entries.get(p.entry_id);
+        if (!entry) throw new PermissionDenied(`entry "${p.entry_id}" does not exist or is not authorised for ${caller.agentId}`);
+        const { publicKeySpki } = parseCsr(p.csr);
+        const svid = this.opts.ca.signX509Svid(entry.spiffeId, publicKeySpki, entry.x509SvidTtl, [...entry.dnsNames]);
+        this.opts.metrics.svidsSigned.inc({ type: 'x509' });
+        this.opts.metrics.signingLatency.observe((performance.now() - started) / 1000);
+        return { status: { code: Status.OK, message: '' }, svid: x509SvidMsg(entry.spiffeId, svid.certChainDer, svid.expiresAt), entry_id: p.entry_id };
+      } catch (err) {
+        const se = toServiceError(err);
+        if (!(err instanceof MeshidError)) this.opts.logger.error('signing failed', { entry_id: p.entry_id, index: i, err });
+        return { status: { code: se.code, message: se.details }, svid: null, entry_id: p.entry_id };
+      }
+    });
+    return { results };
+  }
+
+  private newJwtSvid(req: NewJwtSvidRequestMsg, caller: Caller): NewJwtSvidResponseMsg {
+    if (req.audience.length === 0 || req.audience.some((a) => !a)) throw new InvalidArgument('audience is required', 'audience');
+    const entry = this.authorizedEntries(caller).get(req.entry_id);
+    if (!entry) throw new PermissionDenied(`entry "${req.entry_id}" does not exist or is not authorised for ${caller.agentId}`);
+    const jwt = this.opts.ca.signJwtSvid(entry.spiffeId, req.audience, entry.jwtSvidTtl);
+    this.opts.metrics.svidsSigned.inc({ type: 'jwt' });
+    return { svid: { token: jwt.token, spiffe_id: entry.spiffeId.toString(), expires_at: Math.floor(jwt.expiresAt.getTime() / 1000), issued_at: Math.floor(jwt.issuedAt.getTime() / 1000) } };
+  }
+
+  private publishNode(req: PublishNodeRequestMsg, caller: Caller): PublishNodeResponseMsg {
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(req.name)) throw new InvalidArgument(`node name "${req.name}" must be a DNS label or subdomain`, 'name');
+    const existing = this.opts.store.findNodeByName(req.name);
+    if (existing && existing.agentId && existing.agentId !== caller.agentId.toString()) {
+      throw new PermissionDenied(`node "${req.name}" belongs to ${existing.agentId}, not ${caller.agentId}`);
+    }
+    const node = this.opts.store.upsertNode({
+      name: req.name, address: req.address, wireguardPublicKey: req.wireguard_public_key, podCidr: req.pod_cidr, agentId: caller.agentId.toString(),
+    });
+    return { node: nodeMsg(node) };
+  }
+
+  private registerEndpoints(req: RegisterEndpointsRequestMsg, caller: Caller): RegisterEndpointsResponseMsg {
+    const node = this.opts.store.listNodes().find((n) => n.agentId === caller.agentId.toString());
+    if (!node) throw new NotFound(`agent ${caller.agentId} has not published its node`, 'node');
+    return { endpoints: this.opts.endpoints.replaceNodeEndpoints(node.id, req.endpoints).map(endpointMsg) };
+  }
+
+  private sync(call: ServerWritableStream<unknown, SyncUpdateMsg>): void {
+    let caller: Caller;
+    try {
+      caller = this.authenticate(call);
+    } catch (err) {
+      call.destroy(toServiceError(err));
+      return;
+    }
+    const stream = new AgentSyncStream(this.opts.store, caller.agentId, caller.node.selectors, {
+      write: (msg) => call.write(msg),
+      fail: (err) => { this.streams.delete(stream); call.destroy(toServiceError(err)); },
+    });
+    this.streams.add(stream);
+    this.opts.metrics.syncStreams.set(this.streams.size);
+    const end = (): void => {
+      stream.stop();
+      this.streams.delete(stream);
+      this.opts.metrics.syncStreams.set(this.streams.size);
+    };
+    call.on('cancelled', end);
+    call.on('close', end);
+    call.on('error', end);
+    stream.start();
+  }
+}

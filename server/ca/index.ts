@@ -1,0 +1,4 @@
+export { CertificateAuthority, MemoryCaJournal, PREPARE_AT, ACTIVATE_AT, BACKDATE_MS, type CaOptions, type CaJournal, type CaSlot, type SignedX509Svid, type SignedJwtSvid } from './manager.js';
+export { DiskKeyManager, MemoryKeyManager, type KeyManager } from './keymanager.js';
+export { DatastoreCaJournal } from './journal.js';
+export { loadUpstreamAuthority, type UpstreamAuthority } from './upstream.js';

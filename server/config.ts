@@ -1,0 +1,41 @@
+/** meshid-server's configuration: one schema, defaults in one place. */
+import { z } from 'zod';
+import { parseDuration, readConfigFile, validateConfig } from '../common/config.js';
+import { TrustDomain } from '../spiffe/id.js';
+
+const duration = (field: string, dflt: string) =>
+  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
+    try { return parseDuration(v, field); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
+  });
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');
+
+export const serverConfigSchema = z.object({
+  trust_domain: z.string().default('example.org').transform((v, ctx) => {
+    try { return TrustDomain.parse(v); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
+  }),
+  data_dir: z.string().default('/var/lib/meshid/server'),
+  bind: hostPort.default('0.0.0.0:8081'),
+  admin: hostPort.default('127.0.0.1:8080'),
+  ca_ttl: duration('ca_ttl', '24h'),
+  x509_svid_ttl: duration('x509_svid_ttl', '1h'),
+  jwt_svid_ttl: duration('jwt_svid_ttl', '5m'),
+  agent_svid_ttl: duration('agent_svid_ttl', '1h'),
+  ca_key_type: z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-4096']).default('ec-p256'),
+  ca_subject: z.object({ country: z.string().default('US'), organization: z.string().default('meshid'), common_name: z.string().optional() }).strict().default({ country: 'US', organization: 'meshid' }),
+  /** "disk": CA keys in <data_dir>/keys (0600); "memory": never written. */
+  key_manager: z.enum(['disk', 'memory']).default('disk'),
+  upstream_authority: z.object({ cert_file: z.string(), key_file: z.string(), bundle_file: z.string().optional() }).strict().optional(),
+  log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** Bearer token file for the admin API; created (0600) under data_dir when absent. */
+  admin_token_file: z.string().optional(),
+}).strict();
+
+export type ServerConfig = z.infer<typeof serverConfigSchema>;
+
+/** Config = defaults < file < flags; flags use the file's key names. */
+export function loadServerConfig(file: string | undefined, flags: Record<string, unknown>): ServerConfig {
+  const fromFile = file ? readConfigFile(file) : {};
+  const merged = { ...fromFile, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
+  return validateConfig(serverConfigSchema, merged, file ? `file ${file} and flags` : 'flags');
+}

@@ -1,0 +1,47 @@
+/** The meshid-server binary. */
+import { Command, CommanderError } from 'commander';
+import { systemClock } from '../common/clock.js';
+import { JsonLogger } from '../common/log.js';
+import { MeshidError } from '../spiffe/errors.js';
+import { loadServerConfig } from './config.js';
+import { MeshidServer } from './server.js';
+
+const program = new Command('meshid-server')
+  .description('SPIFFE identity and mutual-authentication authority: signs SVIDs, keeps registration entries, attests agents')
+  .exitOverride();
+
+program.command('run')
+  .description('run the server until SIGTERM or SIGINT')
+  .option('--config <file>', 'YAML or JSON config file')
+  .option('--data-dir <dir>', 'where the datastore, CA keys and admin token live')
+  .option('--trust-domain <td>', 'trust domain, e.g. example.org')
+  .option('--bind <host:port>', 'agent API (gRPC over TLS) address')
+  .option('--admin <host:port>', 'admin HTTP API address')
+  .option('--log-level <level>', 'debug, info, warn or error')
+  .action(async (o: { config?: string; dataDir?: string; trustDomain?: string; bind?: string; admin?: string; logLevel?: string }) => {
+    const config = loadServerConfig(o.config, { data_dir: o.dataDir, trust_domain: o.trustDomain, bind: o.bind, admin: o.admin, log_level: o.logLevel });
+    const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-server' });
+    const server = new MeshidServer(config, { clock: systemClock, logger });
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info('stopping', { signal });
+      server.stop().then(() => process.exit(0), (err) => { logger.error('stop failed', { err }); process.exit(1); });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    try {
+      await server.start();
+    } catch (err) {
+      await server.stop().catch(() => {});
+      throw err;
+    }
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  const field = err instanceof MeshidError && err.field ? ` (${err.field})` : '';
+  process.stderr.write(`meshid-server: ${(err as Error).message}${field}\n`);
+  process.exit(err instanceof MeshidError ? 1 : 70);
+});

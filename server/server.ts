@@ -1,0 +1,116 @@
+/** meshid-server: the parts wired together, started and stopped as one. */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Clock } from '../common/clock.js';
+import type { Logger } from '../common/log.js';
+import { FailedPrecondition } from '../spiffe/errors.js';
+import { AdminApi } from './adminapi/index.js';
+import { AgentApiServer } from './agentapi/server.js';
+import { AttestorRegistry, JoinTokenAttestor, type NodeAttestor } from './attestation/index.js';
+import { CertificateAuthority, DatastoreCaJournal, DiskKeyManager, loadUpstreamAuthority, MemoryKeyManager } from './ca/index.js';
+import type { ServerConfig } from './config.js';
+import { Datastore } from './datastore/index.js';
+import { IdentityAllocator } from './identity/index.js';
+import { ServerMetrics } from './metrics.js';
+import { Registration } from './registration/index.js';
+
+export interface MeshidServerDeps {
+  clock: Clock;
+  logger: Logger;
+  /** Extra node attestors (k8s_psat); join_token is always there. */
+  attestors?: NodeAttestor[];
+}
+
+export class MeshidServer {
+  readonly metrics = new ServerMetrics();
+  store!: Datastore;
+  ca!: CertificateAuthority;
+  registration!: Registration;
+  private agentApi: AgentApiServer | undefined;
+  private adminApi: AdminApi | undefined;
+  private ready = false;
+  agentPort = 0;
+  adminPort = 0;
+
+  constructor(readonly config: ServerConfig, private readonly deps: MeshidServerDeps) {}
+
+  async start(): Promise<void> {
+    const { config, deps } = this;
+    const log = deps.logger;
+    mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+    this.store = Datastore.open({ path: join(config.data_dir, 'datastore.sqlite3'), trustDomain: config.trust_domain, now: () => deps.clock.now().getTime() });
+    const subject: [string, string][] = [['C', config.ca_subject.country], ['O', config.ca_subject.organization]];
+    if (config.ca_subject.common_name) subject.push(['CN', config.ca_subject.common_name]);
+    this.ca = new CertificateAuthority({
+      trustDomain: config.trust_domain,
+      keys: config.key_manager === 'disk' ? new DiskKeyManager(join(config.data_dir, 'keys')) : new MemoryKeyManager(),
+      journal: new DatastoreCaJournal(this.store),
+      clock: deps.clock,
+      logger: log.child({ component: 'ca' }),
+      caTtlSeconds: config.ca_ttl,
+      x509SvidTtlSeconds: config.x509_svid_ttl,
+      jwtSvidTtlSeconds: config.jwt_svid_ttl,
+      keyType: config.ca_key_type,
+      caSubject: subject,
+      ...(config.upstream_authority ? { upstream: loadUpstreamAuthority(config.upstream_authority.cert_file, config.upstream_authority.key_file, config.upstream_authority.bundle_file) } : {}),
+      onBundleChange: (bundle) => this.store.setBundle(config.trust_domain, bundle.toJwks() as never),
+      onRotation: (kind, event) => this.metrics.caRotations.inc({ kind, event }),
+    });
+    this.ca.start();
+    this.registration = new Registration({ datastore: this.store, trustDomain: config.trust_domain, now: () => deps.clock.now().getTime() });
+    this.metrics.entries.collect(() => this.metrics.entries.set(this.store.listEntries().items.length));
+    this.metrics.agents.collect(() => {
+      const all = this.store.listAttestedNodes().items;
+      this.metrics.agents.set(all.filter((a) => !a.banned).length, { state: 'active' });
+      this.metrics.agents.set(all.filter((a) => a.banned).length, { state: 'banned' });
+    });
+    this.agentApi = new AgentApiServer({
+      bind: config.bind,
+      ca: this.ca,
+      store: this.store,
+      attestors: new AttestorRegistry([new JoinTokenAttestor(this.store, config.trust_domain), ...(deps.attestors ?? [])]),
+      clock: deps.clock,
+      logger: log.child({ component: 'agentapi' }),
+      metrics: this.metrics,
+      agentSvidTtlSeconds: config.agent_svid_ttl,
+      endpoints: new IdentityAllocator(this.store),
+    });
+    this.agentPort = await this.agentApi.start();
+    this.adminApi = new AdminApi({
+      bind: config.admin,
+      store: this.store,
+      ca: this.ca,
+      registration: this.registration,
+      metrics: this.metrics,
+      logger: log.child({ component: 'adminapi' }),
+      clock: deps.clock,
+      authToken: this.adminToken(),
+      ready: () => this.ready,
+    });
+    this.adminPort = await this.adminApi.start();
+    this.ready = true;
+    log.info('meshid-server started', { trust_domain: config.trust_domain.name, agent_port: this.agentPort, admin_port: this.adminPort, data_dir: config.data_dir });
+  }
+
+  async stop(): Promise<void> {
+    this.ready = false;
+    await this.adminApi?.stop();
+    await this.agentApi?.stop();
+    this.ca?.stop();
+    this.store?.close();
+  }
+
+  /** The admin bearer token: read from the configured file, or made once under data_dir (0600). */
+  private adminToken(): string {
+    const file = this.config.admin_token_file ?? join(this.config.data_dir, 'admin.token');
+    if (!existsSync(file)) {
+      writeFileSync(file, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+      chmodSync(file, 0o600);
+    }
+    if (statSync(file).mode & 0o077) throw new FailedPrecondition(`admin token file ${file} must have mode 0600`, 'admin_token_file');
+    const token = readFileSync(file, 'utf8').trim();
+    if (token.length < 16) throw new FailedPrecondition(`admin token in ${file} is shorter than 16 characters`, 'admin_token_file');
+    return token;
+  }
+}
