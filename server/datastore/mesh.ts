@@ -118,12 +118,12 @@ export class IdentityStore {
 }
 
 interface NodeRow {
-  id: number; name: string; address: string; wireguard_public_key: string; pod_cidr: string; created_at: number; revision: number;
+  id: number; name: string; address: string; wireguard_public_key: string; pod_cidr: string; agent_id: string; created_at: number; revision: number;
 }
 
 function rowToMeshNode(r: NodeRow): MeshNode {
   return {
-    id: r.id, name: r.name, address: r.address, wireguardPublicKey: r.wireguard_public_key, podCidr: r.pod_cidr,
+    id: r.id, name: r.name, address: r.address, wireguardPublicKey: r.wireguard_public_key, podCidr: r.pod_cidr, agentId: r.agent_id,
     createdAt: r.created_at, revision: r.revision,
   };
 }
@@ -151,13 +151,15 @@ export class NodeStore {
         address: update.address ?? current.address,
         wireguardPublicKey: update.wireguardPublicKey ?? current.wireguardPublicKey,
         podCidr: update.podCidr ?? current.podCidr,
+        agentId: update.agentId ?? current.agentId,
       };
-      if (next.address === current.address && next.wireguardPublicKey === current.wireguardPublicKey && next.podCidr === current.podCidr) {
+      if (next.address === current.address && next.wireguardPublicKey === current.wireguardPublicKey && next.podCidr === current.podCidr &&
+        next.agentId === current.agentId) {
         return current;
       }
       const revision = this.core.recordChange('node', String(current.id), 'upsert');
-      this.core.stmt('UPDATE nodes SET address = ?, wireguard_public_key = ?, pod_cidr = ?, revision = ? WHERE id = ?')
-        .run(next.address, next.wireguardPublicKey, next.podCidr, revision, current.id);
+      this.core.stmt('UPDATE nodes SET address = ?, wireguard_public_key = ?, pod_cidr = ?, agent_id = ?, revision = ? WHERE id = ?')
+        .run(next.address, next.wireguardPublicKey, next.podCidr, next.agentId, revision, current.id);
       return this.get(current.id);
     });
   }

@@ -176,6 +176,8 @@ export interface MeshNode {
   address: string;
   wireguardPublicKey: string;
   podCidr: string;
+  /** The agent SPIFFE ID that speaks for this node ('' until an agent publishes it). */
+  agentId: string;
   createdAt: UnixSeconds;
   revision: number;
 }
@@ -185,6 +187,7 @@ export interface MeshNodeUpdate {
   address?: string;
   wireguardPublicKey?: string;
   podCidr?: string;
+  agentId?: string;
 }
 
 export interface Endpoint {
