@@ -81,6 +81,7 @@ export class WireGuardManager {
   private restartTimer: NodeJS.Timeout | undefined;
   private nextBackoffMs: number;
   private restarts = 0;
+  private ownsDevice = false;
   // Every change to the device runs after the previous one: setPeers, restarts and stop never interleave.
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -169,8 +170,17 @@ export class WireGuardManager {
     if (this.keys === undefined || this.implementation === undefined || this.state === 'stopped') {
       throw new FailedPrecondition(`the WireGuard manager for ${this.device} is not running`);
     }
-    const up = this.state === 'running';
-    const dump: DeviceDump | undefined = up ? await this.dump() : undefined;
+    let up = this.state === 'running';
+    let dump: DeviceDump | undefined;
+    if (up) {
+      try {
+        dump = await this.dump();
+      } catch (err) {
+        // wireguard-go died a moment ago and its exit is not handled yet: report it down, as it is.
+        if (this.process === undefined || !this.process.hasExited) throw err;
+        up = false;
+      }
+    }
     return {
       device: this.device,
       implementation: this.implementation,
@@ -212,6 +222,7 @@ export class WireGuardManager {
     if (wanted !== 'wireguard-go') {
       try {
         await this.commands.run(['ip', 'link', 'add', 'dev', this.device, 'type', 'wireguard']);
+        this.ownsDevice = true;
         this.implementation = 'kernel';
         return;
       } catch (err) {
@@ -222,6 +233,7 @@ export class WireGuardManager {
       }
     }
     this.implementation = 'wireguard-go';
+    this.ownsDevice = true;
     await this.spawnWireGuardGo();
   }
 
@@ -321,11 +333,12 @@ export class WireGuardManager {
     }, delay);
   }
 
+  /** Removes what this manager made, and only that: a start refused over another's device must not touch it. */
   private async teardown(): Promise<void> {
     const proc = this.process;
     this.process = undefined;
     if (proc !== undefined) await proc.stop();
-    removeStaleSocket(this.device);
-    if (await this.linkExists()) await this.commands.run(['ip', 'link', 'del', 'dev', this.device]);
+    if (this.ownsDevice && await this.linkExists()) await this.commands.run(['ip', 'link', 'del', 'dev', this.device]);
+    this.ownsDevice = false;
   }
 }

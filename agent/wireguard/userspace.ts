@@ -58,6 +58,10 @@ export class WireGuardGoProcess {
     return this.child.pid;
   }
 
+  get hasExited(): boolean {
+    return this.exit !== null || this.child.pid === undefined || !isAlive(this.child.pid);
+  }
+
   /** The last few KiB that the process printed, for error messages. */
   get recentOutput(): string {
     return this.output.trim();
