@@ -55,8 +55,9 @@ export function smallInteger(n: number): Buffer {
 
 export function oid(dotted: string): Buffer {
   const arcs = dotted.split('.').map(Number);
-  const out: number[] = [40 * arcs[0]! + arcs[1]!];
-  for (const arc of arcs.slice(2)) {
+  const out: number[] = [];
+  // The first two arcs share one subidentifier, which is base-128 like the rest (2.999 is 0x88 0x37).
+  for (const arc of [40 * arcs[0]! + arcs[1]!, ...arcs.slice(2)]) {
     const stack: number[] = [arc & 0x7f];
     let v = Math.floor(arc / 128);
     while (v > 0) { stack.unshift((v & 0x7f) | 0x80); v = Math.floor(v / 128); }
