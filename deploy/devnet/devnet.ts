@@ -25,6 +25,8 @@ export interface ExecOptions {
   readonly check?: boolean;
   readonly input?: string;
   readonly timeoutMs?: number;
+  /** Default: this process's environment. */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** A devnet command that exited non-zero; the message holds the command line and its stderr. */
@@ -118,7 +120,7 @@ export class Devnet {
    * the far end of `probeTcp`, so reachability checks need nothing beyond node.
    */
   async serveEcho(namespace: string, port: number): Promise<OwnedProcess> {
-    const proc = this.spawnIn(namespace, [process.execPath, '-e', ECHO_SERVER, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = this.spawnIn(namespace, [process.execPath, '-e', ECHO_SERVER, String(port)], { stdio: ['ignore', 'pipe', 'pipe'], env: PROBE_ENV });
     let output = '';
     const listening = new Promise<boolean>((resolve) => {
       proc.stdout!.on('data', (c: Buffer) => { output += c.toString(); if (output.includes('listening')) resolve(true); });
@@ -132,7 +134,7 @@ export class Devnet {
   /** Whether a TCP connection from `namespace` to host:port carries a line there and back within `timeoutMs`. */
   async probeTcp(namespace: string, host: string, port: number, timeoutMs = 2_000): Promise<boolean> {
     const result = await this.exec(namespace, [process.execPath, '-e', ECHO_CLIENT, host, String(port), String(timeoutMs)],
-      { check: false, timeoutMs: timeoutMs + 5_000 });
+      { check: false, timeoutMs: timeoutMs + 5_000, env: PROBE_ENV });
     return result.code === 0;
   }
 
@@ -239,6 +241,9 @@ export class Devnet {
   }
 }
 
+// The probes are plain node scripts: no NODE_OPTIONS preloads (a test runner's hooks) to slow their start.
+const PROBE_ENV: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+
 const ECHO_SERVER = `
 const server = require('node:net').createServer((c) => { c.on('error', () => {}); c.pipe(c); });
 server.listen(Number(process.argv[1]), () => console.log('listening'));
@@ -254,7 +259,7 @@ c.on('error', () => process.exit(1));`;
 
 async function run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
   const result = await new Promise<ExecResult>((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
