@@ -1,0 +1,1 @@
+export { AdminApi, type AdminApiOptions } from './server.js';
