@@ -1,6 +1,6 @@
 /** X509-SVIDs per the SPIFFE X509-SVID standard: minting and chain validation. */
 import type { KeyObject } from 'node:crypto';
-import { encodeName, KeyUsage, mintCertificate, parseCertificate, signedBy, type CertificateIssuer, type ParsedCertificate } from './x509.js';
+import { encodeName, KeyUsage, mintCertificate, OID, parseCertificate, signedBy, type CertificateIssuer, type ParsedCertificate } from './x509.js';
 import { InvalidSvid, Untrusted } from './errors.js';
 import { SpiffeId, type TrustDomain } from './id.js';
 
@@ -53,8 +53,20 @@ export interface VerifiedX509Svid {
   expiresAt: Date;
 }
 
+/** The extensions that this validator acts on; RFC 5280 §4.2 says to reject a certificate with any other critical one. */
+const PROCESSED_EXTENSIONS: ReadonlySet<string> = new Set([
+  OID.basicConstraints, OID.keyUsage, OID.extKeyUsage, OID.subjectAltName, OID.subjectKeyIdentifier, OID.authorityKeyIdentifier,
+]);
+
+function checkCriticalExtensions(c: ParsedCertificate, what: string): void {
+  for (const [id, ext] of c.extensions) {
+    if (ext.critical && !PROCESSED_EXTENSIONS.has(id)) throw new InvalidSvid(`${what} has critical extension ${id}, which this validator does not process`);
+  }
+}
+
 /** X509-SVID leaf rules (standard §4, §5.2): exactly one SPIFFE URI SAN, not a CA, digitalSignature, no keyCertSign/cRLSign. */
 export function checkLeafRules(leaf: ParsedCertificate): SpiffeId {
+  checkCriticalExtensions(leaf, 'leaf certificate');
   if (leaf.uris.length !== 1) throw new InvalidSvid(`an X509-SVID has exactly one URI SAN; this one has ${leaf.uris.length}`);
   let id: SpiffeId;
   try { id = SpiffeId.parse(leaf.uris[0]!); } catch (err) { throw new InvalidSvid(`URI SAN is not a SPIFFE ID: ${(err as Error).message}`); }
@@ -68,6 +80,7 @@ export function checkLeafRules(leaf: ParsedCertificate): SpiffeId {
 }
 
 function checkSigningCert(c: ParsedCertificate, what: string): void {
+  checkCriticalExtensions(c, what);
   if (!c.isCa) throw new InvalidSvid(`${what} is not a CA (basicConstraints CA=false)`);
   if (c.keyUsage !== undefined && !(c.keyUsage & KeyUsage.keyCertSign)) throw new InvalidSvid(`${what} keyUsage lacks keyCertSign`);
 }
