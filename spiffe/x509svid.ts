@@ -1,6 +1,7 @@
 /** X509-SVIDs per the SPIFFE X509-SVID standard: minting and chain validation. */
 import type { KeyObject } from 'node:crypto';
 import { encodeName, KeyUsage, mintCertificate, OID, parseCertificate, signedBy, type CertificateIssuer, type ParsedCertificate } from './x509.js';
+import { children, readWhole, TAG } from './der.js';
 import { InvalidSvid, Untrusted } from './errors.js';
 import { SpiffeId, type TrustDomain } from './id.js';
 
@@ -79,6 +80,20 @@ export function checkLeafRules(leaf: ParsedCertificate): SpiffeId {
   return id;
 }
 
+/** The maximum number of intermediate CAs that may follow `c` (basicConstraints pathLenConstraint), if it sets one. */
+function pathLenOf(c: ParsedCertificate, what: string): number | undefined {
+  const bc = c.extensions.get(OID.basicConstraints);
+  if (!bc) return undefined;
+  try {
+    const n = children(readWhole(bc.value, TAG.SEQUENCE).content).find((p) => p.tag === TAG.INTEGER);
+    if (!n) return undefined;
+    if (n.content.length === 0 || n.content.length > 4 || (n.content[0]! & 0x80)) throw new Error('pathLenConstraint is out of range');
+    return n.content.readUIntBE(0, n.content.length);
+  } catch (err) {
+    throw new InvalidSvid(`${what} has a malformed basicConstraints: ${(err as Error).message}`);
+  }
+}
+
 function checkSigningCert(c: ParsedCertificate, what: string): void {
   checkCriticalExtensions(c, what);
   if (!c.isCa) throw new InvalidSvid(`${what} is not a CA (basicConstraints CA=false)`);
@@ -88,6 +103,15 @@ function checkSigningCert(c: ParsedCertificate, what: string): void {
 function checkTime(c: ParsedCertificate, now: Date, what: string): void {
   if (now < c.notBefore) throw new InvalidSvid(`${what} is not valid before ${c.notBefore.toISOString()}`);
   if (now > c.notAfter) throw new InvalidSvid(`${what} expired at ${c.notAfter.toISOString()}`);
+}
+
+/** Each CA's pathLenConstraint bounds the intermediate CAs between it and the leaf (RFC 5280 §4.2.1.9). */
+function checkPathLengths(path: readonly ParsedCertificate[]): void {
+  for (let i = 2; i < path.length; i++) {
+    const what = i === path.length - 1 ? 'bundle authority' : 'intermediate certificate';
+    const max = pathLenOf(path[i]!, what);
+    if (max !== undefined && i - 1 > max) throw new InvalidSvid(`${what} allows ${max} intermediate CA(s) below it (pathLen), the chain has ${i - 1}`);
+  }
 }
 
 /**
@@ -110,6 +134,7 @@ export function verifyX509Svid(chainDer: readonly Buffer[], bundles: X509BundleS
     const root = roots.find((r) => r.subject.equals(current.issuer) && signedBy(current, r));
     if (root) {
       if (root !== current) { checkSigningCert(root, 'bundle authority'); checkTime(root, now, 'bundle authority'); path.push(root); }
+      checkPathLengths(path);
       const expiresAt = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
       return { spiffeId, leaf, path, expiresAt };
     }
