@@ -108,7 +108,8 @@ export async function webKeys(keys: KeyPair): Promise<{ privateKey: CryptoKey; p
 }
 
 export interface ForeignCertOptions {
-  subjectName?: string;
+  /** The subject DER (e.g. from encodeName), placed byte for byte. */
+  subjectName?: Buffer;
   /** The issuer's subject DER (e.g. TestCa.subject), placed byte for byte. */
   issuerName: Buffer;
   issuerKeys: KeyPair;
@@ -133,7 +134,7 @@ export async function foreignCert(o: ForeignCertOptions): Promise<Buffer> {
   extensions.push(...(o.extraExtensions ?? []));
   const cert = await px509.X509CertificateGenerator.create({
     serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
-    subject: o.subjectName ?? 'O=foreign',
+    subject: o.subjectName ? new px509.Name(o.subjectName) : 'O=foreign',
     issuer: new px509.Name(o.issuerName),
     notBefore: o.notBefore ?? at(-HOUR),
     notAfter: o.notAfter ?? at(HOUR),
