@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -198,8 +198,7 @@ export class Devnet {
     const ul = state.underlay.namespace;
     const prefixLen = state.underlay.cidr.split('/')[1]!;
     await addNamespace(ul, ['net/ipv6/conf/all/disable_ipv6=1', 'net/ipv6/conf/default/disable_ipv6=1']);
-    await ipIn(ul, ['link', 'add', state.underlay.bridge, 'type', 'bridge']);
-    await ipIn(ul, ['link', 'set', state.underlay.bridge, 'up']);
+    await ipBatch(ul, [['link', 'add', state.underlay.bridge, 'type', 'bridge'], ['link', 'set', state.underlay.bridge, 'up']]);
 
     if (state.host !== null) {
       // Made in the root namespace with its peer moved straight into the underlay: a name clash fails before anything exists.
@@ -209,7 +208,7 @@ export class Devnet {
       try { writeFileSync(`/proc/sys/net/ipv6/conf/${state.host.link}/disable_ipv6`, '1'); } catch { /* IPv6 off already */ }
       await run(['ip', 'address', 'add', `${state.host.address}/${prefixLen}`, 'dev', state.host.link]);
       await run(['ip', 'link', 'set', state.host.link, 'up']);
-      await ipIn(ul, ['link', 'set', 'host', 'master', state.underlay.bridge, 'up']);
+      await ipBatch(ul, [['link', 'set', 'host', 'master', state.underlay.bridge, 'up']]);
     }
 
     for (const node of state.nodes) {
@@ -219,26 +218,35 @@ export class Devnet {
         'net/ipv4/conf/all/rp_filter=0', 'net/ipv4/conf/default/rp_filter=0',
       ]);
       const port = `n-${node.name}`;
-      await ipIn(ul, ['link', 'add', port, 'type', 'veth', 'peer', 'name', node.underlayLink, 'netns', node.namespace]);
-      await ipIn(ul, ['link', 'set', port, 'master', state.underlay.bridge, 'up']);
-      await ipIn(node.namespace, ['address', 'add', `${node.underlayIp}/${prefixLen}`, 'dev', node.underlayLink]);
-      await ipIn(node.namespace, ['link', 'set', node.underlayLink, 'up']);
+      await ipBatch(ul, [
+        ['link', 'add', port, 'type', 'veth', 'peer', 'name', node.underlayLink, 'netns', node.namespace],
+        ['link', 'set', port, 'master', state.underlay.bridge, 'up'],
+      ]);
+      await ipBatch(node.namespace, [
+        ['address', 'add', `${node.underlayIp}/${prefixLen}`, 'dev', node.underlayLink],
+        ['link', 'set', node.underlayLink, 'up'],
+      ]);
     }
 
     for (const pod of state.pods) {
       const node = state.nodes.find((n) => n.name === pod.node)!;
       await addNamespace(pod.namespace, ['net/ipv6/conf/all/disable_ipv6=1', 'net/ipv6/conf/default/disable_ipv6=1']);
-      await ipIn(node.namespace, ['link', 'add', pod.hostVeth, 'type', 'veth', 'peer', 'name', pod.interface, 'netns', pod.namespace]);
-      // The gateway address on each pod veth answers the pod's ARP for its default gateway.
-      await ipIn(node.namespace, ['address', 'add', `${node.gatewayIp}/32`, 'dev', pod.hostVeth]);
-      await ipIn(node.namespace, ['link', 'set', pod.hostVeth, 'up']);
-      await ipIn(node.namespace, ['route', 'add', `${pod.ip}/32`, 'dev', pod.hostVeth, 'src', node.gatewayIp]);
-      await ipIn(pod.namespace, ['address', 'add', `${pod.ip}/32`, 'dev', pod.interface]);
-      await ipIn(pod.namespace, ['link', 'set', pod.interface, 'up']);
-      await ipIn(pod.namespace, ['route', 'add', `${node.gatewayIp}/32`, 'dev', pod.interface, 'scope', 'link']);
-      await ipIn(pod.namespace, ['route', 'add', 'default', 'via', node.gatewayIp, 'dev', pod.interface]);
+      await ipBatch(node.namespace, [
+        ['link', 'add', pod.hostVeth, 'type', 'veth', 'peer', 'name', pod.interface, 'netns', pod.namespace],
+        // The gateway address on each pod veth answers the pod's ARP for its default gateway.
+        ['address', 'add', `${node.gatewayIp}/32`, 'dev', pod.hostVeth],
+        ['link', 'set', pod.hostVeth, 'up'],
+        ['route', 'add', `${pod.ip}/32`, 'dev', pod.hostVeth, 'src', node.gatewayIp],
+      ]);
+      await ipBatch(pod.namespace, [
+        ['address', 'add', `${pod.ip}/32`, 'dev', pod.interface],
+        ['link', 'set', pod.interface, 'up'],
+        ['route', 'add', `${node.gatewayIp}/32`, 'dev', pod.interface, 'scope', 'link'],
+        ['route', 'add', 'default', 'via', node.gatewayIp, 'dev', pod.interface],
+      ]);
     }
   }
+
 }
 
 // The probes are plain node scripts: no NODE_OPTIONS preloads (a test runner's hooks) to slow their start.
@@ -277,29 +285,33 @@ async function run(argv: readonly string[], options: ExecOptions = {}): Promise<
   return result;
 }
 
-function ipIn(namespace: string, args: readonly string[]): Promise<ExecResult> {
-  return run(['ip', '-n', namespace, ...args]);
+/** Runs `ip` commands in a namespace in one `ip -batch` process; it stops at the first command that fails. */
+async function ipBatch(namespace: string, commands: readonly (readonly string[])[]): Promise<void> {
+  const argv = ['ip', '-n', namespace, '-batch', '-'];
+  const result = await run(argv, { input: commands.map((c) => c.join(' ')).join('\n') + '\n', check: false });
+  if (result.code !== 0) {
+    // `ip -batch` names the failing line by number; say which command it was.
+    const line = /Command failed -:(\d+)/.exec(result.stderr)?.[1];
+    const failed = line === undefined ? commands.map((c) => c.join(' ')).join('; ') : commands[Number(line) - 1]?.join(' ') ?? '';
+    throw new DevnetCommandFailed(['ip', '-n', namespace, ...failed.split(' ')], result);
+  }
 }
 
 /** Creates a namespace, brings its loopback up and sets its sysctls (`path=value` under /proc/sys). */
 async function addNamespace(namespace: string, sysctls: readonly string[]): Promise<void> {
   await run(['ip', 'netns', 'add', namespace]);
-  await ipIn(namespace, ['link', 'set', 'lo', 'up']);
   // /proc/sys/net shows the namespace of the process that reads it, so the writes run inside.
-  const script = sysctls.map((s) => {
+  const script = ['ip link set lo up', ...sysctls.map((s) => {
     const [path, value] = s.split('=');
     return `echo ${value} > /proc/sys/${path}`;
-  }).join(' && ');
-  if (script) await run(['ip', 'netns', 'exec', namespace, 'sh', '-c', script]);
+  })].join(' && ');
+  await run(['ip', 'netns', 'exec', namespace, 'sh', '-c', script]);
 }
 
 async function deleteNamespace(namespace: string): Promise<void> {
   if (!existsSync(`/run/netns/${namespace}`)) return;
-  const pids = async (): Promise<number[]> => {
-    const out = await run(['ip', 'netns', 'pids', namespace], { check: false });
-    return out.stdout.split('\n').filter((l) => /^\d+$/.test(l)).map(Number).filter((pid) => pid !== process.pid && isAlive(pid));
-  };
-  let remaining = await pids();
+  const pids = (): number[] => pidsIn(namespace).filter((pid) => pid !== process.pid && isAlive(pid));
+  let remaining = pids();
   for (const pid of remaining) signal(pid, 'SIGTERM');
   const deadline = Date.now() + 3_000;
   while (remaining.length > 0 && Date.now() < deadline) {
@@ -312,9 +324,27 @@ async function deleteNamespace(namespace: string): Promise<void> {
     if (Date.now() > killDeadline) throw new Error(`processes ${remaining.join(', ')} in namespace ${namespace} survive SIGKILL`);
     await sleep(25);
   }
-  const again = await pids();
+  const again = pids();
   if (again.length > 0) throw new Error(`processes ${again.join(', ')} appeared in namespace ${namespace} while it was being destroyed`);
   await run(['ip', 'netns', 'del', namespace]);
+}
+
+/** The processes whose network namespace is the named one (what `ip netns pids` prints, without a process per call). */
+function pidsIn(namespace: string): number[] {
+  let inode: number;
+  try {
+    inode = statSync(`/run/netns/${namespace}`).ino;
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (statSync(`/proc/${entry}/ns/net`).ino === inode) pids.push(Number(entry));
+    } catch { /* exited meanwhile, or a kernel thread */ }
+  }
+  return pids;
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
