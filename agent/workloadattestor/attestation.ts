@@ -60,34 +60,41 @@ export class WorkloadAttestation {
   async attest(peer: PeerProcess): Promise<SelectorSet> {
     const key = `${peer.pid}:${peer.startTime}:${peer.uid}:${peer.gid}`;
     const now = this.now();
-    let entry = this.cache.get(key);
-    if (!entry || entry.expiresAt <= now) {
+    const cached = this.cache.get(key);
+    if (cached && cached.expiresAt > now) {
+      const selectors = await cached.selectors;
+      // the answer is known; is the process that asked still the one it describes?
       await this.assertAlive(peer);
-      entry = { expiresAt: now + this.ttlMs, selectors: this.runAttestors(peer) };
-      this.cache.delete(key);
-      if (this.cache.size >= this.cacheSize) this.evict(now);
-      this.cache.set(key, entry);
-      // a failed attestation is not remembered
-      entry.selectors.catch(() => { if (this.cache.get(key) === entry) this.cache.delete(key); });
+      return selectors;
     }
-    const selectors = await entry.selectors;
-    await this.assertAlive(peer);
-    return selectors;
+    // stored before anything awaits, so concurrent calls of one process share this run
+    const entry: CacheEntry = { expiresAt: now + this.ttlMs, selectors: this.runAttestors(peer) };
+    this.cache.delete(key);
+    if (this.cache.size >= this.cacheSize) this.evict(now);
+    this.cache.set(key, entry);
+    // a failed attestation is not remembered
+    entry.selectors.catch(() => { if (this.cache.get(key) === entry) this.cache.delete(key); });
+    return entry.selectors;
   }
 
   /** Drops every cached answer (e.g. when attestor configuration changes). */
   clear(): void { this.cache.clear(); }
 
+  /** Runs every attestor; the process must be alive with the same start time before and after. */
   private async runAttestors(peer: PeerProcess): Promise<SelectorSet> {
+    await this.assertAlive(peer);
+    let selectors: SelectorSet;
     try {
       const lists = await Promise.all(this.attestors.map((a) => a.attest(peer.pid, peer.uid, peer.gid)));
-      return SelectorSet.of(lists.flat());
+      selectors = SelectorSet.of(lists.flat());
     } catch (err) {
       // an attestor usually fails because the process exited while it read /proc
       await this.assertAlive(peer);
       if (err instanceof MeshidError) throw err;
       throw new MeshidError('internal', `workload attestation of pid ${peer.pid} failed: ${(err as Error).message}`, undefined, { cause: err });
     }
+    await this.assertAlive(peer);
+    return selectors;
   }
 
   private async assertAlive(peer: PeerProcess): Promise<void> {

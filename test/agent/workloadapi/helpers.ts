@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkloadApiServer, type WorkloadApiServerOptions } from '../../../agent/workloadapi/index.js';
@@ -17,7 +17,9 @@ export function tempDir(t: Teardown, label: string): string {
 
 /** A started Workload API server on a fresh socket with the real unix and netns attestors; stopped at teardown. */
 export async function startServer(t: Teardown, source: FakeWorkloadSource, options: Partial<WorkloadApiServerOptions> = {}): Promise<WorkloadApiServer> {
-  const socketPath = join(tempDir(t, 'sock'), 'run', 'agent.sock');
+  const dir = tempDir(t, 'sock');
+  chmodSync(dir, 0o755); // mkdtemp makes it 0700; callers running as other uids must reach the socket
+  const socketPath = join(dir, 'run', 'agent.sock');
   const server = new WorkloadApiServer({
     socketPath,
     source,
