@@ -242,12 +242,12 @@ export class AgentApiServer {
     try {
       caller = this.authenticate(call);
     } catch (err) {
-      call.destroy(toServiceError(err));
+      call.emit('error', toServiceError(err));
       return;
     }
     const stream = new AgentSyncStream(this.opts.store, caller.agentId, caller.node.selectors, {
       write: (msg) => call.write(msg),
-      fail: (err) => { this.streams.delete(stream); call.destroy(toServiceError(err)); },
+      fail: (err) => { this.streams.delete(stream); call.emit('error', toServiceError(err)); },
     });
     this.streams.add(stream);
     this.opts.metrics.syncStreams.set(this.streams.size);
