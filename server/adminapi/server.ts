@@ -90,10 +90,15 @@ export class AdminApi {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('listening', resolve);
-      server.once('error', reject);
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('listening', resolve);
+        server.once('error', reject);
+      });
+    } catch (err) {
+      this.server = undefined;
+      throw err;
+    }
     const bound = (server.address() as AddressInfo).port;
     this.opts.logger.info('admin API listening', { address: host ?? '::', port: bound });
     return bound;
