@@ -124,7 +124,11 @@ export function findWireGuardGo(device: string): { pid: number; netnsInode: numb
 
 /** The inode of the network namespace that `commands` run in. */
 export function netnsInode(netns: string | undefined): number {
-  return statSync(netns === undefined ? '/proc/self/ns/net' : `/run/netns/${netns}`).ino;
+  try {
+    return statSync(netns === undefined ? '/proc/self/ns/net' : `/run/netns/${netns}`).ino;
+  } catch (err) {
+    throw new FailedPrecondition(`network namespace ${netns} does not exist (${(err as Error).message})`, 'wireguard.netns');
+  }
 }
 
 /**
