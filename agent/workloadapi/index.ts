@@ -1,4 +1,4 @@
-export { WorkloadApiServer, type WorkloadApiServerOptions, type WorkloadApiLogger } from './server.js';
+export { WorkloadApiServer, type WorkloadApiServerOptions } from './server.js';
 export type { WorkloadSource, CachedX509Svid } from './source.js';
 export { WorkloadApiMetrics, type CallCount } from './metrics.js';
 export { toServiceError, statusName } from './status.js';

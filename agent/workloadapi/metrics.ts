@@ -1,15 +1,30 @@
-import { status as Status } from '@grpc/grpc-js';
+import type { status as Status } from '@grpc/grpc-js';
+import type { Counter, MetricsRegistry } from '../../common/metrics.js';
 import { statusName } from './status.js';
 
 export interface CallCount { method: string; code: string; count: number }
 
-/** Counters the agent's /metrics reads: calls by method and final status, and open streams. */
+/**
+ * Counters of the Workload API: calls by method and final status, open streams
+ * and connections. Read directly (callCounts(), openStreams), or rendered by
+ * the agent's /metrics when a registry is given.
+ */
 export class WorkloadApiMetrics {
   private readonly calls = new Map<string, CallCount>();
+  private readonly callsTotal: Counter | undefined;
   /** Server streams (FetchX509SVID, FetchX509Bundles, FetchJWTBundles) open right now. */
   openStreams = 0;
   /** Connections accepted on the socket and still open. */
   openConnections = 0;
+
+  constructor(registry?: MetricsRegistry) {
+    if (!registry) return;
+    this.callsTotal = registry.counter('meshid_workload_api_calls_total', 'Workload API calls by method and final gRPC status.');
+    const streams = registry.gauge('meshid_workload_api_streams', 'Workload API server streams open now.');
+    streams.collect(() => streams.set(this.openStreams));
+    const connections = registry.gauge('meshid_workload_api_connections', 'Connections to the Workload API socket open now.');
+    connections.collect(() => connections.set(this.openConnections));
+  }
 
   countCall(method: string, code: Status): void {
     const name = statusName(code);
@@ -17,6 +32,7 @@ export class WorkloadApiMetrics {
     const c = this.calls.get(key);
     if (c) c.count++;
     else this.calls.set(key, { method, code: name, count: 1 });
+    this.callsTotal?.inc({ method, code: name });
   }
 
   /** Every (method, code) seen so far, sorted. */

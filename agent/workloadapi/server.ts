@@ -13,6 +13,8 @@ import {
   type ServerWritableStream,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
+import { silentLogger, type Logger } from '../../common/log.js';
+import type { MetricsRegistry } from '../../common/metrics.js';
 import { FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable } from '../../spiffe/errors.js';
 import { SpiffeId } from '../../spiffe/id.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
@@ -39,22 +41,15 @@ import type { CachedX509Svid, WorkloadSource } from './source.js';
 import { toServiceError } from './status.js';
 import { toStruct } from './struct.js';
 
-export interface WorkloadApiLogger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
-
-const silentLogger: WorkloadApiLogger = { debug() {}, info() {}, warn() {}, error() {} };
-
 export interface WorkloadApiServerOptions {
   /** Default /run/meshid/agent.sock; its folder is created. */
   socketPath?: string;
   source: WorkloadSource;
   /** Run for every caller; their selectors together are the caller's selectors. */
   attestors: readonly WorkloadAttestor[];
-  logger?: WorkloadApiLogger;
+  logger?: Logger;
+  /** Where the agent's /metrics renders the Workload API counters; `server.metrics` has them either way. */
+  metricsRegistry?: MetricsRegistry;
   /** Serve bundles and ValidateJWTSVID to callers that match no entry (spire-agent's allow_unauthenticated_verifiers). Default false. */
   allowUnauthenticatedVerifiers?: boolean;
   /** How long one process's selectors are reused. Default 10 s. */
@@ -100,9 +95,9 @@ const NO_IDENTITY = 'no identity issued';
  */
 export class WorkloadApiServer {
   readonly socketPath: string;
-  readonly metrics = new WorkloadApiMetrics();
+  readonly metrics: WorkloadApiMetrics;
   private readonly source: WorkloadSource;
-  private readonly logger: WorkloadApiLogger;
+  private readonly logger: Logger;
   private readonly attestation: WorkloadAttestation;
   private readonly allowUnauthenticatedVerifiers: boolean;
   private readonly stopGraceMs: number;
@@ -126,6 +121,7 @@ export class WorkloadApiServer {
     this.logger = options.logger ?? silentLogger;
     this.allowUnauthenticatedVerifiers = options.allowUnauthenticatedVerifiers ?? false;
     this.stopGraceMs = options.stopGraceMs ?? 2000;
+    this.metrics = new WorkloadApiMetrics(options.metricsRegistry);
     this.attestation = new WorkloadAttestation({
       attestors: options.attestors,
       ...(options.attestationCacheTtlMs !== undefined ? { cacheTtlMs: options.attestationCacheTtlMs } : {}),
@@ -442,7 +438,7 @@ export class WorkloadApiServer {
  * The standard requires a set hint to be unique within one response; like
  * spire-agent, the first SVID with a hint wins and later ones are left out.
  */
-function uniqueHints<T>(items: T[], hint: (item: T) => string, logger: WorkloadApiLogger): T[] {
+function uniqueHints<T>(items: T[], hint: (item: T) => string, logger: Logger): T[] {
   const seen = new Set<string>();
   return items.filter((item) => {
     const h = hint(item);

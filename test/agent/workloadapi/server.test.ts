@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import t from 'tap';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { SpiffeId } from '../../../spiffe/id.js';
+import { MetricsRegistry } from '../../../common/metrics.js';
 import {
   fromStruct,
   WorkloadApiServer,
@@ -246,10 +247,11 @@ t.test('streams end with PermissionDenied when the caller loses its last identit
   await waitFor(() => server.metrics.openStreams === 0, 2000, 'streams forgotten');
 });
 
-t.test('metrics count calls by method and final status', async (t) => {
+t.test('metrics count calls by method and final status, also in the agent Prometheus registry', async (t) => {
   const source = await FakeWorkloadSource.create();
   await source.setEntry('/ns/default/sa/a', [`unix:uid:${uid}`]);
-  const server = await startServer(t, source);
+  const registry = new MetricsRegistry();
+  const server = await startServer(t, source, { metricsRegistry: registry });
   const client = newClient(t, server);
   await client.unary('FetchJWTSVID', { audience: ['x'] });
   await client.unary('FetchJWTSVID', { audience: ['x'] });
@@ -265,6 +267,11 @@ t.test('metrics count calls by method and final status', async (t) => {
   t.equal(server.metrics.count('FetchX509SVID', 'INVALID_ARGUMENT'), 1);
   t.equal(server.metrics.openStreams, 0);
   t.ok(server.metrics.callCounts().some((c) => c.method === 'FetchJWTSVID' && c.code === 'OK' && c.count === 2));
+  const text = registry.render();
+  t.match(text, /^meshid_workload_api_calls_total\{code="OK",method="FetchJWTSVID"\} 2$/m);
+  t.match(text, /^meshid_workload_api_calls_total\{code="CANCELLED",method="FetchX509SVID"\} 1$/m);
+  t.match(text, /^meshid_workload_api_streams 0$/m);
+  t.match(text, /^meshid_workload_api_connections 1$/m);
 });
 
 t.test('the socket is mode 0777 in a created folder, and a stale socket file is replaced but a live one is not', async (t) => {
