@@ -1,0 +1,137 @@
+/** meshid-agent: the parts wired together, started and stopped as one. */
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { ServiceError } from '@grpc/grpc-js';
+import type { Clock } from '../common/clock.js';
+import type { Logger } from '../common/log.js';
+import { MetricsRegistry } from '../common/metrics.js';
+import { Bundle } from '../spiffe/bundle.js';
+import { FailedPrecondition } from '../spiffe/errors.js';
+import { AgentIdentity, JoinTokenPlugin, type AgentBanned, type NodeAttestorPlugin } from './attestation/index.js';
+import { SvidCache } from './cache/index.js';
+import type { AgentConfig } from './config.js';
+import { HealthServer } from './health/index.js';
+import { ServerConnection } from './serverapi/connection.js';
+import { SyncClient } from './sync/client.js';
+import { AgentState } from './sync/state.js';
+import { WorkloadApiServer } from './workloadapi/index.js';
+import { NetnsAttestor, UnixAttestor, type WorkloadAttestor } from './workloadattestor/index.js';
+
+export interface MeshidAgentDeps {
+  clock: Clock;
+  logger: Logger;
+  /** Node attestation other than join tokens (k8s_psat). */
+  attestor?: NodeAttestorPlugin;
+  /** Extra workload attestors (k8s). */
+  workloadAttestors?: WorkloadAttestor[];
+  /** Called when the server bans this agent; the binary exits. */
+  onFatal?: (err: Error) => void;
+}
+
+/** Reads a bootstrap bundle: SPIFFE bundle JSON, or PEM certificates. */
+export function readBundleFile(path: string, config: AgentConfig): Bundle {
+  const text = readFileSync(path, 'utf8');
+  return text.trimStart().startsWith('{') ? Bundle.fromJwks(config.trust_domain, text) : Bundle.fromPem(config.trust_domain, text);
+}
+
+export class MeshidAgent {
+  readonly registry = new MetricsRegistry();
+  readonly state: AgentState;
+  readonly connection: ServerConnection;
+  identity!: AgentIdentity;
+  cache!: SvidCache;
+  sync!: SyncClient;
+  workloadApi!: WorkloadApiServer;
+  private health: HealthServer | undefined;
+  healthPort = 0;
+  private started = false;
+
+  constructor(readonly config: AgentConfig, private readonly deps: MeshidAgentDeps) {
+    this.state = new AgentState(config.trust_domain);
+    this.connection = new ServerConnection(config.server, config.trust_domain);
+  }
+
+  get nodeName(): string { return this.config.node_name ?? hostname(); }
+
+  async start(): Promise<void> {
+    const { config, deps } = this;
+    const log = deps.logger;
+    const stored = join(config.data_dir, 'bundle.json');
+    let bootstrap: Bundle;
+    if (config.trust_bundle) bootstrap = readBundleFile(config.trust_bundle, config);
+    else if (existsSync(stored)) bootstrap = readBundleFile(stored, config);
+    else throw new FailedPrecondition('no trust bundle: give --trust-bundle FILE (the server\'s bundle, `meshid bundle show`)', 'trust_bundle');
+
+    const attestor = deps.attestor ?? (config.join_token ? new JoinTokenPlugin(config.join_token) : undefined);
+    this.identity = new AgentIdentity({
+      trustDomain: config.trust_domain, dataDir: config.data_dir, connection: this.connection, bootstrapBundle: bootstrap,
+      attestor, clock: deps.clock, logger: log.child({ component: 'attestation' }),
+      onSvid: () => { if (this.started) this.sync.restart(); },
+    });
+    this.identity.onBanned = (err: AgentBanned) => this.fatal(err);
+    const refused = (err: ServiceError): Promise<void> => this.identity.handleServerRefusal(err);
+
+    await this.identity.start();
+    this.cache = new SvidCache({ state: this.state, connection: this.connection, clock: deps.clock, logger: log.child({ component: 'cache' }), maxSvids: config.max_svids, onServerRefusal: refused });
+    this.sync = new SyncClient({ connection: this.connection, state: this.state, logger: log.child({ component: 'sync' }), onRefused: refused });
+    this.state.onChange((c) => {
+      if (!c.bundles) return;
+      const own = this.state.bundles.get(config.trust_domain);
+      if (own && own.x509Authorities.length > 0) this.identity.updateBundle(own);
+    });
+    this.cache.start();
+    this.sync.start();
+
+    this.workloadApi = new WorkloadApiServer({
+      socketPath: config.socket, source: this.cache, logger: log.child({ component: 'workloadapi' }), metricsRegistry: this.registry,
+      attestors: [new UnixAttestor({ workloadSha256: config.workload_sha256 }), new NetnsAttestor(), ...(deps.workloadAttestors ?? [])],
+      allowUnauthenticatedVerifiers: config.allow_unauthenticated_verifiers,
+    });
+    await this.workloadApi.start();
+    this.registerMetrics();
+    this.health = new HealthServer({ bind: config.health, registry: this.registry, readiness: () => this.readiness() });
+    this.healthPort = await this.health.start();
+    this.started = true;
+    log.info('meshid-agent started', { spiffe_id: this.identity.current().spiffeId.toString(), socket: config.socket, health_port: this.healthPort });
+  }
+
+  private fatal(err: Error): void {
+    this.deps.logger.error('agent stopping', { reason: err.message });
+    this.deps.onFatal?.(err);
+  }
+
+  readiness(): { ready: boolean; reason: string } {
+    if (!this.started) return { ready: false, reason: 'starting' };
+    if (!this.sync.lastSyncAt) return { ready: false, reason: 'not yet synced with the server' };
+    return { ready: true, reason: `sync ${this.sync.status}, ${this.cache.size} SVIDs cached` };
+  }
+
+  private registerMetrics(): void {
+    const r = this.registry;
+    const svids = r.gauge('meshid_agent_svids', 'X509-SVIDs held for workloads.');
+    svids.collect(() => svids.set(this.cache.size));
+    const renewals = r.gauge('meshid_agent_svid_renewals', 'X509-SVIDs renewed since start.');
+    renewals.collect(() => renewals.set(this.cache.renewals));
+    const failures = r.gauge('meshid_agent_svid_sign_failures', 'X509-SVID signing attempts that failed since start.');
+    failures.collect(() => failures.set(this.cache.signFailures));
+    const entries = r.gauge('meshid_agent_entries', 'Registration entries this agent holds.');
+    entries.collect(() => entries.set(this.state.entries.size));
+    const sync = r.gauge('meshid_agent_sync_connected', '1 while the Sync stream is up, by state.');
+    sync.collect(() => { sync.reset(); sync.set(1, { state: this.sync.status }); });
+    const reconnects = r.gauge('meshid_agent_sync_reconnects', 'Sync stream reconnects since start.');
+    reconnects.collect(() => reconnects.set(this.sync.reconnects));
+    const agentExpiry = r.gauge('meshid_agent_svid_expiry_seconds', 'Unix time when the agent SVID expires.');
+    agentExpiry.collect(() => agentExpiry.set(Math.floor(this.identity.current().expiresAt.getTime() / 1000)));
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    await this.health?.stop();
+    await this.workloadApi?.stop();
+    this.sync?.stop();
+    this.cache?.stop();
+    this.identity?.stop();
+    this.connection.close();
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * The agent's SVID cache: one key pair and X509-SVID per registration entry
+ * the agent holds, signed in batches, renewed at half life, dropped with the
+ * entry; JWT-SVIDs per (entry, audience set), renewed before expiry. It is
+ * the Workload API's source of answers.
+ */
+import type { ServiceError } from '@grpc/grpc-js';
+import type { KeyObject } from 'node:crypto';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/log.js';
+import type { BatchNewX509SvidResponseMsg, NewJwtSvidResponseMsg } from '../../api/agentproto.js';
+import type { BundleSet } from '../../spiffe/bundle.js';
+import { createCsr } from '../../spiffe/csr.js';
+import { PermissionDenied } from '../../spiffe/errors.js';
+import type { SpiffeId } from '../../spiffe/id.js';
+import { verifyJwtSvid } from '../../spiffe/jwtsvid.js';
+import { generateKeyPair, pkcs8Der } from '../../spiffe/keys.js';
+import type { SelectorSet } from '../../spiffe/selector.js';
+import { parseCertificate } from '../../spiffe/x509.js';
+import type { CachedX509Svid, WorkloadSource } from '../workloadapi/source.js';
+import type { AgentEntry, AgentState, StateChange } from '../sync/state.js';
+import type { ServerConnection } from '../serverapi/connection.js';
+
+export interface SvidCacheOptions {
+  state: AgentState;
+  connection: ServerConnection;
+  clock: Clock;
+  logger: Logger;
+  /** At most this many X509-SVIDs are kept; beyond it, those no workload asked for recently go first. */
+  maxSvids?: number;
+  maxJwtSvids?: number;
+  /** CSRs per BatchNewX509SVID call. */
+  batchSize?: number;
+  /** How often due renewals are looked for. */
+  tickMs?: number;
+  onServerRefusal?: (err: ServiceError) => Promise<void>;
+}
+
+interface Held { svid: CachedX509Svid; key: KeyObject; issuedAt: number; entryRevision: number; lastUsed: number }
+interface HeldJwt { token: string; spiffeId: SpiffeId; hint: string; issuedAt: number; expiresAt: number; lastUsed: number }
+
+export class SvidCache implements WorkloadSource {
+  private readonly held = new Map<string, Held>();
+  private readonly jwts = new Map<string, HeldJwt>();
+  private readonly queue = new Set<string>();
+  private listeners: (() => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private signing = false;
+  private unsubscribe: (() => void) | undefined;
+  /** Entries evicted by the cap: signed again when a workload asks. */
+  private readonly evicted = new Set<string>();
+  renewals = 0;
+  signFailures = 0;
+
+  constructor(private readonly opts: SvidCacheOptions) {}
+
+  start(): void {
+    this.unsubscribe = this.opts.state.onChange((c) => this.onStateChange(c));
+    for (const id of this.opts.state.entries.keys()) this.queue.add(id);
+    this.timer = setInterval(() => this.tick(), this.opts.tickMs ?? 1000);
+    this.timer.unref();
+    this.kick();
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.listeners = [];
+  }
+
+  get size(): number { return this.held.size; }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.push(listener);
+    return () => { this.listeners = this.listeners.filter((l) => l !== listener); };
+  }
+
+  private notify(): void { for (const l of [...this.listeners]) { try { l(); } catch (err) { this.opts.logger.error('change listener failed', { err }); } } }
+
+  /** Resolves when nothing is waiting to be signed (tests, readiness). */
+  async settled(timeoutMs = 10_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while ((this.queue.size > 0 || this.signing) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  private onStateChange(c: StateChange): void {
+    let changed = c.bundles;
+    for (const id of c.entries.removed) {
+      this.queue.delete(id);
+      this.evicted.delete(id);
+      if (this.held.delete(id)) changed = true;
+      for (const k of [...this.jwts.keys()]) if (k.startsWith(`${id}\0`)) this.jwts.delete(k);
+    }
+    for (const e of c.entries.upserted) {
+      const h = this.held.get(e.id);
+      if (!h || h.entryRevision !== e.revision) this.queue.add(e.id);
+      for (const k of [...this.jwts.keys()]) if (k.startsWith(`${e.id}\0`)) this.jwts.delete(k);
+    }
+    if (changed) this.notify();
+    this.kick();
+  }
+
+  /** Queues SVIDs past half their life and signs what is queued. */
+  private tick(): void {
+    const now = this.opts.clock.now().getTime();
+    for (const [id, h] of this.held) {
+      const half = h.issuedAt + (h.svid.expiresAt.getTime() - h.issuedAt) / 2;
+      if (now >= half) this.queue.add(id);
+    }
+    for (const [k, j] of this.jwts) if (j.expiresAt <= now) this.jwts.delete(k);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.signing || this.queue.size === 0) return;
+    this.signing = true;
+    this.signQueued().finally(() => {
+      this.signing = false;
+      if (this.queue.size > 0 && !this.backoff) this.kick();
+    });
+  }
+
+  private backoff = false;
+
+  private async signQueued(): Promise<void> {
+    const batchSize = this.opts.batchSize ?? 500;
+    while (this.queue.size > 0) {
+      const ids = [...this.queue].slice(0, batchSize);
+      const entries = ids.map((id) => this.opts.state.entries.get(id)).filter((e): e is AgentEntry => !!e);
+      for (const id of ids) this.queue.delete(id);
+      if (entries.length === 0) continue;
+      const keys = entries.map(() => generateKeyPair());
+      let res: BatchNewX509SvidResponseMsg;
+      try {
+        res = await this.opts.connection.unary<BatchNewX509SvidResponseMsg>('BatchNewX509SVID', {
+          params: entries.map((e, i) => ({ entry_id: e.id, csr: createCsr(keys[i]!.privateKey, keys[i]!.publicKey) })),
+        });
+      } catch (err) {
+        for (const e of entries) this.queue.add(e.id);
+        this.signFailures++;
+        this.opts.logger.warn('signing X509-SVIDs failed; will retry', { entries: entries.length, code: (err as ServiceError).code, reason: (err as ServiceError).details ?? (err as Error).message });
+        await this.opts.onServerRefusal?.(err as ServiceError);
+        this.backoff = true;
+        setTimeout(() => { this.backoff = false; this.kick(); }, 2000).unref();
+        return;
+      }
+      const now = this.opts.clock.now().getTime();
+      res.results.forEach((r, i) => {
+        const entry = entries[i]!;
+        if (!r.svid || r.status?.code !== 0) {
+          this.signFailures++;
+          this.opts.logger.warn('server refused an X509-SVID', { entry_id: entry.id, code: r.status?.code, reason: r.status?.message });
+          return;
+        }
+        if (!this.opts.state.entries.has(entry.id)) return; // removed while signing
+        const chain = r.svid.cert_chain;
+        const leaf = parseCertificate(chain[0]!);
+        const prev = this.held.get(entry.id);
+        if (prev) this.renewals++;
+        this.held.set(entry.id, {
+          svid: { spiffeId: entry.spiffeId, hint: entry.hint, certChainDer: chain, privateKeyPkcs8Der: pkcs8Der(keys[i]!.privateKey), expiresAt: leaf.notAfter },
+          key: keys[i]!.privateKey, issuedAt: Math.min(now, leaf.notBefore.getTime() + 10_000), entryRevision: entry.revision, lastUsed: prev?.lastUsed ?? 0,
+        });
+      });
+      this.enforceCap();
+      this.notify();
+    }
+  }
+
+  private enforceCap(): void {
+    const max = this.opts.maxSvids ?? 10_000;
+    if (this.held.size <= max) return;
+    const victims = [...this.held].sort((a, b) => a[1].lastUsed - b[1].lastUsed).slice(0, this.held.size - max);
+    for (const [id] of victims) { this.held.delete(id); this.evicted.add(id); }
+  }
+
+  private matching(caller: SelectorSet): AgentEntry[] {
+    const out: AgentEntry[] = [];
+    for (const e of this.opts.state.entries.values()) if (e.selectors.subsetOf(caller)) out.push(e);
+    return out;
+  }
+
+  /** The identities (entries) a caller with these selectors has, whether or not their SVIDs are ready. */
+  entriesFor(caller: SelectorSet): AgentEntry[] { return this.matching(caller); }
+
+  x509SvidsFor(caller: SelectorSet): CachedX509Svid[] {
+    const now = this.opts.clock.now().getTime();
+    const out: CachedX509Svid[] = [];
+    for (const e of this.matching(caller)) {
+      const h = this.held.get(e.id);
+      if (h && h.svid.expiresAt.getTime() > now) { h.lastUsed = now; out.push(h.svid); }
+      else if (this.evicted.delete(e.id)) { this.queue.add(e.id); this.kick(); }
+    }
+    return out;
+  }
+
+  /** The SVID and key of one SPIFFE ID, for the agent's own use (mutual auth proofs). */
+  svidFor(spiffeId: SpiffeId): { svid: CachedX509Svid; key: KeyObject } | undefined {
+    for (const h of this.held.values()) if (h.svid.spiffeId.equals(spiffeId)) return { svid: h.svid, key: h.key };
+    return undefined;
+  }
+
+  private bundleSet(): BundleSet { return this.opts.state.bundles; }
+
+  x509Bundles(): Map<string, Buffer[]> {
+    return new Map(this.bundleSet().all().map((b) => [b.trustDomain.name, [...b.x509Authorities]]));
+  }
+
+  jwtBundles(): Map<string, Buffer> {
+    return new Map(this.bundleSet().all().map((b) => {
+      const jwks = b.toJwks() as { keys: { use: string }[] };
+      return [b.trustDomain.name, Buffer.from(JSON.stringify({ keys: jwks.keys.filter((k) => k.use === 'jwt-svid') }))];
+    }));
+  }
+
+  federatedBundlesFor(caller: SelectorSet): Map<string, Buffer[]> {
+    const tds = new Set(this.matching(caller).flatMap((e) => e.federatesWith));
+    const out = new Map<string, Buffer[]>();
+    for (const td of tds) {
+      const b = this.bundleSet().get(td);
+      if (b && td !== this.opts.state.trustDomain.name) out.set(td, [...b.x509Authorities]);
+    }
+    return out;
+  }
+
+  async jwtSvidsFor(caller: SelectorSet, audience: string[], spiffeId?: SpiffeId): Promise<{ spiffeId: SpiffeId; token: string; hint: string }[]> {
+    let entries = this.matching(caller);
+    if (spiffeId) entries = entries.filter((e) => e.spiffeId.equals(spiffeId));
+    if (entries.length === 0) throw new PermissionDenied(spiffeId ? `no identity ${spiffeId} issued to this caller` : 'no identity issued');
+    const aud = [...new Set(audience)].sort();
+    const now = this.opts.clock.now().getTime();
+    return Promise.all(entries.map(async (e) => {
+      const key = `${e.id}\0${aud.join('\0')}`;
+      const held = this.jwts.get(key);
+      // Renew once past half the lifetime, so callers never get a token about to expire.
+      if (held && now < held.issuedAt + (held.expiresAt - held.issuedAt) / 2) {
+        held.lastUsed = now;
+        return { spiffeId: held.spiffeId, token: held.token, hint: held.hint };
+      }
+      const res = await this.opts.connection.unary<NewJwtSvidResponseMsg>('NewJWTSVID', { entry_id: e.id, audience: aud });
+      const svid = res.svid!;
+      this.jwts.set(key, { token: svid.token, spiffeId: e.spiffeId, hint: e.hint, issuedAt: Number(svid.issued_at) * 1000, expiresAt: Number(svid.expires_at) * 1000, lastUsed: now });
+      this.capJwts();
+      return { spiffeId: e.spiffeId, token: svid.token, hint: e.hint };
+    }));
+  }
+
+  private capJwts(): void {
+    const max = this.opts.maxJwtSvids ?? 1000;
+    if (this.jwts.size <= max) return;
+    for (const [k] of [...this.jwts].sort((a, b) => a[1].lastUsed - b[1].lastUsed).slice(0, this.jwts.size - max)) this.jwts.delete(k);
+  }
+
+  validateJwtSvid(token: string, audience: string): { spiffeId: SpiffeId; claims: Record<string, unknown> } {
+    const v = verifyJwtSvid(token, this.bundleSet().jwt, audience, this.opts.clock.now());
+    return { spiffeId: v.spiffeId, claims: v.claims };
+  }
+}

@@ -1,0 +1,164 @@
+/** The meshid-agent binary: run, api fetch, healthcheck. */
+import { Command, CommanderError, Option } from 'commander';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ServiceError } from '@grpc/grpc-js';
+import { systemClock } from '../common/clock.js';
+import { JsonLogger } from '../common/log.js';
+import { MeshidError } from '../spiffe/errors.js';
+import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/x509.js';
+import { MeshidAgent } from './agent.js';
+import { loadAgentConfig } from './config.js';
+import {
+  DEFAULT_SOCKET_PATH, loadWorkloadProto, workloadCallMetadata,
+  type JWTSVIDResponseMessage, type X509BundlesResponseMessage, type X509SVIDResponseMessage,
+} from './workloadapi/index.js';
+import { credentials } from '@grpc/grpc-js';
+
+const program = new Command('meshid-agent').description('meshid node agent: SPIFFE Workload API, SVID cache, mutual authentication').exitOverride();
+
+program.command('run')
+  .description('run the agent until SIGTERM or SIGINT')
+  .option('--config <file>', 'YAML or JSON config file')
+  .option('--server <host:port>', 'meshid-server agent API address')
+  .option('--join-token <token>', 'one-time join token for node attestation')
+  .option('--trust-bundle <file>', 'bootstrap trust bundle (PEM or SPIFFE JSON)')
+  .option('--trust-domain <td>', 'trust domain (default example.org)')
+  .option('--socket <path>', `Workload API socket (default ${DEFAULT_SOCKET_PATH})`)
+  .option('--data-dir <dir>', 'where the agent SVID, key and bundle are kept')
+  .option('--node-name <name>', 'this node\'s name in the mesh')
+  .option('--health <host:port>', '/live, /ready, /metrics address')
+  .option('--log-level <level>', 'debug, info, warn or error')
+  .action(async (o: Record<string, string | undefined>) => {
+    const config = loadAgentConfig(o['config'], {
+      server: o['server'], join_token: o['joinToken'], trust_bundle: o['trustBundle'], trust_domain: o['trustDomain'], socket: o['socket'],
+      data_dir: o['dataDir'], node_name: o['nodeName'], health: o['health'], log_level: o['logLevel'],
+    });
+    const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-agent' });
+    const agent = new MeshidAgent(config, {
+      clock: systemClock, logger,
+      onFatal: (err) => { process.stderr.write(`meshid-agent: ${err.message}\n`); agent.stop().finally(() => process.exit(1)); },
+    });
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info('stopping', { signal });
+      agent.stop().then(() => process.exit(0), () => process.exit(1));
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    try { await agent.start(); } catch (err) { await agent.stop().catch(() => {}); throw err; }
+  });
+
+function workloadClient(socket: string) {
+  const proto = loadWorkloadProto();
+  return new proto.Client(`unix:${socket}`, credentials.createInsecure()) as unknown as Record<string, Function> & { close(): void };
+}
+
+/** The first message of a Workload API stream. */
+function firstMessage<T>(client: Record<string, Function>, method: string, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const stream = client[method]!({}, workloadCallMetadata(), { deadline: Date.now() + timeoutMs }) as NodeJS.EventEmitter & { cancel(): void };
+    stream.once('data', (m: T) => { stream.removeAllListeners('error'); stream.on('error', () => {}); stream.cancel(); resolve(m); });
+    stream.once('error', reject);
+  });
+}
+
+function writeOut(dir: string, name: string, content: string, mode = 0o644): string {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, name);
+  writeFileSync(path, content, { mode });
+  chmodSync(path, mode);
+  return path;
+}
+
+const api = program.command('api').description('call the Workload API like any workload would');
+const fetch = api.command('fetch').description('fetch SVIDs or bundles from the Workload API');
+const socketOpt = (): Option => new Option('--socket <path>', 'Workload API socket').default(DEFAULT_SOCKET_PATH);
+const timeoutOpt = (): Option => new Option('--timeout <seconds>', 'give up after this long').default('10');
+
+fetch.command('x509')
+  .description('fetch X509-SVIDs; --write DIR writes svid.pem, svid.key and bundle.pem')
+  .addOption(socketOpt()).addOption(timeoutOpt())
+  .option('--write <dir>', 'write the SVID, key and bundle as PEM files')
+  .action(async (o: { socket: string; write?: string; timeout: string }) => {
+    const c = workloadClient(o.socket);
+    try {
+      const res = await firstMessage<X509SVIDResponseMessage>(c, 'FetchX509SVID', Number(o.timeout) * 1000);
+      res.svids.forEach((s, i) => {
+        const chain = splitConcatenatedDer(s.x509_svid);
+        const leaf = parseCertificate(chain[0]!);
+        const bundle = splitConcatenatedDer(s.bundle);
+        process.stdout.write(`SPIFFE ID:\t${s.spiffe_id}\nExpires:\t${leaf.notAfter.toISOString()}\nChain:\t\t${chain.length} certificate(s)\nBundle:\t\t${bundle.length} authorit${bundle.length === 1 ? 'y' : 'ies'}\n${s.hint ? `Hint:\t\t${s.hint}\n` : ''}\n`);
+        if (o.write) {
+          const suffix = i === 0 ? '' : `.${i}`;
+          const keyPem = `-----BEGIN PRIVATE KEY-----\n${s.x509_svid_key.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
+          writeOut(o.write, `svid${suffix}.pem`, chain.map((d) => pemFromDer(d)).join(''));
+          writeOut(o.write, `svid${suffix}.key`, keyPem, 0o600);
+          writeOut(o.write, `bundle${suffix}.pem`, bundle.map((d) => pemFromDer(d)).join(''));
+        }
+      });
+      for (const [td, der] of Object.entries(res.federated_bundles ?? {})) {
+        if (o.write) writeOut(o.write, `federated_bundle.${td}.pem`, splitConcatenatedDer(der).map((d) => pemFromDer(d)).join(''));
+      }
+      if (o.write) process.stdout.write(`Wrote ${res.svids.length} SVID(s) to ${o.write}\n`);
+    } finally { c.close(); }
+  });
+
+fetch.command('jwt')
+  .description('fetch JWT-SVIDs for an audience')
+  .addOption(socketOpt()).addOption(timeoutOpt())
+  .requiredOption('--audience <aud...>', 'audience(s) of the token')
+  .option('--spiffe-id <id>', 'only this identity')
+  .action(async (o: { socket: string; audience: string[]; spiffeId?: string; timeout: string }) => {
+    const c = workloadClient(o.socket);
+    try {
+      const res = await new Promise<JWTSVIDResponseMessage>((resolve, reject) => c['FetchJWTSVID']!({ audience: o.audience, spiffe_id: o.spiffeId ?? '' }, workloadCallMetadata(), { deadline: Date.now() + Number(o.timeout) * 1000 }, (err: Error | null, r: JWTSVIDResponseMessage) => (err ? reject(err) : resolve(r))));
+      for (const s of res.svids) process.stdout.write(`token(${s.spiffe_id}):\n${s.svid}\n`);
+    } finally { c.close(); }
+  });
+
+fetch.command('bundles')
+  .description('fetch the X.509 bundles; --write DIR writes <trust domain>.pem')
+  .addOption(socketOpt()).addOption(timeoutOpt())
+  .option('--write <dir>', 'write each bundle as PEM')
+  .action(async (o: { socket: string; write?: string; timeout: string }) => {
+    const c = workloadClient(o.socket);
+    try {
+      const res = await firstMessage<X509BundlesResponseMessage>(c, 'FetchX509Bundles', Number(o.timeout) * 1000);
+      for (const [td, der] of Object.entries(res.bundles)) {
+        const pem = splitConcatenatedDer(der).map((d) => pemFromDer(d)).join('');
+        if (o.write) writeOut(o.write, `${td}.pem`, pem);
+        else process.stdout.write(`# ${td}\n${pem}`);
+      }
+    } finally { c.close(); }
+  });
+
+program.command('healthcheck')
+  .description('exit 0 when the agent is ready (GET /ready)')
+  .option('--health <host:port>', 'the agent\'s health address', '127.0.0.1:8082')
+  .action(async (o: { health: string }) => {
+    let res: Response;
+    try { res = await fetch_(`http://${o.health}/ready`); } catch (err) {
+      process.stderr.write(`meshid-agent: agent is not reachable at ${o.health}: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+    const body = (await res.text()).trim();
+    process.stdout.write(`${body}\n`);
+    process.exit(res.ok ? 0 : 1);
+  });
+
+const fetch_ = globalThis.fetch;
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  const se = err as ServiceError;
+  if (typeof se.code === 'number' && se.details !== undefined) {
+    process.stderr.write(`meshid-agent: the Workload API answered ${se.code === 7 ? 'PermissionDenied' : `status ${se.code}`}: ${se.details}\n`);
+    process.exit(1);
+  }
+  const field = err instanceof MeshidError && err.field ? ` (${err.field})` : '';
+  process.stderr.write(`meshid-agent: ${(err as Error).message}${field}\n`);
+  process.exit(err instanceof MeshidError ? 1 : 70);
+});
