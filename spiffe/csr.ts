@@ -1,6 +1,6 @@
 /** PKCS#10 certification requests: parsed, size-limited and signature-checked. */
 import { sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { bitString, children, decodeOid, readWhole, seq, smallInteger, TAG, tlv } from './der.js';
+import { bitString, children, decodeOid, readWhole, seq, smallInteger, TAG, tlv, type Tlv } from './der.js';
 import { InvalidCsr } from './errors.js';
 import { publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, spkiDer } from './keys.js';
 
@@ -21,7 +21,7 @@ export interface CertificationRequest {
 export function parseCsr(der: Buffer): CertificationRequest {
   if (!Buffer.isBuffer(der) || der.length === 0) throw new InvalidCsr('CSR is empty');
   if (der.length > MAX_CSR_BYTES) throw new InvalidCsr(`CSR is ${der.length} bytes; the limit is ${MAX_CSR_BYTES}`);
-  let info: Buffer, spki: Buffer, subject: Buffer, sigOid: string, signature: Buffer;
+  let info: Buffer, spki: Buffer, subject: Buffer, sigOid: string, sigParams: Tlv[], signature: Buffer;
   try {
     const outer = readWhole(der, TAG.SEQUENCE, 'CSR');
     const [infoT, algT, sigT] = children(outer.content);
@@ -34,7 +34,11 @@ export function parseCsr(der: Buffer): CertificationRequest {
     spki = parts[2]!.whole;
     if (parts[2]!.tag !== TAG.SEQUENCE) throw new Error('subjectPKInfo is not a SEQUENCE');
     info = infoT.whole;
-    sigOid = decodeOid(children(algT.content)[0]!.content);
+    // The AlgorithmIdentifier is outside the signed bytes: read it strictly so that it has one encoding.
+    const [oidT, ...params] = algT.tag === TAG.SEQUENCE ? children(algT.content) : [];
+    if (oidT?.tag !== TAG.OID) throw new Error('signatureAlgorithm is not an AlgorithmIdentifier');
+    sigOid = decodeOid(oidT.content);
+    sigParams = params;
     if (sigT.content[0] !== 0) throw new Error('signature BIT STRING has unused bits');
     signature = sigT.content.subarray(1);
   } catch (err) {
@@ -42,6 +46,10 @@ export function parseCsr(der: Buffer): CertificationRequest {
   }
   const alg = SIGNATURE_OIDS[sigOid];
   if (!alg) throw new InvalidCsr(`unsupported CSR signature algorithm ${sigOid}`);
+  // ECDSA identifiers have no parameters (RFC 5758 §3.2); RSA ones have NULL, or none (RFC 4055 §5).
+  const paramsOk = sigParams.length === 0 ||
+    (alg.family === 'rsa' && sigParams.length === 1 && sigParams[0]!.tag === TAG.NULL && sigParams[0]!.content.length === 0);
+  if (!paramsOk) throw new InvalidCsr(`CSR signature algorithm ${sigOid} has parameters it must not have`);
   let publicKey: KeyObject;
   try {
     publicKey = publicKeyFromSpki(spki);
