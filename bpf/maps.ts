@@ -154,9 +154,10 @@ export class IpcacheMap {
 }
 
 /**
- * `meshid_policy`. An endpoint is selected in a direction exactly when its
- * all-wildcard entry {local, 0, 0, 0, direction} exists (see `select`);
- * without it the datapath passes that direction's traffic whatever else is here.
+ * `meshid_policy`. The all-wildcard entry {local, 0, 0, 0, direction} marks an
+ * endpoint identity as selected in a direction (see `select`): its verdict
+ * applies to traffic that no more specific entry matches. Traffic that matches
+ * nothing, not even a marker, passes (the direction is not selected).
  */
 export class PolicyMap {
   readonly #map: RawMap;
@@ -189,7 +190,7 @@ export class PolicyMap {
     this.upsert({ localIdentity, remoteIdentity: 0, port: 0, proto: 0, direction }, { verdict: fallback, authType });
   }
 
-  /** Removes the marker: the direction is no longer policed (more specific entries stay but do not apply). */
+  /** Removes the marker: traffic that no other entry matches passes again. */
   deselect(localIdentity: number, direction: Direction): boolean {
     return this.delete({ localIdentity, remoteIdentity: 0, port: 0, proto: 0, direction });
   }

@@ -54,7 +54,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	int ret;
 
 	ret = parse_flow(skb, &flow);
-	if (ret == PARSE_NOT_IP)
+	if (ret == PARSE_NOT_POLICED)
 		return TC_ACT_OK;
 	now = bpf_ktime_get_boot_ns();
 	if (ret != PARSE_OK)

@@ -12,13 +12,16 @@
 #include <linux/ipv6.h>
 #include "common.h"
 
-#define PARSE_OK      0
-#define PARSE_NOT_IP  1  /* ARP and the like: not subject to policy */
+#define PARSE_OK          0
+#define PARSE_NOT_POLICED 1 /* not IP (ARP...), or IPv6 neighbour discovery */
 #define PARSE_INVALID -1 /* truncated or malformed IP packet */
 
 #define IPV4_FRAG_OFFSET_MASK 0x1fff
 #define IPV6_FRAG_OFFSET_MASK 0xfff8
 #define IPV6_MAX_EXT_HEADERS 8
+/* ICMPv6 router solicitation .. redirect: IPv6's ARP, never policed */
+#define ICMPV6_ND_FIRST 133
+#define ICMPV6_ND_LAST  137
 
 struct ipv6_ext_header {
 	__u8 nexthdr;
@@ -101,6 +104,16 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct meshid_flow 
 			if (bpf_ntohs(ext.frag_off) & IPV6_FRAG_OFFSET_MASK)
 				return PARSE_OK; /* non-first fragment: no ports */
 			break;
+		case IPPROTO_ICMPV6: {
+			__u8 type;
+
+			flow->proto = nexthdr;
+			if (bpf_skb_load_bytes(skb, off, &type, 1) < 0)
+				return PARSE_INVALID;
+			if (type >= ICMPV6_ND_FIRST && type <= ICMPV6_ND_LAST)
+				return PARSE_NOT_POLICED;
+			return PARSE_OK;
+		}
 		default:
 			flow->proto = nexthdr;
 			return parse_ports(skb, off, flow);
@@ -115,7 +128,7 @@ static __always_inline int parse_flow(struct __sk_buff *skb, struct meshid_flow 
 		return parse_ipv4(skb, flow);
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(skb, flow);
-	return PARSE_NOT_IP;
+	return PARSE_NOT_POLICED;
 }
 
 #endif

@@ -2,10 +2,12 @@
 /* meshid_policy: (local identity, remote identity, port, proto, direction)
  * -> verdict. 0 is "any" for the remote identity, the port and the protocol.
  *
- * An endpoint is selected in a direction exactly when the all-wildcard entry
- * {local, 0, 0, 0, direction} exists; its verdict is what applies when no
- * more specific entry matches (deny: Cilium's default deny). Without that
- * entry the endpoint is not selected in that direction and traffic passes. */
+ * The all-wildcard entry {local, 0, 0, 0, direction} is the marker of an
+ * endpoint selected in that direction: its verdict is what applies when no
+ * more specific entry matches (deny: Cilium's default deny). When nothing
+ * matches, not even a marker, the endpoint is not selected in that direction
+ * and traffic passes. The agent writes the marker of every (identity,
+ * direction) that any policy selects, before the more specific entries. */
 #ifndef MESHID_LIB_POLICY_H
 #define MESHID_LIB_POLICY_H
 

@@ -433,11 +433,19 @@ static int on_record(void *ctx, void *data, size_t size)
 		return -1;
 	if (napi_create_buffer_copy(r->env, size, data, &copy, &buf) != napi_ok ||
 	    napi_get_reference_value(r->env, r->callback, &cb) != napi_ok ||
-	    napi_get_undefined(r->env, &recv) != napi_ok)
+	    napi_get_global(r->env, &recv) != napi_ok) /* MakeCallback needs an object */
 		return -1;
-	/* the JS side catches what its handler throws; stop on anything left */
-	if (napi_make_callback(r->env, r->async, recv, cb, 1, &buf, &result) != napi_ok)
+	/* the JS side catches what its handler throws; anything that still
+	 * escapes is an uncaught exception, as from any other event callback */
+	if (napi_make_callback(r->env, r->async, recv, cb, 1, &buf, &result) != napi_ok) {
+		napi_value err;
+		bool pending = false;
+
+		napi_is_exception_pending(r->env, &pending);
+		if (pending && napi_get_and_clear_last_exception(r->env, &err) == napi_ok)
+			napi_fatal_exception(r->env, err);
 		return -1;
+	}
 	return 0;
 }
 
