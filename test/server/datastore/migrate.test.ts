@@ -6,6 +6,7 @@ import { migrationsDir } from '../../../api/assets.js';
 import { Datastore } from '../../../server/datastore/index.js';
 import { MeshidError } from '../../../spiffe/errors.js';
 import { td, tempDir } from './fixtures/tempdb.js';
+import { startWorker } from './fixtures/workers.js';
 
 const shipped = readdirSync(migrationsDir).filter((f) => /^\d{4}_.*\.sql$/.test(f)).sort();
 
@@ -91,4 +92,14 @@ t.test('a migrations folder with a gap in its numbering is refused', async (t) =
   copyFileSync(join(migrationsDir, shipped[0]!), join(migs, shipped[0]!));
   writeFileSync(join(migs, '0003_skipped_two.sql'), 'SELECT 1;');
   t.throws(() => Datastore.open({ path: join(dir, 'meshid.db'), trustDomain: td, migrationsDir: migs }), /without gaps/);
+});
+
+t.test('several processes opening a new file at once apply each migration exactly once', async (t) => {
+  const path = join(tempDir(t, 'raceopen'), 'meshid.db');
+  const workers = Array.from({ length: 4 }, (_, i) => startWorker(t, ['create-entries', path, `opener${i}`, '1']));
+  await Promise.all(workers.map((w) => w.succeeded()));
+  const db = new Database(path, { readonly: true });
+  t.teardown(() => db.close());
+  t.same(db.prepare('SELECT version FROM schema_version ORDER BY version').pluck().all(), shipped.map((_, i) => i + 1));
+  t.equal(db.prepare('SELECT COUNT(*) FROM registered_entries').pluck().get(), 4, 'every process then wrote its entry');
 });
