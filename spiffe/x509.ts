@@ -7,7 +7,7 @@
 import { createHash, randomBytes, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import {
   bitString, bool, children, decodeOid, decodeTime, explicit, octets, oid, readTlv, readWhole, seq, set, smallInteger,
-  TAG, time, tlv, unsignedInteger,
+  TAG, time, tlv, unsignedInteger, type Tlv,
 } from './der.js';
 import { InvalidArgument, InvalidSvid } from './errors.js';
 import { publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, type SignatureAlgorithm } from './keys.js';
@@ -191,8 +191,12 @@ function parseCertificateUnchecked(der: Buffer): ParsedCertificate {
   const tbs = children(tbsT.content);
   let i = 0;
   if (tbs[0]?.tag === 0xa0) i++;
-  const [serialT, , issuerT, validityT, subjectT, spkiT] = tbs.slice(i, i + 6);
-  if (!serialT || !issuerT || !validityT || !subjectT || !spkiT) throw new Error('tbsCertificate is incomplete');
+  const [serialT, innerAlgT, issuerT, validityT, subjectT, spkiT] = tbs.slice(i, i + 6);
+  if (!serialT || !innerAlgT || !issuerT || !validityT || !subjectT || !spkiT) throw new Error('tbsCertificate is incomplete');
+  // The outer signatureAlgorithm and the signature's unused-bits octet are not signed: pin them down
+  // (RFC 5280 §4.1.1.2) so that no other encoding of a certificate verifies.
+  if (!algT.whole.equals(innerAlgT.whole)) throw new Error('signatureAlgorithm differs from the one in tbsCertificate');
+  if (sigT.content[0] !== 0) throw new Error('signature BIT STRING has unused bits');
   const [nb, na] = children(validityT.content);
   if (!nb || !na) throw new Error('validity is incomplete');
   const extensions = new Map<string, Extension>();
@@ -234,7 +238,7 @@ function parseCertificateUnchecked(der: Buffer): ParsedCertificate {
     der,
     tbs: tbsT.whole,
     serialHex: serialT.content.toString('hex'),
-    signatureOid: decodeOid(children(algT.content)[0]!.content),
+    signatureOid: signatureOidOf(innerAlgT),
     signature: sigT.content.subarray(1),
     issuer: issuerT.whole,
     subject: subjectT.whole,
@@ -249,6 +253,12 @@ function parseCertificateUnchecked(der: Buffer): ParsedCertificate {
     subjectKeyId: skid ? readWhole(skid.value, TAG.OCTET_STRING).content : undefined,
     authorityKeyId,
   };
+}
+
+function signatureOidOf(alg: Tlv): string {
+  const oidT = alg.tag === TAG.SEQUENCE ? children(alg.content)[0] : undefined;
+  if (oidT?.tag !== TAG.OID) throw new Error('signatureAlgorithm is not an AlgorithmIdentifier');
+  return decodeOid(oidT.content);
 }
 
 /** True when `issuer`'s key signed `cert`. */
