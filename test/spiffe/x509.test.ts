@@ -7,7 +7,7 @@ import {
   pemFromDer, randomSerial, signedBy, SpiffeId, spkiDer, splitConcatenatedDer, SVID_SUBJECT, type KeyType, type ParsedCertificate,
 } from '../../spiffe/index.js';
 import { OID } from '../../spiffe/x509.js';
-import { children, readWhole, seq, TAG } from '../../spiffe/der.js';
+import { children, oid, readWhole, seq, TAG, tlv } from '../../spiffe/der.js';
 import { at, HOUR, makeIntermediate, makeLeaf, makeRoot, NOW, openssl, tempDir, writeTemp, type TestCa } from './fixtures.js';
 
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
@@ -310,11 +310,42 @@ t.test('random mutations of a certificate never crash the parser', async (tt) =>
     try {
       const p = parseCertificate(m);
       accepted++;
-      // Anything the parser accepts must not pass as signed by the root unless the signed bytes are intact.
-      if (signedBy(p, root.parsed) && !p.tbs.equals(parseCertificate(der).tbs)) throw new Error(`mutation at ${pos} changed tbs but still verifies`);
+      // A changed certificate must never still verify: that would make certificates malleable.
+      if (signedBy(p, root.parsed)) throw new Error(`mutation ${pos}^${xor} still verifies`);
     } catch (err) {
       if (!(err instanceof MeshidError) || err.code !== 'invalid_svid') throw err;
     }
   }), { numRuns: 3000 });
-  tt.pass(`3000 mutations; ${accepted} still parsed, none verified with changed content`);
+  tt.pass(`3000 mutations; ${accepted} still parsed, none verified`);
+});
+
+t.test('every single-byte change outside the signed part is rejected or fails verification', async (tt) => {
+  for (const type of ['ec-p256', 'rsa-2048'] as const) {
+    const root = makeRoot({ keyType: type });
+    const der = makeLeaf(root, 'spiffe://example.org/x').der;
+    const tbsEnd = parseCertificate(der).tbs.byteOffset - der.byteOffset + parseCertificate(der).tbs.length;
+    const stillValid: string[] = [];
+    for (let pos = 0; pos < der.length; pos++) {
+      if (pos >= 4 && pos < tbsEnd) continue;
+      for (const xor of [0x01, 0x02, 0x40, 0x80, 0xff]) {
+        const m = Buffer.from(der);
+        m[pos]! ^= xor;
+        try { if (signedBy(parseCertificate(m), root.parsed)) stillValid.push(`${pos}^${xor}`); } catch { /* rejected */ }
+      }
+    }
+    tt.same(stillValid, [], `${type}: no changed certificate still verifies`);
+  }
+});
+
+t.test('the outer signatureAlgorithm must be the one inside the signed part (RFC 5280 §4.1.1.2)', async (tt) => {
+  const root = makeRoot({ keyType: 'rsa-2048' });
+  const der = makeLeaf(root, 'spiffe://example.org/x').der;
+  const [tbsT, algT, sigT] = children(readWhole(der, TAG.SEQUENCE).content);
+  const noParams = seq(tbsT!.whole, seq(children(algT!.content)[0]!.whole), sigT!.whole);
+  tt.throws(() => parseCertificate(noParams), { code: 'invalid_svid', message: /signatureAlgorithm/ }, 'outer identifier without the NULL the signed one has');
+  const sha384 = seq(tbsT!.whole, seq(oid('1.2.840.113549.1.1.12'), tlv(TAG.NULL)), sigT!.whole);
+  tt.throws(() => parseCertificate(sha384), { code: 'invalid_svid', message: /signatureAlgorithm/ }, 'outer identifier names another digest');
+  const unused = Buffer.concat([Buffer.from([0x00]), sigT!.content.subarray(1)]);
+  unused[0] = 1;
+  tt.throws(() => parseCertificate(seq(tbsT!.whole, algT!.whole, tlv(TAG.BIT_STRING, unused))), { code: 'invalid_svid', message: /unused bits/ }, 'signature with unused bits');
 });
