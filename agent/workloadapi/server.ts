@@ -65,14 +65,15 @@ export interface WorkloadApiServerOptions {
 type StreamKind = 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles';
 type AnyStreamCall = ServerWritableStream<unknown, unknown>;
 
-interface Answer { message: unknown; bytes: Buffer }
+/** One stream message; its serialization is made only when a change needs a comparison. */
+interface Answer { message: unknown; bytes?: Buffer }
 
 interface OpenStream {
   kind: StreamKind;
   call: AnyStreamCall;
   selectors: SelectorSet;
-  /** the serialized last message, so an unchanged answer is not sent again */
-  lastSent: Buffer;
+  /** the last message sent, so an unchanged answer is not sent again */
+  lastSent: Answer;
 }
 
 const NO_IDENTITY = 'no identity issued';
@@ -110,6 +111,12 @@ export class WorkloadApiServer {
   private socketInode: number | undefined;
   private unsubscribe: (() => void) | undefined;
   private refreshScheduled: NodeJS.Immediate | undefined;
+  /**
+   * Stream answers by stream kind and selector set, valid until the source
+   * reports a change: many streams of one workload share one answer, computed
+   * once. null: the selectors are entitled to nothing.
+   */
+  private readonly answers = new Map<string, Answer | null>();
   private connectionSeq = 0;
   private readonly connections = new Map<string, PeerProcess>();
   private readonly sockets = new Set<Socket>();
@@ -142,7 +149,11 @@ export class WorkloadApiServer {
       grpcServer.addService(this.proto.service, this.handlers());
       this.grpcServer = grpcServer;
       this.injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
-      this.unsubscribe = this.source.onChange(() => this.scheduleRefresh());
+      this.unsubscribe = this.source.onChange(() => {
+        // dropped at once, so that a stream opened before the refresh runs gets the new answer
+        this.answers.clear();
+        this.scheduleRefresh();
+      });
       const netServer = createServer((socket) => this.acceptConnection(socket));
       this.netServer = netServer;
       await new Promise<void>((resolve, reject) => {
@@ -299,7 +310,7 @@ export class WorkloadApiServer {
       // the first answer and the subscription to the next ones
       const answer = this.answer(kind, selectors);
       if (!answer) throw new PermissionDenied(NO_IDENTITY);
-      const stream: OpenStream = { kind, call, selectors, lastSent: answer.bytes };
+      const stream: OpenStream = { kind, call, selectors, lastSent: answer };
       this.streams.add(stream);
       this.metrics.openStreams++;
       call.once('cancelled', () => this.forgetStream(stream));
@@ -334,34 +345,51 @@ export class WorkloadApiServer {
    * caller no longer matches any entry ends with PermissionDenied.
    */
   private refreshStreams(): void {
-    const answers = new Map<string, { answer?: Answer; error?: unknown }>();
+    const failures = new Map<string, unknown>();
     for (const stream of [...this.streams]) {
-      const key = `${stream.kind}\n${stream.selectors.key()}`;
-      let result = answers.get(key);
-      if (!result) {
+      const key = answerKey(stream.kind, stream.selectors);
+      let answer: Answer | undefined;
+      let error: unknown = failures.get(key);
+      if (error === undefined) {
         try {
-          const answer = this.answer(stream.kind, stream.selectors);
-          result = answer ? { answer } : { error: new PermissionDenied(NO_IDENTITY) };
-        } catch (error) {
-          this.logCallError(error);
-          result = { error };
+          answer = this.answer(stream.kind, stream.selectors);
+          if (!answer) error = new PermissionDenied(NO_IDENTITY);
+        } catch (err) {
+          this.logCallError(err);
+          error = err ?? new Error('the workload source failed');
+          failures.set(key, error);
         }
-        answers.set(key, result);
       }
-      if (!result.answer) { this.endStream(stream, result.error); continue; }
-      if (result.answer.bytes.equals(stream.lastSent)) continue;
-      stream.lastSent = result.answer.bytes;
-      stream.call.write(result.answer.message);
+      if (!answer) { this.endStream(stream, error); continue; }
+      if (answer === stream.lastSent) continue;
+      if (this.serialized(stream.kind, answer).equals(this.serialized(stream.kind, stream.lastSent))) {
+        stream.lastSent = answer;
+        continue;
+      }
+      stream.lastSent = answer;
+      stream.call.write(answer.message);
     }
+  }
+
+  private serialized(kind: StreamKind, answer: Answer): Buffer {
+    answer.bytes ??= this.proto.service[kind]!.responseSerialize(answer.message);
+    return answer.bytes;
   }
 
   /** The current message of a stream for these selectors; undefined when the caller is entitled to nothing. */
   private answer(kind: StreamKind, selectors: SelectorSet): Answer | undefined {
-    const message = kind === 'FetchX509SVID' ? this.x509SvidResponse(selectors)
-      : kind === 'FetchX509Bundles' ? this.x509BundlesResponse(selectors)
-        : this.jwtBundlesResponse(selectors);
-    if (!message) return undefined;
-    return { message, bytes: this.proto.service[kind]!.responseSerialize(message) };
+    const key = answerKey(kind, selectors);
+    let answer = this.answers.get(key);
+    if (answer === undefined) {
+      const message = kind === 'FetchX509SVID' ? this.x509SvidResponse(selectors)
+        : kind === 'FetchX509Bundles' ? this.x509BundlesResponse(selectors)
+          : this.jwtBundlesResponse(selectors);
+      answer = message ? { message } : null;
+      // many distinct callers between two changes: start over rather than grow without bound
+      if (this.answers.size >= 1024) this.answers.clear();
+      this.answers.set(key, answer);
+    }
+    return answer ?? undefined;
   }
 
   private x509SvidResponse(selectors: SelectorSet): X509SVIDResponseMessage | undefined {
@@ -432,6 +460,10 @@ export class WorkloadApiServer {
     const { spiffeId, claims } = this.source.validateJwtSvid(svid, audience);
     return { spiffe_id: spiffeId.toString(), claims: toStruct(claims) };
   }
+}
+
+function answerKey(kind: StreamKind, selectors: SelectorSet): string {
+  return `${kind}\n${selectors.key()}`;
 }
 
 /**

@@ -3,7 +3,7 @@ import { MeshidError, Unauthenticated } from '../../spiffe/errors.js';
 import { SelectorSet } from '../../spiffe/selector.js';
 import type { PeerProcess, WorkloadAttestor } from './attestor.js';
 import { peerCredentials, type PeerCredentials } from './peercred.js';
-import { processStartTime, processStartTimeSync } from './proc.js';
+import { processStartTimeSync } from './proc.js';
 
 export interface WorkloadAttestationOptions {
   attestors: readonly WorkloadAttestor[];
@@ -64,7 +64,7 @@ export class WorkloadAttestation {
     if (cached && cached.expiresAt > now) {
       const selectors = await cached.selectors;
       // the answer is known; is the process that asked still the one it describes?
-      await this.assertAlive(peer);
+      this.assertAlive(peer);
       return selectors;
     }
     // stored before anything awaits, so concurrent calls of one process share this run
@@ -82,24 +82,28 @@ export class WorkloadAttestation {
 
   /** Runs every attestor; the process must be alive with the same start time before and after. */
   private async runAttestors(peer: PeerProcess): Promise<SelectorSet> {
-    await this.assertAlive(peer);
+    this.assertAlive(peer);
     let selectors: SelectorSet;
     try {
       const lists = await Promise.all(this.attestors.map((a) => a.attest(peer.pid, peer.uid, peer.gid)));
       selectors = SelectorSet.of(lists.flat());
     } catch (err) {
       // an attestor usually fails because the process exited while it read /proc
-      await this.assertAlive(peer);
+      this.assertAlive(peer);
       if (err instanceof MeshidError) throw err;
       throw new MeshidError('internal', `workload attestation of pid ${peer.pid} failed: ${(err as Error).message}`, undefined, { cause: err });
     }
-    await this.assertAlive(peer);
+    this.assertAlive(peer);
     return selectors;
   }
 
-  private async assertAlive(peer: PeerProcess): Promise<void> {
-    const startTime = await processStartTime(this.procRoot, peer.pid);
-    if (startTime !== peer.startTime) {
+  /**
+   * Synchronous on purpose: reading /proc/<pid>/stat is a few microseconds of
+   * in-memory procfs work, cheaper than a trip through libuv's thread pool,
+   * and it runs on every call.
+   */
+  private assertAlive(peer: PeerProcess): void {
+    if (processStartTimeSync(this.procRoot, peer.pid) !== peer.startTime) {
       throw new Unauthenticated(`caller process ${peer.pid} is gone: could not verify the existence of the original caller`);
     }
   }

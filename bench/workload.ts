@@ -1,0 +1,214 @@
+/**
+ * npm run bench:workload — the Workload API server under load:
+ *  - FetchX509SVID first-answer latency for a cached SVID: a new stream per
+ *    sample on one open connection (the normal case), and a new connection per
+ *    sample (adds accept, SO_PEERCRED and the attestation cache lookup);
+ *  - the server process's RSS with 1,000 FetchX509SVID streams open.
+ * Targets: p99 < 5 ms, RSS < 200 MB.
+ *
+ * For now the server runs in this process with an in-memory WorkloadSource (not
+ * the agent's SVID cache) and the real unix + netns attestors; the clients run in
+ * a child process, so the RSS measured is the server's alone.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { credentials, type ClientReadableStream, type Client } from '@grpc/grpc-js';
+import { SpiffeId } from '../spiffe/id.js';
+import { generateKeyPair, pkcs8Der, spkiDer } from '../spiffe/keys.js';
+import { SelectorSet } from '../spiffe/selector.js';
+import { PermissionDenied } from '../spiffe/errors.js';
+import { encodeName, issuerFromKey, keyIdentifier, mintCertificate } from '../spiffe/x509.js';
+import { mintX509Svid } from '../spiffe/x509svid.js';
+import {
+  loadWorkloadProto,
+  WorkloadApiServer,
+  workloadCallMetadata,
+  type CachedX509Svid,
+  type WorkloadSource,
+  type X509SVIDResponseMessage,
+} from '../agent/workloadapi/index.js';
+import { NetnsAttestor, UnixAttestor } from '../agent/workloadattestor/index.js';
+
+const SAMPLES = Number(process.env['BENCH_SAMPLES'] ?? 500);
+const CONNECTION_SAMPLES = Number(process.env['BENCH_CONNECTION_SAMPLES'] ?? 200);
+const WARMUP = 50;
+const STREAMS = Number(process.env['BENCH_STREAMS'] ?? 1000);
+const TARGET_P99_MS = 5;
+const TARGET_RSS_MB = 200;
+
+type ClientMessage =
+  | { kind: 'latency'; name: string; ms: number[]; calls: number }
+  | { kind: 'streams-open'; count: number }
+  | { kind: 'error'; message: string };
+
+/** One trust domain, one entry for this uid, SVIDs minted once: what a warm SVID cache holds. */
+class InMemorySource implements WorkloadSource {
+  private readonly caDer: Buffer;
+  private readonly svid: CachedX509Svid;
+  private readonly entrySelectors: SelectorSet;
+
+  constructor(uid: number) {
+    const ca = generateKeyPair();
+    const caSpki = spkiDer(ca.publicKey);
+    const subject = encodeName([['O', 'meshid bench'], ['CN', 'bench.test']]);
+    const issuer = issuerFromKey(subject, keyIdentifier(caSpki), ca.privateKey);
+    const notAfter = new Date(Date.now() + 3_600_000);
+    this.caDer = mintCertificate({ subject, notBefore: new Date(), notAfter, publicKeySpki: caSpki, uris: ['spiffe://bench.test'], ca: {} }, issuer);
+    const leafKey = generateKeyPair();
+    const spiffeId = SpiffeId.parse('spiffe://bench.test/ns/bench/sa/client');
+    const leaf = mintX509Svid(issuer, { spiffeId, publicKeySpki: spkiDer(leafKey.publicKey), notBefore: new Date(), notAfter });
+    this.svid = { spiffeId, hint: '', certChainDer: [leaf, this.caDer], privateKeyPkcs8Der: pkcs8Der(leafKey.privateKey), expiresAt: notAfter };
+    this.entrySelectors = SelectorSet.parse([`unix:uid:${uid}`]);
+  }
+
+  x509SvidsFor(caller: SelectorSet): CachedX509Svid[] { return this.entrySelectors.subsetOf(caller) ? [this.svid] : []; }
+  x509Bundles(): Map<string, Buffer[]> { return new Map([['bench.test', [this.caDer]]]); }
+  jwtBundles(): Map<string, Buffer> { return new Map([['bench.test', Buffer.from('{"keys":[]}')]]); }
+  federatedBundlesFor(): Map<string, Buffer[]> { return new Map(); }
+  async jwtSvidsFor(): Promise<{ spiffeId: SpiffeId; token: string; hint: string }[]> { throw new PermissionDenied('the bench serves no JWT-SVIDs'); }
+  validateJwtSvid(): { spiffeId: SpiffeId; claims: Record<string, unknown> } { throw new PermissionDenied('the bench validates no JWT-SVIDs'); }
+  onChange(): () => void { return () => {}; }
+}
+
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+
+// ---- client side (child process) ----
+
+type FetchClient = Client & { FetchX509SVID(req: object, md: unknown): ClientReadableStream<X509SVIDResponseMessage> };
+
+function firstAnswer(client: FetchClient): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = process.hrtime.bigint();
+    const call = client.FetchX509SVID({}, workloadCallMetadata());
+    call.once('data', () => {
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      call.cancel();
+      resolve(ms);
+    });
+    call.on('error', (e: { code?: number; message: string }) => { if (e.code !== 1) reject(e); });
+  });
+}
+
+async function runClients(socketPath: string): Promise<void> {
+  const send = (m: ClientMessage): void => { process.send!(m); };
+  const proto = loadWorkloadProto();
+  const connect = (): FetchClient => new proto.Client(`unix:${socketPath}`, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }) as unknown as FetchClient;
+
+  const client = connect();
+  const streamMs: number[] = [];
+  for (let i = 0; i < WARMUP + SAMPLES; i++) {
+    const ms = await firstAnswer(client);
+    if (i >= WARMUP) streamMs.push(ms);
+  }
+  send({ kind: 'latency', name: 'new stream on an open connection', ms: streamMs, calls: WARMUP + SAMPLES });
+
+  const connectionMs: number[] = [];
+  for (let i = 0; i < CONNECTION_SAMPLES; i++) {
+    const c = connect();
+    const start = process.hrtime.bigint();
+    await firstAnswer(c);
+    connectionMs.push(Number(process.hrtime.bigint() - start) / 1e6);
+    c.close();
+  }
+  send({ kind: 'latency', name: 'new connection per sample', ms: connectionMs, calls: CONNECTION_SAMPLES });
+
+  // STREAMS long-lived streams over 10 connections, as many workloads would hold them
+  const clients = Array.from({ length: 10 }, connect);
+  const calls: ClientReadableStream<X509SVIDResponseMessage>[] = [];
+  await Promise.all(Array.from({ length: STREAMS }, (_, i) => new Promise<void>((resolve, reject) => {
+    const call = clients[i % clients.length]!.FetchX509SVID({}, workloadCallMetadata());
+    calls.push(call);
+    call.once('data', () => resolve());
+    call.on('error', (e: { code?: number; message: string }) => { if (e.code !== 1) reject(e); });
+  })));
+  send({ kind: 'streams-open', count: calls.length });
+  await once(process, 'message');
+  for (const call of calls) call.cancel();
+  for (const c of [client, ...clients]) c.close();
+  process.disconnect();
+}
+
+// ---- server side (this process) ----
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), `meshid-bench-workload-${process.pid}-`));
+  const socketPath = join(dir, 'agent.sock');
+  const server = new WorkloadApiServer({
+    socketPath,
+    source: new InMemorySource(process.getuid!()),
+    attestors: [new UnixAttestor(), new NetnsAttestor()],
+  });
+  let child: ChildProcess | undefined;
+  try {
+    await server.start();
+    console.log('bench:workload — Workload API server in this process with an in-memory WorkloadSource (not the agent\'s SVID cache),');
+    console.log(`  real unix + netns attestation; clients in a child process. node ${process.version}, ${process.arch}`);
+    const rssBefore = process.memoryUsage().rss;
+    console.log(`  load average now: ${loadavg().map((l) => l.toFixed(2)).join(' ')} on ${availableParallelism()} CPUs (latency figures are only meaningful on an idle machine)`);
+    child = fork(fileURLToPath(import.meta.url), ['--clients', socketPath], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const results: Record<string, unknown> = {};
+    let failed = false;
+    // server CPU per answered call: independent of how busy the machine is, unlike latency
+    let cpuMark = process.cpuUsage();
+    for await (const [msg] of on(child)) {
+      const m = msg as ClientMessage;
+      if (m.kind === 'error') throw new Error(`client: ${m.message}`);
+      if (m.kind === 'latency') {
+        const sorted = [...m.ms].sort((a, b) => a - b);
+        const p50 = percentile(sorted, 50);
+        const p99 = percentile(sorted, 99);
+        const cpu = process.cpuUsage(cpuMark);
+        cpuMark = process.cpuUsage();
+        const cpuUsPerCall = (cpu.user + cpu.system) / m.calls;
+        const ok = p99 < TARGET_P99_MS;
+        failed ||= !ok;
+        console.log(`FetchX509SVID first answer, ${m.name}: n=${sorted.length} p50=${p50.toFixed(3)} ms p99=${p99.toFixed(3)} ms max=${sorted[sorted.length - 1]!.toFixed(3)} ms, server CPU ${cpuUsPerCall.toFixed(0)} µs/call  (target p99 < ${TARGET_P99_MS} ms: ${ok ? 'met' : 'MISSED'})`);
+        results[m.name] = { samples: sorted.length, p50_ms: p50, p99_ms: p99, server_cpu_us_per_call: cpuUsPerCall };
+      } else if (m.kind === 'streams-open') {
+        await new Promise((r) => setTimeout(r, 500)); // let buffers settle
+        const rss = process.memoryUsage().rss;
+        const mb = rss / 1024 / 1024;
+        const ok = mb < TARGET_RSS_MB;
+        failed ||= !ok;
+        console.log(`server RSS with ${m.count} open FetchX509SVID streams (${server.metrics.openConnections} connections): ${mb.toFixed(1)} MB (before clients: ${(rssBefore / 1024 / 1024).toFixed(1)} MB)  (target < ${TARGET_RSS_MB} MB: ${ok ? 'met' : 'MISSED'})`);
+        results['rss'] = { streams: m.count, server_open_streams: server.metrics.openStreams, rss_mb: mb };
+        child.send('done');
+        break;
+      }
+    }
+    await once(child, 'exit');
+    console.log(JSON.stringify({ bench: 'workload', source: 'in-memory, same process', ...results }));
+    if (failed) process.exitCode = 1;
+  } finally {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function on(child: ChildProcess): AsyncIterable<[unknown]> {
+  return { [Symbol.asyncIterator]: () => {
+    const queue: unknown[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    child.on('message', (m) => { queue.push(m); wake?.(); });
+    child.on('exit', () => { ended = true; wake?.(); });
+    return {
+      async next(): Promise<IteratorResult<[unknown]>> {
+        while (queue.length === 0 && !ended) await new Promise<void>((r) => { wake = r; });
+        if (queue.length === 0) throw new Error('the client process exited early');
+        return { value: [queue.shift()], done: false };
+      },
+    };
+  } };
+}
+
+if (process.argv[2] === '--clients') {
+  runClients(process.argv[3]!).catch((err: Error) => { process.send!({ kind: 'error', message: err.message }); process.exitCode = 1; });
+} else {
+  main().catch((err: Error) => { console.error(err); process.exitCode = 1; });
+}
