@@ -19,7 +19,7 @@ INSERT INTO meta (key, value) VALUES
 -- Every change has its own revision, so a page boundary never splits a revision.
 CREATE TABLE changes (
   revision  INTEGER PRIMARY KEY,
-  kind      TEXT NOT NULL CHECK (kind IN ('entry', 'bundle', 'agent', 'identity', 'node', 'endpoint', 'policy')),
+  kind      TEXT NOT NULL,  -- ChangeKind in server/datastore/types.ts; no CHECK, so new kinds need no table rebuild
   object_id TEXT NOT NULL,
   op        TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
   at        INTEGER NOT NULL
