@@ -1,0 +1,68 @@
+/**
+ * The quick start, end to end with the real binaries on loopback: server,
+ * CLI, agent, and a workload fetching its SVID through the Workload API.
+ */
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Daemon, run } from '../helpers/process.js';
+
+t.test('server, CLI and agent binaries: an admin creates an entry, the agent attests, and `api fetch x509 --write` output passes openssl verify; entries survive SIGKILL', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshid-e2e-'));
+  const daemons: Daemon[] = [];
+  t.teardown(async () => { for (const d of daemons) await d.stop(); rmSync(dir, { recursive: true, force: true }); });
+  const serverArgs = ['run', '--data-dir', join(dir, 'server'), '--trust-domain', 'example.org', '--bind', '127.0.0.1:0', '--admin', '127.0.0.1:0'];
+  let server = new Daemon('meshid-server', serverArgs);
+  daemons.push(server);
+  let started = await server.waitFor(/meshid-server started/);
+  const admin = () => ['--server', `http://127.0.0.1:${started['admin_port']}`, '--token-file', join(dir, 'server', 'admin.token')];
+  t.equal(statSync(join(dir, 'server', 'admin.token')).mode & 0o777, 0o600, 'admin token file is 0600');
+
+  const agentId = 'spiffe://example.org/meshid/agent/join_token/node1';
+  const tok = run('meshid', [...admin(), '-o', 'json', 'token', 'generate', '--spiffe-id', agentId]);
+  t.equal(tok.code, 0, tok.stderr);
+  const token = JSON.parse(tok.stdout).token as string;
+  const uid = process.getuid!();
+  const created = run('meshid', [...admin(), 'entry', 'create', '--spiffe-id', 'spiffe://example.org/ns/default/sa/web', '--parent-id', agentId, '--selector', `unix:uid:${uid}`]);
+  t.equal(created.code, 0, created.stderr);
+  const listed = run('meshid', [...admin(), 'entry', 'list']);
+  t.match(listed.stdout, /spiffe:\/\/example\.org\/ns\/default\/sa\/web/, 'entry list shows the entry');
+  const bad = run('meshid', [...admin(), 'entry', 'create', '--spiffe-id', 'spiffe://Example.org/x', '--parent-id', agentId, '--selector', 'unix:uid:1']);
+  t.not(bad.code, 0, 'a bad SPIFFE ID is refused');
+  t.match(bad.stderr, /spiffe_id/, 'the message names the field');
+
+  const bundle = run('meshid', [...admin(), 'bundle', 'show', '--format', 'pem']);
+  t.equal(bundle.code, 0, bundle.stderr);
+  writeFileSync(join(dir, 'bundle.pem'), bundle.stdout);
+
+  const socket = join(dir, 'agent.sock');
+  const agent = new Daemon('meshid-agent', ['run', '--server', `127.0.0.1:${started['agent_port']}`, '--join-token', token, '--trust-bundle', join(dir, 'bundle.pem'),
+    '--socket', socket, '--data-dir', join(dir, 'agent'), '--health', '127.0.0.1:0', '--node-name', 'node1']);
+  daemons.push(agent);
+  const agentStarted = await agent.waitFor(/meshid-agent started/);
+  t.equal(agentStarted['spiffe_id'], agentId);
+
+  const out = join(dir, 'out');
+  let fetched = run('meshid-agent', ['api', 'fetch', 'x509', '--socket', socket, '--write', out]);
+  for (let i = 0; i < 50 && fetched.code !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    fetched = run('meshid-agent', ['api', 'fetch', 'x509', '--socket', socket, '--write', out]);
+  }
+  t.equal(fetched.code, 0, fetched.stderr);
+  t.match(fetched.stdout, /spiffe:\/\/example\.org\/ns\/default\/sa\/web/);
+  t.match(execFileSync('openssl', ['verify', '-CAfile', join(out, 'bundle.pem'), join(out, 'svid.pem')]).toString(), /svid\.pem: OK/);
+  t.equal(statSync(join(out, 'svid.key')).mode & 0o777, 0o600, 'svid.key is written 0600');
+  const health = run('meshid-agent', ['healthcheck', '--health', `127.0.0.1:${agentStarted['health_port']}`]);
+  t.equal(health.code, 0, health.stdout + health.stderr);
+
+  // SIGKILL the server: committed entries are still there after a restart
+  await server.stop('SIGKILL');
+  server = new Daemon('meshid-server', serverArgs);
+  daemons.push(server);
+  started = await server.waitFor(/meshid-server started/);
+  const after = run('meshid', [...admin(), '-o', 'json', 'entry', 'list']);
+  t.equal(after.code, 0, after.stderr);
+  t.match(after.stdout, /ns\/default\/sa\/web/, 'entry survived SIGKILL');
+});
