@@ -97,6 +97,9 @@ export function verifyJwtSvid(token: string, bundles: JwtBundleSource, audience:
   }
   const [h, c, s] = token.split('.') as [string, string, string];
   const sig = Buffer.from(s, 'base64url');
+  // Buffer.from skips characters outside the alphabet and ignores non-zero trailing bits, so many
+  // strings decode to one signature; a token must have exactly one spelling.
+  if (sig.toString('base64url') !== s) throw new JwtSignatureInvalid('signature is not canonical base64url');
   let ok = false;
   try {
     const keyArg = alg.family === 'ec'
