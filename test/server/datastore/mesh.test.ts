@@ -72,6 +72,12 @@ t.test('nodes upsert their address, WireGuard key and pod CIDR by name', async (
   const moved = ds.upsertNode({ name: 'node-1', address: '192.168.0.9' });
   t.same([moved.id, moved.address, moved.wireguardPublicKey, moved.podCidr], [1, '192.168.0.9', 'pub1', '10.1.1.0/24']);
   t.same(ds.listNodes().map((x) => x.name), ['node-1']);
+  t.equal(moved.agentId, '', 'no agent until one publishes itself');
+  const rev = ds.currentRevision();
+  const claimed = ds.upsertNode({ name: 'node-1', agentId: 'spiffe://example.org/meshid/agent/join_token/node-1' });
+  t.equal(claimed.agentId, 'spiffe://example.org/meshid/agent/join_token/node-1');
+  t.equal(claimed.address, '192.168.0.9');
+  t.equal(ds.currentRevision(), rev + 1, 'setting the agent is a visible change');
   t.same(codeOf(() => ds.upsertNode({ name: 'node-2', address: 'not-an-ip' })), { code: 'invalid_argument', field: 'address' });
   ds.deleteNode(1);
   t.same(codeOf(() => ds.getNode(1)), { code: 'not_found', field: 'node_id' });
