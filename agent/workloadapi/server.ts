@@ -20,7 +20,7 @@ import { SpiffeId } from '../../spiffe/id.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
 import type { PeerProcess, WorkloadAttestor } from '../workloadattestor/attestor.js';
 import { WorkloadAttestation } from '../workloadattestor/attestation.js';
-import type { PeerCredentials } from '../workloadattestor/peercred.js';
+import { loadPeercredAddon, type PeerCredentials } from '../workloadattestor/peercred.js';
 import { WorkloadApiMetrics } from './metrics.js';
 import {
   DEFAULT_SOCKET_PATH,
@@ -103,6 +103,7 @@ export class WorkloadApiServer {
   private readonly allowUnauthenticatedVerifiers: boolean;
   private readonly stopGraceMs: number;
   private readonly proto: WorkloadProto;
+  private readonly customPeerCredentials: boolean;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopped: Promise<void> | undefined;
   private grpcServer: GrpcServer | undefined;
@@ -136,6 +137,7 @@ export class WorkloadApiServer {
       ...(options.peerCredentials !== undefined ? { credentials: options.peerCredentials } : {}),
     });
     this.proto = loadWorkloadProto();
+    this.customPeerCredentials = options.peerCredentials !== undefined;
   }
 
   /** Listens on the socket (mode 0777, any workload may connect); removes a stale socket file left by a dead agent. */
@@ -143,6 +145,8 @@ export class WorkloadApiServer {
     if (this.state !== 'new') throw new FailedPrecondition(`the Workload API server was already started (${this.state})`);
     this.state = 'starting';
     try {
+      // without the addon no caller could be identified: fail here, not on every connection
+      if (!this.customPeerCredentials) loadPeercredAddon();
       await mkdir(dirname(this.socketPath), { recursive: true, mode: 0o755 });
       await removeStaleSocket(this.socketPath);
       const grpcServer = new GrpcServer({ interceptors: [this.metricsInterceptor()] });
@@ -161,8 +165,8 @@ export class WorkloadApiServer {
         netServer.listen(this.socketPath, () => { netServer.off('error', reject); resolve(); });
       });
       netServer.on('error', (err) => this.logger.error('workload API socket error', { error: err.message }));
-      await chmod(this.socketPath, 0o777);
       this.socketInode = (await lstat(this.socketPath)).ino;
+      await chmod(this.socketPath, 0o777);
       this.state = 'running';
       this.logger.info('workload API listening', { socket: this.socketPath });
     } catch (err) {
@@ -203,6 +207,7 @@ export class WorkloadApiServer {
     }
     for (const socket of this.sockets) socket.destroy();
     await listenerClosed;
+    this.answers.clear();
     this.injector = undefined;
     this.grpcServer = undefined;
     this.netServer = undefined;

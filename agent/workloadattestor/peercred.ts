@@ -11,13 +11,14 @@ export interface PeerCredentials {
   readonly gid: number;
 }
 
-interface PeercredAddon {
+export interface PeercredAddon {
   peercred(fd: number): PeerCredentials;
 }
 
 const addonPath = join(packageRoot, 'agent', 'workloadattestor', 'peercred', 'build', 'Release', 'peercred.node');
 
-function loadAddon(): PeercredAddon {
+/** Loads the addon (node caches it); throws a message naming `make native` when it was not built. */
+export function loadPeercredAddon(): PeercredAddon {
   if (!existsSync(addonPath)) {
     throw new Error(`meshid: the peercred native addon is not built (${addonPath}); run \`make native\``);
   }
@@ -34,5 +35,5 @@ export function peerCredentials(socket: Socket): PeerCredentials {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw new Error('peerCredentials: the socket has no open file descriptor');
   // require() caches the addon, so this is a lookup after the first call
-  return loadAddon().peercred(fd);
+  return loadPeercredAddon().peercred(fd);
 }
