@@ -48,6 +48,7 @@ export class Bundle {
     const jwt: JwtAuthority[] = [];
     (doc['keys'] as Record<string, unknown>[]).forEach((k, i) => {
       const field = `bundle.keys[${i}]`;
+      if (typeof k !== 'object' || k === null || Array.isArray(k)) throw new InvalidArgument('a key must be a JSON object', field);
       if (k['use'] === 'x509-svid') {
         const x5c = k['x5c'];
         if (!Array.isArray(x5c) || x5c.length !== 1 || typeof x5c[0] !== 'string') throw new InvalidArgument('an x509-svid key needs exactly one x5c certificate', `${field}.x5c`);
