@@ -1,0 +1,118 @@
+/**
+ * This node's membership of the mesh: publishes the node (underlay address,
+ * pod CIDR, WireGuard public key) and its endpoints to the server, and keeps
+ * one WireGuard peer per remote node from the node registry.
+ */
+import type { ServiceError } from '@grpc/grpc-js';
+import type { Logger } from '../../common/log.js';
+import type { EndpointRegistrationMsg, PublishNodeResponseMsg, RegisterEndpointsResponseMsg } from '../../api/agentproto.js';
+import type { ServerConnection } from '../serverapi/connection.js';
+import type { AgentState, StateChange } from '../sync/state.js';
+import type { WireGuardManager, WireGuardPeer } from '../wireguard/index.js';
+
+export interface LocalEndpoint {
+  name: string;
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  ip: string;
+  /** The node-side interface that carries the endpoint's traffic (the datapath attaches here). */
+  interface: string;
+}
+
+export interface NodeMembershipOptions {
+  name: string;
+  address: string;
+  podCidr: string;
+  endpoints: LocalEndpoint[];
+  connection: ServerConnection;
+  state: AgentState;
+  logger: Logger;
+  wireguard?: WireGuardManager;
+  /** UDP port of every node's WireGuard device. */
+  wireguardPort: number;
+}
+
+export class NodeMembership {
+  private unsubscribe: (() => void) | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private published = false;
+  private peersQueued = false;
+  private stopped = false;
+
+  constructor(private readonly opts: NodeMembershipOptions) {}
+
+  get endpoints(): readonly LocalEndpoint[] { return this.opts.endpoints; }
+
+  start(): void {
+    this.unsubscribe = this.opts.state.onChange((c) => this.onStateChange(c));
+    void this.publish();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.retry) clearTimeout(this.retry);
+  }
+
+  /** Publishes the node and its endpoints; retried until it works (the server may be away). */
+  async publish(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await this.opts.connection.unary<PublishNodeResponseMsg>('PublishNode', {
+        name: this.opts.name, address: this.opts.address, pod_cidr: this.opts.podCidr,
+        wireguard_public_key: this.opts.wireguard?.publicKey ?? '',
+      });
+      const regs: EndpointRegistrationMsg[] = this.opts.endpoints.map((e) => ({
+        ip: e.ip, namespace: e.namespace, name: e.name, service_account: e.serviceAccount, labels: e.labels,
+      }));
+      const res = await this.opts.connection.unary<RegisterEndpointsResponseMsg>('RegisterEndpoints', { endpoints: regs });
+      this.published = true;
+      this.opts.logger.info('node and endpoints published', { node: this.opts.name, endpoints: res.endpoints.map((e) => `${e.ip}=${e.identity}`) });
+    } catch (err) {
+      const e = err as ServiceError;
+      this.opts.logger.warn('publishing the node failed; will retry', { code: e.code, reason: e.details ?? e.message });
+      this.retry = setTimeout(() => void this.publish(), 2000);
+      this.retry.unref();
+    }
+  }
+
+  get isPublished(): boolean { return this.published; }
+
+  private onStateChange(c: StateChange): void {
+    // A server that lost its state (or a fresh snapshot without our node) gets it again.
+    if (c.snapshot && this.published && ![...this.opts.state.nodes.values()].some((n) => n.name === this.opts.name)) {
+      this.published = false;
+      void this.publish();
+    }
+    if (this.opts.wireguard && (c.snapshot || c.nodes.upserted.length + c.nodes.removed.length > 0)) this.queuePeers();
+  }
+
+  private queuePeers(): void {
+    if (this.peersQueued) return;
+    this.peersQueued = true;
+    setImmediate(() => {
+      this.peersQueued = false;
+      void this.syncPeers();
+    });
+  }
+
+  /** One WireGuard peer per remote node that has published a key, an address and a pod CIDR. */
+  async syncPeers(): Promise<void> {
+    const wg = this.opts.wireguard;
+    if (!wg || this.stopped) return;
+    const peers: WireGuardPeer[] = [];
+    for (const n of this.opts.state.nodes.values()) {
+      if (n.name === this.opts.name || !n.wireguard_public_key || !n.address || !n.pod_cidr) continue;
+      peers.push({ publicKey: n.wireguard_public_key, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.pod_cidr], persistentKeepalive: 25 });
+    }
+    try {
+      const changes = await wg.setPeers(peers);
+      if (changes.added.length + changes.updated.length + changes.removed.length > 0) {
+        this.opts.logger.info('WireGuard peers updated', { added: changes.added.length, updated: changes.updated.length, removed: changes.removed.length });
+      }
+    } catch (err) {
+      this.opts.logger.error('setting WireGuard peers failed', { err });
+    }
+  }
+}
