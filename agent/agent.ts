@@ -17,6 +17,10 @@ import { SyncClient } from './sync/client.js';
 import { AgentState } from './sync/state.js';
 import { WorkloadApiServer } from './workloadapi/index.js';
 import { NetnsAttestor, UnixAttestor, type WorkloadAttestor } from './workloadattestor/index.js';
+import { DatapathManager } from './datapath/index.js';
+import { NodeMembership } from './node/index.js';
+import { WireGuardManager } from './wireguard/index.js';
+import type { AuthPair, FlowEvent } from '../bpf/index.js';
 
 export interface MeshidAgentDeps {
   clock: Clock;
@@ -44,6 +48,13 @@ export class MeshidAgent {
   sync!: SyncClient;
   workloadApi!: WorkloadApiServer;
   private health: HealthServer | undefined;
+  wireguard: WireGuardManager | undefined;
+  membership: NodeMembership | undefined;
+  datapath: DatapathManager | undefined;
+  /** Listeners of datapath events (the admin socket's observe streams). */
+  readonly eventListeners = new Set<(e: FlowEvent) => void>();
+  /** Where datapath signals go (the mutual-auth component). */
+  onSignal: (pair: AuthPair) => void = () => {};
   healthPort = 0;
   private started = false;
 
@@ -82,6 +93,7 @@ export class MeshidAgent {
     });
     this.cache.start();
     this.sync.start();
+    await this.startMesh();
 
     this.workloadApi = new WorkloadApiServer({
       socketPath: config.socket, source: this.cache, logger: log.child({ component: 'workloadapi' }), metricsRegistry: this.registry,
@@ -94,6 +106,39 @@ export class MeshidAgent {
     this.healthPort = await this.health.start();
     this.started = true;
     log.info('meshid-agent started', { spiffe_id: this.identity.current().spiffeId.toString(), socket: config.socket, health_port: this.healthPort });
+  }
+
+  /** WireGuard, node registration and the datapath, each where the config turns it on. */
+  private async startMesh(): Promise<void> {
+    const { config, deps } = this;
+    const log = deps.logger;
+    if (config.wireguard.enabled) {
+      this.wireguard = new WireGuardManager({
+        keyFile: join(config.data_dir, 'wireguard.key'), device: config.wireguard.device, listenPort: config.wireguard.port,
+        implementation: config.wireguard.implementation, logger: log.child({ component: 'wireguard' }),
+        ...(config.wireguard.address ? { address: config.wireguard.address } : {}),
+      });
+      await this.wireguard.start();
+    }
+    if (config.node.address || config.endpoints.length > 0 || this.wireguard) {
+      this.membership = new NodeMembership({
+        name: this.nodeName, address: config.node.address ?? '', podCidr: config.node.pod_cidr ?? '',
+        endpoints: config.endpoints.map((e) => ({ name: e.name, namespace: e.namespace, serviceAccount: e.service_account, labels: e.labels, ip: e.ip, interface: e.interface })),
+        connection: this.connection, state: this.state, logger: log.child({ component: 'node' }), wireguardPort: config.wireguard.port,
+        ...(this.wireguard ? { wireguard: this.wireguard } : {}),
+      });
+      this.membership.start();
+    }
+    if (config.datapath.enabled) {
+      this.datapath = new DatapathManager({
+        state: this.state, logger: log.child({ component: 'datapath' }), registry: this.registry, pinDir: config.datapath.pin_dir,
+        interfaces: config.endpoints.map((e) => e.interface),
+        ...(this.wireguard ? { wireguardDevice: this.wireguard.device } : {}),
+        onSignal: (pair) => this.onSignal(pair),
+        onEvent: (e) => { for (const l of this.eventListeners) l(e); },
+      });
+      this.datapath.start();
+    }
   }
 
   private fatal(err: Error): void {
@@ -129,6 +174,9 @@ export class MeshidAgent {
     this.started = false;
     await this.health?.stop();
     await this.workloadApi?.stop();
+    this.datapath?.stop();
+    this.membership?.stop();
+    await this.wireguard?.stop();
     this.sync?.stop();
     this.cache?.stop();
     this.identity?.stop();

@@ -1,8 +1,10 @@
 /** meshid-agent's configuration: one schema, defaults in one place. */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { readConfigFile, validateConfig } from '../common/config.js';
 import { TrustDomain } from '../spiffe/id.js';
 
+const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IP address');
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');
 
 export const agentConfigSchema = z.object({
@@ -26,6 +28,36 @@ export const agentConfigSchema = z.object({
   /** Serve bundles and ValidateJWTSVID to callers that match no entry. */
   allow_unauthenticated_verifiers: z.boolean().default(false),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** The node in the mesh: underlay address (mutual auth listens there) and pod CIDR. */
+  node: z.object({
+    address: ipAddress.optional(),
+    pod_cidr: z.string().regex(/^[0-9a-fA-F.:]+\/\d{1,3}$/, 'must be a CIDR like 10.201.1.0/24').optional(),
+  }).strict().default({}),
+  /** Endpoints (pods) this node hosts, where no orchestrator reports them (the devnet). */
+  endpoints: z.array(z.object({
+    name: z.string().min(1),
+    namespace: z.string().min(1).default('default'),
+    service_account: z.string().min(1).default('default'),
+    labels: z.record(z.string(), z.string()).default({}),
+    ip: ipAddress,
+    interface: z.string().min(1).max(15),
+  }).strict()).default([]),
+  datapath: z.object({
+    enabled: z.boolean().default(false),
+    pin_dir: z.string().default('/sys/fs/bpf/meshid'),
+  }).strict().default({ enabled: false, pin_dir: '/sys/fs/bpf/meshid' }),
+  wireguard: z.object({
+    enabled: z.boolean().default(false),
+    device: z.string().min(1).max(15).default('meshid-wg'),
+    port: z.number().int().min(1).max(65535).default(51871),
+    /** This node's address on the device (e.g. its pod gateway, 10.201.1.1/32). */
+    address: z.string().optional(),
+    implementation: z.enum(['auto', 'kernel', 'wireguard-go']).default('auto'),
+  }).strict().default({ enabled: false, device: 'meshid-wg', port: 51871, implementation: 'auto' }),
+  mutual_auth: z.object({
+    enabled: z.boolean().default(false),
+    port: z.number().int().min(1).max(65535).default(4250),
+  }).strict().default({ enabled: false, port: 4250 }),
 }).strict();
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
