@@ -1,0 +1,263 @@
+/**
+ * The client half: one long-lived TLS session per peer node, over which
+ * batches of pairs are authenticated, several in flight at once.
+ */
+import type { NodeMsg } from '../../api/agentproto.js';
+import { AuthCore, earliest, FailureReason, PairFailure, type OwnWorkload } from './core.js';
+import {
+  decodeServerMsg, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof,
+  type AuthenticateMsg, type DecodedResult, type WirePair,
+} from './protocol.js';
+import { connectSession, SecureContextCache, type Session } from './session.js';
+
+export interface PeerClientOptions {
+  core: AuthCore;
+  nodeId: number;
+  contexts: SecureContextCache;
+  peerAddress: (node: NodeMsg) => { host: string; port: number };
+  handshakeTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxInFlightBatches: number;
+}
+
+/** The outcome of one pair of a batch; a thrown PairFailure instead means the whole batch failed in transit. */
+export type PairOutcome = { ok: true; expiresAt: Date } | { ok: false; reason: FailureReason; detail: string };
+
+interface Pending { resolve: (r: DecodedResult) => void; reject: (e: PairFailure) => void; timer: NodeJS.Timeout }
+
+interface Connected { session: Session; peerAgentId: string; ownLeaf: Buffer }
+
+/**
+ * Orders pairs so that each batch covers a square-ish tile of (client
+ * identity × server identity): a batch of n pairs then needs about 2·√n
+ * proofs per side instead of up to n + 1.
+ */
+export function planBatches<T extends { wire: WirePair }>(items: readonly T[], maxBatch: number): T[][] {
+  const side = Math.max(1, Math.ceil(Math.sqrt(maxBatch)));
+  const rank = (values: number[]): Map<number, number> => new Map([...new Set(values)].sort((a, b) => a - b).map((v, i) => [v, Math.floor(i / side)]));
+  const lt = rank(items.map((i) => i.wire[0]));
+  const rt = rank(items.map((i) => i.wire[1]));
+  const sorted = [...items].sort((a, b) =>
+    lt.get(a.wire[0])! - lt.get(b.wire[0])! || rt.get(a.wire[1])! - rt.get(b.wire[1])! || a.wire[0] - b.wire[0] || a.wire[1] - b.wire[1]);
+  const out: T[][] = [];
+  for (let i = 0; i < sorted.length; i += maxBatch) out.push(sorted.slice(i, i + maxBatch));
+  return out;
+}
+
+export class PeerClient {
+  private connected: Connected | undefined;
+  private connecting: Promise<Connected> | undefined;
+  private nextBatch = 1;
+  private readonly pending = new Map<number, Pending>();
+  private inFlight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
+  private closedForGood = false;
+
+  constructor(private readonly opts: PeerClientOptions) {}
+
+  private get core(): AuthCore { return this.opts.core; }
+  get isConnected(): boolean { return this.connected?.session.isOpen ?? false; }
+
+  /** Authenticates one batch of [local identity, remote identity] pairs with this node. */
+  async exchange(pairs: WirePair[]): Promise<Map<string, PairOutcome>> {
+    await this.slot();
+    try {
+      return await this.exchangeInSlot(pairs);
+    } finally {
+      this.inFlight--;
+      this.slotWaiters.shift()?.();
+    }
+  }
+
+  private slot(): Promise<void> {
+    if (this.inFlight < this.opts.maxInFlightBatches) { this.inFlight++; return Promise.resolve(); }
+    return new Promise((resolve) => this.slotWaiters.push(() => { this.inFlight++; resolve(); }));
+  }
+
+  private async exchangeInSlot(pairs: WirePair[]): Promise<Map<string, PairOutcome>> {
+    const core = this.core;
+    const conn = await this.session();
+    const ownAgentExpiry = core.ownAgent().chain.expiresAt;
+    let peerAgentExpiry: Date;
+    try { peerAgentExpiry = core.checkPeerAgent(conn.session.peerChain).chain.expiresAt; } catch (err) {
+      void conn.session.close();
+      throw err;
+    }
+    const out = new Map<string, PairOutcome>();
+    const fail = (p: WirePair, f: PairFailure): void => { out.set(pairKey(p), { ok: false, reason: f.reason, detail: f.message }); };
+
+    // Our proofs: one signature per local identity over the pairs it takes part in.
+    const own = new Map<number, OwnWorkload>();
+    const sendable: WirePair[] = [];
+    for (const p of pairs) {
+      if (!own.has(p[0])) {
+        try { own.set(p[0], core.ownWorkload(p[0])); } catch (err) { if (!(err instanceof PairFailure)) throw err; fail(p, err); continue; }
+      }
+      if (own.has(p[0])) sendable.push(p); else fail(p, new PairFailure(FailureReason.noLocalSvid, `no usable workload SVID for identity ${p[0]}`));
+    }
+    if (sendable.length === 0) return out;
+    const batch = this.nextBatch++;
+    const ekm = conn.session.ekm;
+    const msg: AuthenticateMsg = {
+      type: 'authenticate', batch, pairs: sendable,
+      proofs: [...own].map(([id, w]) => encodeProof(id, w.chain, signProof(w.key, proofInput(ekm, 'client', batch, id, pairsOf('client', id, sendable))))),
+    };
+    const reply = this.awaitReply(conn, batch);
+    conn.session.send(msg);
+    core.stats.batches.sent++;
+    const result = await reply;
+
+    const requested = new Set(sendable.map(pairKey));
+    for (const p of result.accepted) {
+      if (!requested.has(pairKey(p))) {
+        void conn.session.close();
+        throw new PairFailure(FailureReason.malformed, `peer accepted pair ${pairKey(p)} that batch ${batch} did not ask for`);
+      }
+    }
+    const serverProofs = new Map(result.proofs.map((p) => [p.identity, p]));
+    const serverChecks = new Map<number, Date | PairFailure>();
+    const nodeId = this.opts.nodeId;
+    for (const p of result.accepted) {
+      const [c, s] = p;
+      if (!core.hosts(nodeId, s)) { fail(p, new PairFailure(FailureReason.remoteNotHosted, `node ${nodeId} hosts no endpoint of identity ${s}`)); continue; }
+      let check = serverChecks.get(s);
+      if (check === undefined) {
+        try { check = core.checkPeerProof(serverProofs.get(s), 'server', ekm, batch, s, pairsOf('server', s, result.accepted)); } catch (err) {
+          if (!(err instanceof PairFailure)) throw err;
+          check = err;
+        }
+        serverChecks.set(s, check);
+      }
+      if (check instanceof PairFailure) { fail(p, check); continue; }
+      const expiresAt = earliest(ownAgentExpiry, peerAgentExpiry, own.get(c)!.expiresAt, check);
+      core.write(c, s, nodeId, expiresAt, 'client');
+      out.set(pairKey(p), { ok: true, expiresAt });
+    }
+    for (const r of result.refused) {
+      const k = pairKey(r.pair);
+      if (requested.has(k) && !out.has(k)) out.set(k, { ok: false, reason: FailureReason.refusedByPeer, detail: r.reason });
+    }
+    for (const p of sendable) {
+      if (!out.has(pairKey(p))) fail(p, new PairFailure(FailureReason.noAnswer, `peer did not answer for pair ${pairKey(p)}`));
+    }
+    return out;
+  }
+
+  private awaitReply(conn: Connected, batch: number): Promise<DecodedResult> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(batch);
+        reject(new PairFailure(FailureReason.timeout, `no answer to batch ${batch} within ${this.opts.requestTimeoutMs} ms`));
+        // A pipelined session with a lost answer is in an unknown state: start afresh.
+        void conn.session.close();
+      }, this.opts.requestTimeoutMs);
+      this.pending.set(batch, { resolve, reject, timer });
+    });
+  }
+
+  private failPending(f: PairFailure): void {
+    for (const [batch, p] of this.pending) { clearTimeout(p.timer); this.pending.delete(batch); p.reject(f); }
+  }
+
+  /** The pooled session, (re)connected and re-checked as needed. */
+  private async session(): Promise<Connected> {
+    const core = this.core;
+    const c = this.connected;
+    if (c && c.session.isOpen) {
+      const node = core.state.nodes.get(this.opts.nodeId);
+      const ownLeaf = core.opts.agentSvid().chain[0];
+      if (node && node.agent_id === c.peerAgentId && ownLeaf && ownLeaf.equals(c.ownLeaf)) return c;
+      // The registry changed the node's agent, or our agent SVID was renewed: a new session.
+      this.connected = undefined;
+      void c.session.close();
+    }
+    if (!this.connecting) {
+      this.connecting = this.connect().finally(() => { this.connecting = undefined; });
+    }
+    return this.connecting;
+  }
+
+  private async connect(): Promise<Connected> {
+    const core = this.core;
+    if (this.closedForGood) throw new PairFailure(FailureReason.stopped, 'mutual auth is stopping');
+    const node = core.state.nodes.get(this.opts.nodeId);
+    if (!node) throw new PairFailure(FailureReason.unknownNode, `node ${this.opts.nodeId} is not in the node registry`);
+    const own = core.ownAgent();
+    const { host, port } = this.opts.peerAddress(node);
+    let session: Session;
+    try {
+      session = await connectSession({ host, port, context: this.opts.contexts.get(own.material), timeoutMs: this.opts.handshakeTimeoutMs });
+    } catch (err) {
+      core.stats.handshakes.failed++;
+      throw new PairFailure(FailureReason.unreachable, `cannot reach node ${node.id} at ${host}:${port}: ${(err as Error).message}`);
+    }
+    if (this.closedForGood) { session.destroy(); throw new PairFailure(FailureReason.stopped, 'mutual auth is stopping'); }
+    let peerAgentId: string;
+    try {
+      const peer = core.checkPeerAgent(session.peerChain);
+      peerAgentId = peer.chain.id;
+      if (peerAgentId !== node.agent_id) {
+        throw new PairFailure(FailureReason.peerAgentMismatch, `node ${node.id} is registered to agent ${node.agent_id}, the peer at ${host}:${port} is ${peerAgentId}`);
+      }
+    } catch (err) {
+      core.stats.handshakes.failed++;
+      session.destroy();
+      throw err;
+    }
+    core.stats.handshakes.client++;
+    const conn: Connected = { session, peerAgentId, ownLeaf: own.material.chain[0]! };
+    session.listen(
+      (msg) => this.onMessage(conn, msg),
+      (err) => this.failPending(new PairFailure(FailureReason.malformed, `peer sent a bad frame: ${err.message}`)),
+    );
+    session.socket.setTimeout(this.opts.idleTimeoutMs, () => { if (this.pending.size === 0) void session.close(); });
+    void session.closed.then(() => {
+      if (this.connected === conn) this.connected = undefined;
+      this.failPending(new PairFailure(FailureReason.sessionClosed, `session with node ${this.opts.nodeId} closed`));
+    });
+    this.connected = conn;
+    return conn;
+  }
+
+  private onMessage(conn: Connected, msg: unknown): void {
+    let m;
+    try { m = decodeServerMsg(msg); } catch (err) {
+      this.failPending(new PairFailure(FailureReason.malformed, `peer sent a bad message: ${(err as ProtocolError).message}`));
+      void conn.session.close();
+      return;
+    }
+    if ('sessionRefused' in m) {
+      this.core.log.warn('mutual-auth session refused by peer', { node_id: this.opts.nodeId, detail: m.sessionRefused });
+      this.failPending(new PairFailure(FailureReason.refusedByPeer, m.sessionRefused));
+      void conn.session.close();
+      return;
+    }
+    const p = this.pending.get(m.batch);
+    if (!p) return;
+    this.pending.delete(m.batch);
+    clearTimeout(p.timer);
+    p.resolve(m);
+  }
+
+  /** Ends the session if the registry no longer holds its agent for this node. */
+  dropStaleSession(): void {
+    const c = this.connected;
+    if (c && this.core.state.nodes.get(this.opts.nodeId)?.agent_id !== c.peerAgentId) {
+      this.connected = undefined;
+      void c.session.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closedForGood = true;
+    const c = this.connected;
+    this.connected = undefined;
+    const connecting = this.connecting;
+    if (c) await c.session.close(undefined, 200);
+    if (connecting) {
+      try { const late = await connecting; await late.session.close(undefined, 200); } catch { /* it failed: nothing to close */ }
+    }
+    this.failPending(new PairFailure(FailureReason.stopped, 'mutual auth stopped'));
+  }
+}

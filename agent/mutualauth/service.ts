@@ -1,0 +1,447 @@
+/**
+ * MutualAuth: the agent's out-of-band mutual-authentication service. It
+ * authenticates (local identity, remote identity, remote node) pairs with the
+ * peer node's agent and writes each authenticated pair into the auth map,
+ * valid until the shortest-lived certificate involved expires; re-authenticates
+ * before that; and removes entries whose identity or node went away.
+ */
+import type { NodeMsg } from '../../api/agentproto.js';
+import type { Clock } from '../../common/clock.js';
+import type { Logger } from '../../common/log.js';
+import type { MetricsRegistry } from '../../common/metrics.js';
+import { AuthType, bootNsToWallClock, wallClockToBootNs, type AuthPair } from '../../bpf/index.js';
+import type { SpiffeId } from '../../spiffe/id.js';
+import type { AgentState, StateChange } from '../sync/state.js';
+import { authPairKey, type AuthMapWriter } from './authmap.js';
+import { PeerClient, planBatches, type PairOutcome } from './client.js';
+import { AuthCore, earliest, FailureReason, PairFailure, type MutualAuthStats, type SvidMaterial } from './core.js';
+import { DEFAULT_PORT, isU16, isU32, MAX_BATCH_PAIRS, pairKey, type WirePair } from './protocol.js';
+import { AuthServer } from './server.js';
+import { SecureContextCache } from './session.js';
+
+export interface MutualAuthOptions {
+  state: AgentState;
+  /** The agent's own X509-SVID (AgentIdentity.current()). */
+  agentSvid: () => SvidMaterial;
+  /** The workload X509-SVID this agent holds for a SPIFFE ID (SvidCache.svidFor), if any. */
+  workloadSvid: (spiffeId: SpiffeId) => SvidMaterial | undefined;
+  authMap: AuthMapWriter;
+  clock: Clock;
+  logger: Logger;
+  /** Where this agent's service listens: the node address, port 4250. Port 0 picks a free port (tests). */
+  listen: { host: string; port: number };
+  /** Where a peer node's service listens; default the node's address, port 4250. */
+  peerAddress?: (node: NodeMsg) => { host: string; port: number };
+  /** Wall clock → the kernel's boot-time clock (default bpf's wallClockToBootNs), and back. */
+  toBootNs?: (d: Date) => bigint;
+  fromBootNs?: (ns: bigint) => Date;
+  /** Pairs per batch (default 1024, at most 4096). */
+  maxBatchPairs?: number;
+  /** Batches in flight per peer session (default 4). */
+  maxInFlightBatches?: number;
+  handshakeTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  maxSessions?: number;
+  /** Tries per pair when the peer is unreachable or the session fails (default 4), with exponential backoff from backoffMs. */
+  maxAttempts?: number;
+  backoffMs?: number;
+  /** How often entries due for re-authentication are looked for (default 5 s). */
+  reauthTickMs?: number;
+  /** An entry this agent asked for is re-authenticated when this fraction of its lifetime is left (default 1/3). */
+  reauthFraction?: number;
+}
+
+export interface PairRequest { localIdentity: number; remoteIdentity: number; remoteNodeId: number }
+
+export interface AuthResult {
+  pair: PairRequest;
+  ok: boolean;
+  /** When the auth entry expires (wall clock), on success. */
+  expiresAt?: Date;
+  reason?: FailureReason;
+  detail?: string;
+  /** The failure was in transit (unreachable, timeout, session refused): worth trying again later. */
+  retryable?: boolean;
+}
+
+/** Failures that say nothing about the pair itself. */
+const TRANSIENT: ReadonlySet<FailureReason> = new Set<FailureReason>([
+  FailureReason.unreachable, FailureReason.timeout, FailureReason.sessionClosed, FailureReason.stopped,
+  FailureReason.refusedByPeer, FailureReason.malformed, FailureReason.peerAgentMismatch, FailureReason.peerAgentUntrusted,
+  FailureReason.localAgentSvidInvalid, FailureReason.unknownNode,
+]);
+
+interface Waiting { request: PairRequest; wire: WirePair; nodeId: number; resolve: (r: AuthResult) => void }
+
+export class MutualAuth {
+  private readonly core: AuthCore;
+  private readonly server: AuthServer;
+  private readonly contexts = new SecureContextCache();
+  private readonly peers = new Map<number, PeerClient>();
+  private readonly inflight = new Map<string, Promise<AuthResult>>();
+  private queue = new Map<number, Waiting[]>();
+  private flushHandle: NodeJS.Immediate | undefined;
+  private readonly running = new Set<Promise<void>>();
+  private readonly sleeps = new Map<NodeJS.Timeout, () => void>();
+  private reauthTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private started = false;
+  private stopped = false;
+  private reconciled = false;
+  private readonly o: Required<Pick<MutualAuthOptions,
+    'maxBatchPairs' | 'maxInFlightBatches' | 'handshakeTimeoutMs' | 'requestTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'maxAttempts' | 'backoffMs' | 'reauthTickMs' | 'reauthFraction'>>;
+
+  constructor(private readonly opts: MutualAuthOptions) {
+    this.o = {
+      maxBatchPairs: Math.min(Math.max(1, opts.maxBatchPairs ?? 1024), MAX_BATCH_PAIRS),
+      maxInFlightBatches: opts.maxInFlightBatches ?? 4,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5_000,
+      requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
+      maxSessions: opts.maxSessions ?? 4096,
+      maxAttempts: opts.maxAttempts ?? 4,
+      backoffMs: opts.backoffMs ?? 200,
+      reauthTickMs: opts.reauthTickMs ?? 5_000,
+      reauthFraction: opts.reauthFraction ?? 1 / 3,
+    };
+    this.core = new AuthCore({
+      state: opts.state, agentSvid: opts.agentSvid, workloadSvid: opts.workloadSvid, authMap: opts.authMap,
+      clock: opts.clock, logger: opts.logger, toBootNs: opts.toBootNs ?? wallClockToBootNs,
+    });
+    this.server = new AuthServer({
+      core: this.core, listen: opts.listen, handshakeTimeoutMs: this.o.handshakeTimeoutMs,
+      idleTimeoutMs: this.o.idleTimeoutMs, maxSessions: this.o.maxSessions,
+    });
+  }
+
+  /** The port the service listens on (after start). */
+  get port(): number { return this.server.port; }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.server.start();
+    this.unsubscribe = this.opts.state.onChange((c) => this.onStateChange(c));
+    this.reauthTimer = setInterval(() => { void this.reauthenticateDue(); }, this.o.reauthTickMs);
+    this.reauthTimer.unref();
+    // Before the first Sync snapshot the registry is empty and every pinned entry would look orphaned.
+    if (this.opts.state.nodes.size > 0) this.track(this.reconcile().then(() => {}));
+    this.opts.logger.info('mutual-auth listening', { host: this.opts.listen.host, port: this.port });
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.reauthTimer) clearInterval(this.reauthTimer);
+    if (this.flushHandle) clearImmediate(this.flushHandle);
+    for (const [timer, wake] of this.sleeps) { clearTimeout(timer); wake(); }
+    this.sleeps.clear();
+    for (const items of this.queue.values()) for (const w of items) w.resolve(this.failed(w.request, FailureReason.stopped, 'mutual auth stopped'));
+    this.queue.clear();
+    await Promise.all([this.server.stop(), ...[...this.peers.values()].map((p) => p.close())]);
+    await Promise.all([...this.running]);
+    this.peers.clear();
+  }
+
+  stats(): MutualAuthStats {
+    const s = this.core.snapshot();
+    s.sessions.client = [...this.peers.values()].filter((p) => p.isConnected).length;
+    s.sessions.server = this.server.sessionCount;
+    return s;
+  }
+
+  /** Entries this agent wrote or adopted and keeps fresh. */
+  get heldEntries(): number { return this.core.held.size; }
+
+  /**
+   * Authenticates pairs with their remote nodes: grouped by node, in batches
+   * over one pooled session per node, retried with backoff when the peer is
+   * unreachable. A pair already being authenticated is not asked for twice.
+   * Pairs with remoteNodeId 0 (or this node's id) are between two local
+   * endpoints: both SVIDs are held here, so they are checked and written
+   * locally, with remoteNodeId 0.
+   */
+  authenticate(pairs: readonly PairRequest[]): Promise<AuthResult[]> {
+    const localNode = this.opts.state.localNodeId;
+    const results = pairs.map((request) => {
+      if (!isU32(request.localIdentity) || !isU32(request.remoteIdentity) || !isU16(request.remoteNodeId)) {
+        return Promise.resolve(this.failed(request, FailureReason.malformed, 'identities are u32, node ids u16'));
+      }
+      if (this.stopped) return Promise.resolve(this.failed(request, FailureReason.stopped, 'mutual auth is stopped'));
+      const nodeId = request.remoteNodeId === localNode ? 0 : request.remoteNodeId;
+      const key = `${request.localIdentity}/${request.remoteIdentity}/${nodeId}`;
+      const existing = this.inflight.get(key);
+      if (existing) return existing;
+      const promise = new Promise<AuthResult>((resolve) => {
+        const list = this.queue.get(nodeId) ?? [];
+        list.push({ request, wire: [request.localIdentity, request.remoteIdentity], nodeId, resolve });
+        this.queue.set(nodeId, list);
+      });
+      this.inflight.set(key, promise);
+      void promise.finally(() => this.inflight.delete(key));
+      return promise;
+    });
+    if (this.queue.size > 0 && !this.flushHandle) this.flushHandle = setImmediate(() => this.flush());
+    return Promise.all(results);
+  }
+
+  private flush(): void {
+    this.flushHandle = undefined;
+    const queued = this.queue;
+    this.queue = new Map();
+    for (const [nodeId, items] of queued) {
+      if (nodeId === 0) this.authenticateLocal(items);
+      else this.track(this.authenticateWithNode(nodeId, items));
+    }
+  }
+
+  private track(p: Promise<void>): void {
+    const tracked = p.catch((err) => this.opts.logger.error('mutual-auth task failed', { err })).finally(() => this.running.delete(tracked));
+    this.running.add(tracked);
+  }
+
+  private failed(request: PairRequest, reason: FailureReason, detail: string): AuthResult {
+    return { pair: request, ok: false, reason, detail, retryable: TRANSIENT.has(reason) };
+  }
+
+  /** Resolves failures, counting and logging them once per (node, reason). */
+  private settleFailures(nodeId: number, failures: { w: Waiting; reason: FailureReason; detail: string }[]): void {
+    const byReason = new Map<string, { count: number; detail: string; example: PairRequest }>();
+    for (const f of failures) {
+      this.core.countFailure(f.reason);
+      f.w.resolve(this.failed(f.w.request, f.reason, f.detail));
+      const r = byReason.get(f.reason);
+      if (r) r.count++; else byReason.set(f.reason, { count: 1, detail: f.detail, example: f.w.request });
+    }
+    for (const [reason, r] of byReason) {
+      this.opts.logger.warn('mutual-auth pairs not authenticated', { side: 'client', node_id: nodeId, reason, count: r.count, detail: r.detail, example: r.example });
+    }
+  }
+
+  private async authenticateWithNode(nodeId: number, items: Waiting[]): Promise<void> {
+    const core = this.core;
+    const state = this.opts.state;
+    const failures: { w: Waiting; reason: FailureReason; detail: string }[] = [];
+    let remaining: Waiting[] = [];
+    const ownChecked = new Map<number, PairFailure | null>();
+    for (const w of items) {
+      const { localIdentity: l, remoteIdentity: r } = w.request;
+      let f: PairFailure | null = null;
+      if (!state.nodes.has(nodeId)) f = new PairFailure(FailureReason.unknownNode, `node ${nodeId} is not in the node registry`);
+      else if (!state.identities.has(l) || !state.identities.has(r)) f = new PairFailure(FailureReason.unknownIdentity, `identity ${state.identities.has(l) ? r : l} is unknown`);
+      else if (!core.hosts(state.localNodeId, l)) f = new PairFailure(FailureReason.localNotHosted, `this node hosts no endpoint of identity ${l}`);
+      else if (!core.hosts(nodeId, r)) f = new PairFailure(FailureReason.remoteNotHosted, `node ${nodeId} hosts no endpoint of identity ${r}`);
+      else {
+        if (!ownChecked.has(l)) {
+          try { core.ownWorkload(l); ownChecked.set(l, null); } catch (err) { if (!(err instanceof PairFailure)) throw err; ownChecked.set(l, err); }
+        }
+        f = ownChecked.get(l) ?? null;
+      }
+      if (f) failures.push({ w, reason: f.reason, detail: f.message }); else remaining.push(w);
+    }
+
+    const peer = this.peer(nodeId);
+    for (let attempt = 1; remaining.length > 0; attempt++) {
+      const retry: Waiting[] = [];
+      const last = attempt >= this.o.maxAttempts || this.stopped;
+      await Promise.all(planBatches(remaining, this.o.maxBatchPairs).map(async (batch) => {
+        let outcomes: Map<string, PairOutcome>;
+        try {
+          if (this.stopped) throw new PairFailure(FailureReason.stopped, 'mutual auth stopped');
+          outcomes = await peer.exchange(batch.map((w) => w.wire));
+        } catch (err) {
+          const f = err instanceof PairFailure ? err : new PairFailure(FailureReason.sessionClosed, (err as Error).message);
+          if (!last && TRANSIENT.has(f.reason) && f.reason !== FailureReason.stopped) retry.push(...batch);
+          else for (const w of batch) failures.push({ w, reason: f.reason, detail: f.message });
+          return;
+        }
+        for (const w of batch) {
+          const o = outcomes.get(pairKey(w.wire));
+          if (o?.ok) w.resolve({ pair: w.request, ok: true, expiresAt: o.expiresAt });
+          else failures.push({ w, reason: o?.reason ?? FailureReason.noAnswer, detail: o?.detail ?? 'no outcome' });
+        }
+      }));
+      remaining = retry;
+      if (remaining.length > 0) await this.sleep(this.o.backoffMs * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
+      if (this.stopped) {
+        for (const w of remaining) failures.push({ w, reason: FailureReason.stopped, detail: 'mutual auth stopped' });
+        remaining = [];
+      }
+    }
+    this.settleFailures(nodeId, failures);
+  }
+
+  /** Both endpoints on this node: the agent holds both SVIDs, so it checks them and writes the pair itself. */
+  private authenticateLocal(items: Waiting[]): void {
+    const core = this.core;
+    const state = this.opts.state;
+    const failures: { w: Waiting; reason: FailureReason; detail: string }[] = [];
+    for (const w of items) {
+      const { localIdentity: l, remoteIdentity: r } = w.request;
+      try {
+        if (!state.identities.has(l) || !state.identities.has(r)) throw new PairFailure(FailureReason.unknownIdentity, `identity ${state.identities.has(l) ? r : l} is unknown`);
+        for (const id of [l, r]) if (!core.hosts(state.localNodeId, id)) throw new PairFailure(FailureReason.localNotHosted, `this node hosts no endpoint of identity ${id}`);
+        const expiresAt = earliest(core.ownAgent().chain.expiresAt, core.ownWorkload(l).expiresAt, core.ownWorkload(r).expiresAt);
+        core.write(l, r, 0, expiresAt, 'local');
+        w.resolve({ pair: w.request, ok: true, expiresAt });
+      } catch (err) {
+        if (!(err instanceof PairFailure)) throw err;
+        failures.push({ w, reason: err.reason, detail: err.message });
+      }
+    }
+    this.settleFailures(0, failures);
+  }
+
+  private peer(nodeId: number): PeerClient {
+    let p = this.peers.get(nodeId);
+    if (!p) {
+      p = new PeerClient({
+        core: this.core, nodeId, contexts: this.contexts,
+        peerAddress: this.opts.peerAddress ?? ((n) => ({ host: n.address, port: DEFAULT_PORT })),
+        handshakeTimeoutMs: this.o.handshakeTimeoutMs, requestTimeoutMs: this.o.requestTimeoutMs,
+        idleTimeoutMs: this.o.idleTimeoutMs, maxInFlightBatches: this.o.maxInFlightBatches,
+      });
+      this.peers.set(nodeId, p);
+    }
+    return p;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.sleeps.delete(timer); resolve(); }, ms);
+      this.sleeps.set(timer, resolve);
+    });
+  }
+
+  /**
+   * Re-authenticates entries before they expire: those this agent asked for
+   * when `reauthFraction` of their lifetime is left; those a peer asked for
+   * (it refreshes them itself) only when a sixth is left. Expired entries are
+   * removed. A pair the peer now refuses outright is removed; one that could
+   * not be checked (peer unreachable) stays until it expires.
+   */
+  async reauthenticateDue(): Promise<AuthResult[]> {
+    if (this.stopped) return [];
+    const now = this.core.now().getTime();
+    const due: PairRequest[] = [];
+    for (const [key, h] of this.core.held) {
+      const left = h.expiresAt.getTime() - now;
+      if (left <= 0) {
+        this.opts.authMap.delete(h.pair);
+        this.core.held.delete(key);
+        continue;
+      }
+      const lifetime = Math.max(0, h.expiresAt.getTime() - h.authenticatedAt.getTime());
+      const threshold = h.role === 'server' ? lifetime / 6 : lifetime * this.o.reauthFraction;
+      if (h.role === 'reconciled' || left <= threshold) due.push({ localIdentity: h.pair.localIdentity, remoteIdentity: h.pair.remoteIdentity, remoteNodeId: h.pair.remoteNodeId });
+    }
+    if (due.length === 0) return [];
+    const results = await this.authenticate(due);
+    this.dropRefused(results);
+    return results;
+  }
+
+  private dropRefused(results: AuthResult[]): void {
+    for (const r of results) {
+      if (r.ok || r.retryable) continue;
+      const pair: AuthPair = { ...r.pair, authType: AuthType.mutual };
+      this.opts.authMap.delete(pair);
+      this.core.held.delete(authPairKey(pair));
+    }
+  }
+
+  /**
+   * Deletes the mutual-auth entries that `pred` selects (an identity, node or
+   * policy they depend on went away). Returns how many were deleted.
+   */
+  removeWhere(pred: (pair: AuthPair, expiresAtBootNs: bigint) => boolean): number {
+    let n = 0;
+    for (const { pair, expiresAtBootNs } of [...this.opts.authMap.entries()]) {
+      if (pair.authType !== AuthType.mutual || !pred(pair, expiresAtBootNs)) continue;
+      if (this.opts.authMap.delete(pair)) n++;
+      this.core.held.delete(authPairKey(pair));
+    }
+    return n;
+  }
+
+  /** Why an entry no longer belongs in the map, if it does not. */
+  private orphanReason(p: AuthPair): string | undefined {
+    const state = this.opts.state;
+    if (!state.identities.has(p.localIdentity) || !state.identities.has(p.remoteIdentity)) return 'identity gone';
+    if (p.remoteNodeId !== 0 && !state.nodes.has(p.remoteNodeId)) return 'node gone';
+    if (!this.core.hosts(state.localNodeId, p.localIdentity)) return 'local identity no longer hosted here';
+    if (!this.core.hosts(p.remoteNodeId === 0 ? state.localNodeId : p.remoteNodeId, p.remoteIdentity)) return 'remote identity no longer hosted there';
+    return undefined;
+  }
+
+  /** Removes entries whose identities, node or endpoints went away. */
+  gc(): number {
+    return this.removeWhere((p) => this.orphanReason(p) !== undefined);
+  }
+
+  /**
+   * At start: the pinned auth map survived a restart. Entries whose identity,
+   * node or endpoints went away, or that expired, are removed; the rest stay
+   * (the datapath keeps working) and are authenticated again now, and removed
+   * only if the peer refuses them.
+   */
+  async reconcile(): Promise<AuthResult[]> {
+    this.reconciled = true;
+    const fromBootNs = this.opts.fromBootNs ?? bootNsToWallClock;
+    const now = this.core.now();
+    const recheck: PairRequest[] = [];
+    let dropped = 0;
+    for (const { pair, expiresAtBootNs } of [...this.opts.authMap.entries()]) {
+      if (pair.authType !== AuthType.mutual) continue;
+      const expiresAt = fromBootNs(expiresAtBootNs);
+      const why = expiresAt <= now ? 'expired' : this.orphanReason(pair);
+      if (why) { this.opts.authMap.delete(pair); this.core.held.delete(authPairKey(pair)); dropped++; continue; }
+      const key = authPairKey(pair);
+      if (!this.core.held.has(key)) this.core.held.set(key, { pair, expiresAt, authenticatedAt: now, role: 'reconciled' });
+      recheck.push({ localIdentity: pair.localIdentity, remoteIdentity: pair.remoteIdentity, remoteNodeId: pair.remoteNodeId });
+    }
+    this.opts.logger.info('mutual-auth reconciled the auth map', { kept: recheck.length, dropped });
+    if (recheck.length === 0) return [];
+    const results = await this.authenticate(recheck);
+    this.dropRefused(results);
+    return results;
+  }
+
+  private onStateChange(c: StateChange): void {
+    if (c.snapshot || c.endpoints.upserted.length > 0 || c.endpoints.removed.length > 0) this.core.endpointsChanged();
+    const goneIds = new Set(c.identities.removed);
+    const goneNodes = new Set(c.nodes.removed);
+    // A node whose agent changed (re-attested, evicted): end sessions with the old agent.
+    for (const id of c.nodes.upserted) this.peers.get(id)?.dropStaleSession();
+    if (c.nodes.upserted.length > 0) this.server.closeStale();
+    for (const id of goneNodes) {
+      const p = this.peers.get(id);
+      if (p) { void p.close(); this.peers.delete(id); }
+      this.server.closeNode(id);
+    }
+    if (goneIds.size > 0 || goneNodes.size > 0) {
+      const n = this.removeWhere((p) => goneIds.has(p.localIdentity) || goneIds.has(p.remoteIdentity) || (p.remoteNodeId !== 0 && goneNodes.has(p.remoteNodeId)));
+      if (n > 0) this.opts.logger.info('mutual-auth entries removed', { count: n, identities: [...goneIds], nodes: [...goneNodes] });
+    }
+    if (!this.reconciled && c.snapshot && !this.stopped && this.started) this.track(this.reconcile().then(() => {}));
+  }
+
+  /** Exposes the counters as gauges in the agent's registry. */
+  registerMetrics(registry: MetricsRegistry): void {
+    const pairs = registry.gauge('meshid_agent_mutual_auth_pairs_authenticated', 'Pairs authenticated since start, by role (client, server, local).');
+    pairs.collect(() => { const s = this.stats(); for (const [role, n] of Object.entries(s.pairsAuthenticated)) pairs.set(n, { role }); });
+    const failures = registry.gauge('meshid_agent_mutual_auth_failures', 'Pairs or sessions not authenticated since start, by reason.');
+    failures.collect(() => { for (const [reason, n] of Object.entries(this.stats().failures)) failures.set(n, { reason }); });
+    const handshakes = registry.gauge('meshid_agent_mutual_auth_handshakes', 'TLS sessions with peer agents since start, by side (client, server, failed).');
+    handshakes.collect(() => { for (const [side, n] of Object.entries(this.stats().handshakes)) handshakes.set(n, { side }); });
+    const batches = registry.gauge('meshid_agent_mutual_auth_batches', 'Batches sent (as client) and served (as server) since start.');
+    batches.collect(() => { const b = this.stats().batches; batches.set(b.sent, { direction: 'sent' }); batches.set(b.served, { direction: 'served' }); });
+    const sessions = registry.gauge('meshid_agent_mutual_auth_sessions', 'Open sessions with peer agents, by side.');
+    sessions.collect(() => { const s = this.stats().sessions; sessions.set(s.client, { side: 'client' }); sessions.set(s.server, { side: 'server' }); });
+    const entries = registry.gauge('meshid_agent_mutual_auth_entries', 'Auth map entries this agent keeps fresh.');
+    entries.collect(() => entries.set(this.core.held.size));
+  }
+}
