@@ -14,6 +14,7 @@ command -v ip >/dev/null || need_debs+=(iproute2)
 command -v iperf3 >/dev/null || need_debs+=(iperf3)
 command -v tcpdump >/dev/null || need_debs+=(tcpdump)
 command -v openssl >/dev/null || need_debs+=(openssl)
+command -v kubectl >/dev/null || need_debs+=(kubernetes-client)
 command -v make >/dev/null || need_debs+=(make)
 command -v g++ >/dev/null || need_debs+=(g++)
 if [ ${#need_debs[@]} -gt 0 ]; then
