@@ -68,6 +68,18 @@ function checkUint(value: number, bits: 8 | 16 | 32, field: string): number {
   return value;
 }
 
+const U64_MAX = 2n ** 64n - 1n;
+
+function writeU32(buf: Buffer, offset: number, value: number): void {
+  if (LE) buf.writeUInt32LE(value, offset);
+  else buf.writeUInt32BE(value, offset);
+}
+
+function writeU16(buf: Buffer, offset: number, value: number): void {
+  if (LE) buf.writeUInt16LE(value, offset);
+  else buf.writeUInt16BE(value, offset);
+}
+
 function view(buf: Buffer): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
@@ -81,14 +93,14 @@ export interface AuthPair {
   readonly authType: number;
 }
 
-export function encodeAuthKey(pair: AuthPair): Buffer {
-  const buf = Buffer.alloc(AUTH_KEY_SIZE);
-  const v = view(buf);
-  v.setUint32(0, checkUint(pair.localIdentity, 32, 'localIdentity'), LE);
-  v.setUint32(4, checkUint(pair.remoteIdentity, 32, 'remoteIdentity'), LE);
-  v.setUint16(8, checkUint(pair.remoteNodeId, 16, 'remoteNodeId'), LE);
-  v.setUint8(10, checkUint(pair.authType, 8, 'authType'));
-  return buf;
+/** `out`: a 12-byte buffer to reuse (the map wrappers keep one, so the hot path allocates nothing). */
+export function encodeAuthKey(pair: AuthPair, out: Buffer = Buffer.alloc(AUTH_KEY_SIZE)): Buffer {
+  writeU32(out, 0, checkUint(pair.localIdentity, 32, 'localIdentity'));
+  writeU32(out, 4, checkUint(pair.remoteIdentity, 32, 'remoteIdentity'));
+  writeU16(out, 8, checkUint(pair.remoteNodeId, 16, 'remoteNodeId'));
+  out[10] = checkUint(pair.authType, 8, 'authType');
+  out[11] = 0;
+  return out;
 }
 
 export function decodeAuthKey(buf: Buffer): AuthPair {
@@ -101,13 +113,13 @@ export function decodeAuthKey(buf: Buffer): AuthPair {
   };
 }
 
-export function encodeAuthValue(expiresAtBootNs: bigint): Buffer {
-  if (expiresAtBootNs < 0n || expiresAtBootNs >= 2n ** 64n) {
-    throw new InvalidArgument('expiresAtBootNs must fit in a u64', 'expiresAtBootNs');
+export function encodeAuthValue(expiresAtBootNs: bigint, out: Buffer = Buffer.alloc(AUTH_VALUE_SIZE)): Buffer {
+  if (typeof expiresAtBootNs !== 'bigint' || expiresAtBootNs < 0n || expiresAtBootNs > U64_MAX) {
+    throw new InvalidArgument('expiresAtBootNs must be a bigint that fits in a u64', 'expiresAtBootNs');
   }
-  const buf = Buffer.alloc(AUTH_VALUE_SIZE);
-  view(buf).setBigUint64(0, expiresAtBootNs, LE);
-  return buf;
+  if (LE) out.writeBigUInt64LE(expiresAtBootNs, 0);
+  else out.writeBigUInt64BE(expiresAtBootNs, 0);
+  return out;
 }
 
 export function decodeAuthValue(buf: Buffer): bigint {

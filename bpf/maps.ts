@@ -75,6 +75,9 @@ function perCpuRef(ref: MapRef, slotSize: number): MapRef {
 /** `meshid_auth`: authenticated pairs and when they expire on the boot-time clock. */
 export class AuthMap {
   readonly #map: RawMap;
+  // scratch buffers: every call encodes into them and the kernel copies them synchronously
+  readonly #key = Buffer.alloc(AUTH_KEY_SIZE);
+  readonly #value = Buffer.alloc(AUTH_VALUE_SIZE);
 
   constructor(ref: MapRef) { this.#map = new RawMap(ref); }
 
@@ -85,17 +88,17 @@ export class AuthMap {
 
   /** Writes the pair, valid until `expiresAtBootNs` (see bootTimeNs / wallClockToBootNs). */
   upsert(pair: AuthPair, expiresAtBootNs: bigint): void {
-    this.#map.set(encodeAuthKey(pair), encodeAuthValue(expiresAtBootNs));
+    this.#map.set(encodeAuthKey(pair, this.#key), encodeAuthValue(expiresAtBootNs, this.#value));
   }
 
   /** False when the pair had no entry. */
   delete(pair: AuthPair): boolean {
-    return this.#map.delete(encodeAuthKey(pair));
+    return this.#map.delete(encodeAuthKey(pair, this.#key));
   }
 
   /** The pair's expiry on the boot-time clock, or undefined. */
   get(pair: AuthPair): bigint | undefined {
-    const value = this.#map.get(encodeAuthKey(pair));
+    const value = this.#map.get(encodeAuthKey(pair, this.#key), 0, this.#value);
     return value && decodeAuthValue(value);
   }
 
