@@ -1,6 +1,5 @@
 /** What every command gets from the global options: the API client and the output format. */
 import type { Command } from 'commander';
-import { parseDuration } from '../common/config.js';
 import { AdminClient, DEFAULT_SERVER, readAdminToken } from './client.js';
 import { CliError, UsageError } from './errors.js';
 import { Output, type OutputFormat } from './output.js';
@@ -37,16 +36,17 @@ export function collect(value: string, previous: string[] = []): string[] {
 }
 
 /**
- * A TTL flag: "90s", "15m", "1h", "2d" or plain seconds, as whole seconds. The
- * error names the flag and the API field it sets.
+ * A TTL flag's value: "90s", "15m", "1h", "2d" or plain seconds, as whole seconds.
+ * The error names the flag and the API field it sets. (common/config.js, which
+ * parses durations, loads the YAML parser: it is imported only when a TTL is given.)
  */
-export function ttlFlag(flag: string, field: string) {
-  return (value: string): number => {
-    let seconds: number;
-    try { seconds = parseDuration(value, field); } catch (err) { throw new CliError(`invalid ${field} (${flag}): ${(err as Error).message}`); }
-    if (!Number.isInteger(seconds)) throw new CliError(`invalid ${field} (${flag}): "${value}" is not a whole number of seconds`);
-    return seconds;
-  };
+export async function ttlSeconds(value: string | undefined, flag: string, field: string): Promise<number | undefined> {
+  if (value === undefined) return undefined;
+  const { parseDuration } = await import('../common/config.js');
+  let seconds: number;
+  try { seconds = parseDuration(value, field); } catch (err) { throw new CliError(`invalid ${field} (${flag}): ${(err as Error).message}`); }
+  if (!Number.isInteger(seconds)) throw new CliError(`invalid ${field} (${flag}): "${value}" is not a whole number of seconds`);
+  return seconds;
 }
 
 /** A flag that takes a whole number. */

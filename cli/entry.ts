@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import type { EntryJson } from '../server/registration/index.js';
-import { type CliContext, cliContext, collect, ttlFlag, wholeNumberFlag } from './context.js';
+import { type CliContext, cliContext, collect, ttlSeconds, wholeNumberFlag } from './context.js';
 import { CliError, UsageError, describeField } from './errors.js';
 import { formatFields, formatTable, formatTime, formatTtl } from './output.js';
 
@@ -12,8 +12,8 @@ interface EntryFlags {
   spiffeId?: string;
   parentId?: string;
   selector?: string[];
-  x509SvidTtl?: number;
-  jwtSvidTtl?: number;
+  x509SvidTtl?: string;
+  jwtSvidTtl?: string;
   dns?: string[];
   hint?: string;
   admin?: boolean;
@@ -31,8 +31,8 @@ function entryFieldOptions(cmd: Command, forUpdate: boolean): Command {
     .option('--spiffe-id <id>', 'the SPIFFE ID of the workload')
     .option('--parent-id <id>', 'the agent (or node alias) SPIFFE ID the entry belongs to')
     .option('--selector <type:value>', 'a selector the workload must have (repeatable)', collect)
-    .option('--x509-svid-ttl <duration>', 'X509-SVID lifetime, e.g. 1h (0: the server default)', ttlFlag('--x509-svid-ttl', 'x509_svid_ttl'))
-    .option('--jwt-svid-ttl <duration>', 'JWT-SVID lifetime, e.g. 5m (0: the server default)', ttlFlag('--jwt-svid-ttl', 'jwt_svid_ttl'))
+    .option('--x509-svid-ttl <duration>', 'X509-SVID lifetime, e.g. 1h (0: the server default)')
+    .option('--jwt-svid-ttl <duration>', 'JWT-SVID lifetime, e.g. 5m (0: the server default)')
     .option('--dns <name>', 'a DNS SAN for the X509-SVID (repeatable)', collect)
     .option('--hint <hint>', 'a hint for workloads that get several SVIDs')
     .option('--admin', 'the workload may call the admin API with its SVID')
@@ -46,14 +46,16 @@ function entryFieldOptions(cmd: Command, forUpdate: boolean): Command {
 }
 
 /** The API body for the flags that were given; nothing for those that were not. */
-function entryBody(flags: EntryFlags): Record<string, unknown> {
+async function entryBody(flags: EntryFlags): Promise<Record<string, unknown>> {
+  const x509SvidTtl = await ttlSeconds(flags.x509SvidTtl, '--x509-svid-ttl', 'x509_svid_ttl');
+  const jwtSvidTtl = await ttlSeconds(flags.jwtSvidTtl, '--jwt-svid-ttl', 'jwt_svid_ttl');
   const body: Record<string, unknown> = {};
   if (flags.entryId !== undefined) body.id = flags.entryId;
   if (flags.spiffeId !== undefined) body.spiffe_id = flags.spiffeId;
   if (flags.parentId !== undefined) body.parent_id = flags.parentId;
   if (flags.selector !== undefined) body.selectors = flags.selector;
-  if (flags.x509SvidTtl !== undefined) body.x509_svid_ttl = flags.x509SvidTtl;
-  if (flags.jwtSvidTtl !== undefined) body.jwt_svid_ttl = flags.jwtSvidTtl;
+  if (x509SvidTtl !== undefined) body.x509_svid_ttl = x509SvidTtl;
+  if (jwtSvidTtl !== undefined) body.jwt_svid_ttl = jwtSvidTtl;
   if (flags.dns !== undefined) body.dns_names = flags.dns;
   if (flags.hint !== undefined) body.hint = flags.hint;
   if (flags.admin !== undefined) body.admin = flags.admin;
@@ -141,7 +143,7 @@ export function registerEntryCommands(program: Command): void {
     .action(async (flags: EntryFlags, cmd: Command) => {
       const ctx = cliContext(cmd);
       if (flags.data !== undefined) {
-        const given = Object.keys(entryBody(flags));
+        const given = Object.keys(await entryBody(flags));
         if (given.length > 0) throw new UsageError('--data takes the entries from the file; give no other entry flags');
         const { results } = await ctx.client.post<{ results: BatchResult[] }>('/v1/entries:batchCreate', { entries: readDataFile(flags.data) });
         printBatch(ctx, results, 'created');
@@ -155,7 +157,7 @@ export function registerEntryCommands(program: Command): void {
         if (flags.spiffeId === undefined) throw new UsageError('--spiffe-id (or --k8s-sa) is required');
         if (flags.selector === undefined) throw new UsageError('at least one --selector (or --k8s-sa) is required');
       }
-      const created = await ctx.client.post<EntryJson>('/v1/entries', entryBody(flags));
+      const created = await ctx.client.post<EntryJson>('/v1/entries', await entryBody(flags));
       ctx.out.result(created, () => formatFields(entryFields(created)));
     });
 
@@ -192,7 +194,7 @@ export function registerEntryCommands(program: Command): void {
     .argument('<id>', 'the entry id')
     .action(async (id: string, flags: EntryFlags, cmd: Command) => {
       const ctx = cliContext(cmd);
-      const body = entryBody(flags);
+      const body = await entryBody(flags);
       if (Object.keys(body).length === 0) throw new UsageError('give at least one field to change (see meshid entry update --help)');
       const e = await ctx.client.patch<EntryJson>(`/v1/entries/${encodeURIComponent(id)}`, body);
       ctx.out.result(e, () => formatFields(entryFields(e)));

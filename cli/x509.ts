@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { createCsr } from '../spiffe/csr.js';
 import { generateKeyPair, privateKeyPem } from '../spiffe/keys.js';
-import { cliContext, collect, ttlFlag } from './context.js';
+import { cliContext, collect, ttlSeconds } from './context.js';
 import { CliError } from './errors.js';
 import { formatTime } from './output.js';
 
@@ -30,14 +30,15 @@ export function registerX509Commands(program: Command): void {
   x509.command('mint')
     .description('mint an X509-SVID: the key pair (EC P-256) is made here and only a CSR is sent')
     .requiredOption('--spiffe-id <id>', 'the SPIFFE ID of the SVID')
-    .option('--ttl <duration>', 'lifetime, e.g. 1h (default: the server default)', ttlFlag('--ttl', 'ttl'))
+    .option('--ttl <duration>', 'lifetime, e.g. 1h (default: the server default)')
     .option('--dns <name>', 'a DNS SAN (repeatable)', collect)
     .option('--write <dir>', 'write svid.pem, key.pem (0600) and bundle.pem into DIR instead of printing them')
-    .action(async (flags: { spiffeId: string; ttl?: number; dns?: string[]; write?: string }, cmd: Command) => {
+    .action(async (flags: { spiffeId: string; ttl?: string; dns?: string[]; write?: string }, cmd: Command) => {
       const ctx = cliContext(cmd);
       const keys = generateKeyPair('ec-p256');
       const body: Record<string, unknown> = { spiffe_id: flags.spiffeId, csr: createCsr(keys.privateKey, keys.publicKey).toString('base64') };
-      if (flags.ttl !== undefined) body.ttl = flags.ttl;
+      const ttl = await ttlSeconds(flags.ttl, '--ttl', 'ttl');
+      if (ttl !== undefined) body.ttl = ttl;
       if (flags.dns !== undefined) body.dns_names = flags.dns;
       const svid = await ctx.client.post<MintedX509>('/v1/svids/x509', body);
       const keyPem = privateKeyPem(keys.privateKey);
