@@ -1,8 +1,9 @@
+import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { MeshidError, Unauthenticated } from '../../spiffe/errors.js';
 import { SelectorSet } from '../../spiffe/selector.js';
 import type { PeerProcess, WorkloadAttestor } from './attestor.js';
-import { peerCredentials, type PeerCredentials } from './peercred.js';
+import { peerCredentials, peerPidfd, pidfdRefersTo, type PeerCredentials } from './peercred.js';
 import { processStartTimeSync } from './proc.js';
 
 export interface WorkloadAttestationOptions {
@@ -15,7 +16,11 @@ export interface WorkloadAttestationOptions {
   cacheSize?: number;
   /** Clock in ms (tests pass a fake). Default Date.now. */
   now?: () => number;
-  /** How the peer of a socket is read. Default SO_PEERCRED through the native addon. */
+  /**
+   * How the peer of a socket is read. Default SO_PEERCRED through the native
+   * addon, with SO_PEERPIDFD (where the kernel has it) to make sure the start
+   * time read at accept belongs to the process that connected.
+   */
   credentials?: (socket: Socket) => PeerCredentials;
 }
 
@@ -37,6 +42,7 @@ export class WorkloadAttestation {
   private readonly cacheSize: number;
   private readonly now: () => number;
   private readonly credentials: (socket: Socket) => PeerCredentials;
+  private readonly pidfd: ((socket: Socket) => number | undefined) | undefined;
   private readonly cache = new Map<string, CacheEntry>();
 
   constructor(options: WorkloadAttestationOptions) {
@@ -46,14 +52,26 @@ export class WorkloadAttestation {
     this.cacheSize = options.cacheSize ?? 4096;
     this.now = options.now ?? Date.now;
     this.credentials = options.credentials ?? peerCredentials;
+    // an injected credentials reader (tests) has no kernel peer to take a pidfd of
+    this.pidfd = options.credentials ? undefined : peerPidfd;
   }
 
   /** Pins the process at the other end of a just-accepted connection. Throws when it is already gone. */
   identifyPeer(socket: Socket): PeerProcess {
     const { pid, uid, gid } = this.credentials(socket);
-    const startTime = processStartTimeSync(this.procRoot, pid);
-    if (startTime === undefined) throw new Unauthenticated(`caller process ${pid} exited before it could be attested`);
-    return { pid, uid, gid, startTime };
+    const pidfd = this.pidfd?.(socket);
+    try {
+      const startTime = processStartTimeSync(this.procRoot, pid);
+      // SO_PEERCRED's pid may already name another process if the caller exited
+      // before we accepted; the pidfd, taken at connect, tells: if it still refers
+      // to a live `pid` after the read, the start time is the caller's
+      if (startTime === undefined || (pidfd !== undefined && !pidfdRefersTo(pidfd, pid))) {
+        throw new Unauthenticated(`caller process ${pid} exited before it could be attested`);
+      }
+      return { pid, uid, gid, startTime };
+    } finally {
+      if (pidfd !== undefined) closeSync(pidfd);
+    }
   }
 
   /** The selectors of the peer; throws Unauthenticated when the process is gone or its pid now names another process. */

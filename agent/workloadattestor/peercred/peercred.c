@@ -64,9 +64,49 @@ static napi_value peercred(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
+
+/*
+ * peerpidfd(fd) -> pidfd: a pidfd for the peer process, taken by the kernel at
+ * connect(2) time (SO_PEERPIDFD), so it names that process even if its pid is
+ * reused later. Throws with code ENOPROTOOPT on kernels before 6.5. The
+ * caller closes the returned fd.
+ */
+static napi_value peerpidfd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "peerpidfd(fd): fd must be a non-negative integer");
+    return NULL;
+  }
+  int pidfd = -1;
+  socklen_t len = sizeof pidfd;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) {
+    int err = errno;
+    if (err == ENOPROTOOPT) {
+      napi_value code, message, error;
+      napi_create_string_utf8(env, "ENOPROTOOPT", NAPI_AUTO_LENGTH, &code);
+      napi_create_string_utf8(env, "SO_PEERPIDFD is not supported by this kernel", NAPI_AUTO_LENGTH, &message);
+      napi_create_error(env, code, message, &error);
+      napi_throw(env, error);
+      return NULL;
+    }
+    return throw_errno(env, "getsockopt(SO_PEERPIDFD)", err);
+  }
+  napi_value out;
+  napi_create_int32(env, pidfd, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value fn;
   napi_create_function(env, "peercred", NAPI_AUTO_LENGTH, peercred, NULL, &fn);
   napi_set_named_property(env, exports, "peercred", fn);
+  napi_create_function(env, "peerpidfd", NAPI_AUTO_LENGTH, peerpidfd, NULL, &fn);
+  napi_set_named_property(env, exports, "peerpidfd", fn);
   return exports;
 }

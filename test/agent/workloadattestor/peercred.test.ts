@@ -1,14 +1,15 @@
+import type { ChildProcess } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { chmodSync } from 'node:fs';
+import { chmodSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { peerCredentials } from '../../../agent/workloadattestor/index.js';
+import { peerCredentials, peerPidfd, pidfdRefersTo } from '../../../agent/workloadattestor/index.js';
 import { tempDir } from '../workloadapi/helpers.js';
 import { spawnChild, type Teardown } from './helpers.js';
 
 /** Accepts one connection from a child `node` that connects and stays; returns the child and the accepted socket. */
-async function connectFromChild(t: Teardown, uid?: number, gid?: number): Promise<{ pid: number; socket: Socket }> {
+async function connectFromChild(t: Teardown, uid?: number, gid?: number): Promise<{ pid: number; socket: Socket; child: ChildProcess }> {
   const path = join(tempDir(t, 'peercred'), 's.sock');
   const server = createServer();
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
@@ -20,7 +21,7 @@ async function connectFromChild(t: Teardown, uid?: number, gid?: number): Promis
     uid === undefined ? {} : { uid, gid: gid! });
   const [socket] = await accepted;
   t.teardown(() => { socket.destroy(); });
-  return { pid: child.pid!, socket };
+  return { pid: child.pid!, socket, child };
 }
 
 t.test('peerCredentials returns the pid, uid and gid of the process that connected', async (t) => {
@@ -38,4 +39,16 @@ t.test('peerCredentials throws for a socket that has no file descriptor any more
   const { socket } = await connectFromChild(t);
   socket.destroy();
   t.throws(() => peerCredentials(socket), /no open file descriptor/);
+});
+
+t.test('peerPidfd pins the process that connected: it refers to its pid while it runs and to nothing once it exited', async (t) => {
+  const { pid, socket, child } = await connectFromChild(t);
+  const pidfd = peerPidfd(socket);
+  t.type(pidfd, 'number', 'this kernel has SO_PEERPIDFD (Linux 6.5+)');
+  t.teardown(() => closeSync(pidfd!));
+  t.ok(pidfdRefersTo(pidfd!, pid));
+  t.notOk(pidfdRefersTo(pidfd!, process.pid), 'not some other pid');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  t.notOk(pidfdRefersTo(pidfd!, pid), 'after the process exited and was reaped, the pidfd refers to no process');
 });
