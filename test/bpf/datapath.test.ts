@@ -90,7 +90,7 @@ t.test('auth-required traffic without an auth entry is dropped as auth required,
 
   const start = Date.now();
   let attempts = 0;
-  while (attempts < 4 && Date.now() - start < 600) {
+  while (attempts < 4 && Date.now() - start < 400) {
     attempts++;
     t.equal((await tryConnect(shellA(), podB().ipv4, PORT, 120)).ok, false, `attempt ${attempts} fails`);
   }
