@@ -26,7 +26,7 @@ export type PairOutcome = { ok: true; expiresAt: Date } | { ok: false; reason: F
 
 interface Pending { resolve: (r: DecodedResult) => void; reject: (e: PairFailure) => void; timer: NodeJS.Timeout }
 
-interface Connected { session: Session; peerAgentId: string; ownLeaf: Buffer }
+interface Connected { session: Session; peerAgentId: string; ownLeaf: Buffer; refusal?: string }
 
 /**
  * Orders pairs so that each batch covers a square-ish tile of (client
@@ -214,7 +214,9 @@ export class PeerClient {
     session.socket.setTimeout(this.opts.idleTimeoutMs, () => { if (this.pending.size === 0) void session.close(); });
     void session.closed.then(() => {
       if (this.connected === conn) this.connected = undefined;
-      this.failPending(new PairFailure(FailureReason.sessionClosed, `session with node ${this.opts.nodeId} closed`));
+      this.failPending(conn.refusal !== undefined
+        ? new PairFailure(FailureReason.sessionRefused, conn.refusal)
+        : new PairFailure(FailureReason.sessionClosed, `session with node ${this.opts.nodeId} closed`));
     });
     this.connected = conn;
     return conn;
@@ -228,8 +230,9 @@ export class PeerClient {
       return;
     }
     if ('sessionRefused' in m) {
+      conn.refusal = m.sessionRefused;
       this.core.log.warn('mutual-auth session refused by peer', { node_id: this.opts.nodeId, detail: m.sessionRefused });
-      this.failPending(new PairFailure(FailureReason.refusedByPeer, m.sessionRefused));
+      this.failPending(new PairFailure(FailureReason.sessionRefused, m.sessionRefused));
       void conn.session.close();
       return;
     }

@@ -37,8 +37,10 @@ export const FailureReason = {
   badSignature: 'bad-signature',
   replayedBatch: 'replayed-batch',
   malformed: 'malformed',
-  /** The peer refused the pair or the session; its reason is in `detail`. */
+  /** The peer refused the pair; its reason is in `detail`. */
   refusedByPeer: 'refused-by-peer',
+  /** The peer ended the session (e.g. it does not know our agent yet); its reason is in `detail`. */
+  sessionRefused: 'session-refused',
   /** The peer did not answer for a pair it was asked about. */
   noAnswer: 'no-answer',
   unreachable: 'unreachable',

@@ -59,6 +59,8 @@ export class AuthServer {
     for (const raw of this.handshaking) raw.destroy();
     await Promise.all([...this.sessions].map((s) => s.session.close(undefined, 200)));
     await closed;
+    // 'close' is emitted before libuv releases the handle (close callbacks run after this loop turn's check phase).
+    await new Promise((resolve) => setTimeout(resolve, 0));
   }
 
   get sessionCount(): number { return this.sessions.size; }

@@ -68,7 +68,7 @@ export interface AuthResult {
 /** Failures that say nothing about the pair itself. */
 const TRANSIENT: ReadonlySet<FailureReason> = new Set<FailureReason>([
   FailureReason.unreachable, FailureReason.timeout, FailureReason.sessionClosed, FailureReason.stopped,
-  FailureReason.refusedByPeer, FailureReason.malformed, FailureReason.peerAgentMismatch, FailureReason.peerAgentUntrusted,
+  FailureReason.sessionRefused, FailureReason.malformed, FailureReason.peerAgentMismatch, FailureReason.peerAgentUntrusted,
   FailureReason.localAgentSvidInvalid, FailureReason.unknownNode,
 ]);
 

@@ -1,0 +1,215 @@
+import t from 'tap';
+import { connect } from 'node:net';
+import { FakeClock } from '../../../common/clock.js';
+import { wallClockToBootNs } from '../../../bpf/index.js';
+import { AuthType } from '../../../bpf/index.js';
+import { parseCertificate } from '../../../spiffe/x509.js';
+import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, type Svid } from './fixtures.js';
+
+const notAfter = (s: Svid): Date => parseCertificate(s.chain[0]!).notAfter;
+const earliest = (...s: Svid[]): Date => new Date(Math.min(...s.map((x) => notAfter(x).getTime())));
+/** Boot-time values are computed from two clock reads; allow a millisecond between conversions. */
+const closeTo = (a: bigint, b: bigint): boolean => (a > b ? a - b : b - a) < 1_000_000n;
+const pair = (localIdentity: number, remoteIdentity: number, remoteNodeId: number) => ({ localIdentity, remoteIdentity, remoteNodeId });
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+t.test('a batch writes matching entries on both agents (mirrored pair, peer node id), expiring with the shortest-lived certificate on the boot-time clock', async (t) => {
+  const { a, b } = await cluster(t);
+  const results = await a.auth.authenticate([pair(101, 201, 2), pair(101, 202, 2), pair(102, 201, 2), pair(102, 202, 2)]);
+  t.same(results.map((r) => r.ok), [true, true, true, true], JSON.stringify(results.filter((r) => !r.ok)));
+  t.same(entryKeys(a.map), ['101/201/2', '101/202/2', '102/201/2', '102/202/2']);
+  t.same(entryKeys(b.map), ['201/101/1', '201/102/1', '202/101/1', '202/102/1']);
+  for (const e of a.map.entries()) t.equal(e.pair.authType, AuthType.mutual);
+  for (const [l, r] of [[101, 201], [101, 202], [102, 201], [102, 202]] as const) {
+    const lw = a.workloads.get(saId('a', l === 101 ? 'web' : 'api'))!;
+    const rw = b.workloads.get(saId('b', r === 201 ? 'db' : 'cache'))!;
+    const expected = earliest(lw, rw, a.agent, b.agent);
+    const onA = a.map.get({ localIdentity: l, remoteIdentity: r, remoteNodeId: 2, authType: 1 })!;
+    const onB = b.map.get({ localIdentity: r, remoteIdentity: l, remoteNodeId: 1, authType: 1 })!;
+    t.ok(closeTo(onA, wallClockToBootNs(expected)), `A's ${l}/${r} expires at the earliest notAfter (${expected.toISOString()}) in boot time`);
+    t.ok(closeTo(onB, wallClockToBootNs(expected)), `B's ${r}/${l} expires at the same instant`);
+    t.equal(results.find((x) => x.pair.localIdentity === l && x.pair.remoteIdentity === r)!.expiresAt!.getTime(), expected.getTime());
+  }
+  const sa = a.auth.stats();
+  const sb = b.auth.stats();
+  t.equal(sa.handshakes.client, 1);
+  t.equal(sb.handshakes.server, 1);
+  t.equal(sa.batches.sent, 1);
+  t.equal(sb.batches.served, 1);
+  t.equal(sa.pairsAuthenticated.client, 4);
+  t.equal(sb.pairsAuthenticated.server, 4);
+  t.same(sa.failures, {});
+  t.same(sb.failures, {});
+});
+
+t.test('an agent SVID that expires before the workload SVIDs bounds the entries', async (t) => {
+  const { a, b } = await cluster(t, { prepare: (agent, ca) => { if (agent.nodeId === 2) agent.agent = mintSvid(ca, agent.agent.id.toString(), { notAfter: new Date(Date.now() + 20 * MIN) }); } });
+  const [r] = await a.auth.authenticate([pair(101, 201, 2)]);
+  t.ok(r!.ok);
+  const expected = notAfter(b.agent);
+  t.ok(expected < notAfter(a.workloads.get(saId('a', 'web'))!));
+  t.ok(closeTo(a.map.get({ localIdentity: 101, remoteIdentity: 201, remoteNodeId: 2, authType: 1 })!, wallClockToBootNs(expected)));
+  t.ok(closeTo(b.map.get({ localIdentity: 201, remoteIdentity: 101, remoteNodeId: 1, authType: 1 })!, wallClockToBootNs(expected)));
+});
+
+t.test('one TLS session per peer node carries many batches', async (t) => {
+  const { a, b } = await cluster(t, { options: { maxBatchPairs: 1 } });
+  const first = await a.auth.authenticate([pair(101, 201, 2), pair(101, 202, 2), pair(102, 201, 2)]);
+  const second = await a.auth.authenticate([pair(102, 202, 2)]);
+  t.ok([...first, ...second].every((r) => r.ok));
+  t.equal(a.auth.stats().batches.sent, 4);
+  t.equal(b.auth.stats().batches.served, 4);
+  t.equal(a.auth.stats().handshakes.client, 1, 'one handshake for all batches');
+  t.equal(b.auth.stats().handshakes.server, 1);
+  t.equal(a.auth.stats().sessions.client, 1);
+  t.equal(b.auth.stats().sessions.server, 1);
+});
+
+t.test('two concurrent authenticate() calls for the same pair make one exchange', async (t) => {
+  const { a, b } = await cluster(t);
+  const [x, y] = await Promise.all([a.auth.authenticate([pair(101, 201, 2)]), a.auth.authenticate([pair(101, 201, 2)])]);
+  t.ok(x![0]!.ok && y![0]!.ok);
+  t.equal(b.auth.stats().batches.served, 1);
+  t.equal(b.auth.stats().pairsAuthenticated.server, 1, 'the server saw the pair once');
+  t.equal(a.auth.stats().pairsAuthenticated.client, 1);
+  // Once settled, the same pair is authenticated again on request.
+  await a.auth.authenticate([pair(101, 201, 2)]);
+  t.equal(b.auth.stats().pairsAuthenticated.server, 2);
+});
+
+t.test('pairs between two endpoints of this node are checked against both held SVIDs and written with remote node 0', async (t) => {
+  const { a, b } = await cluster(t);
+  const [r, viaOwnId] = await a.auth.authenticate([pair(101, 102, 0), pair(102, 101, 1)]);
+  t.ok(r!.ok && viaOwnId!.ok);
+  t.same(entryKeys(a.map), ['101/102/0', '102/101/0']);
+  const expected = earliest(a.workloads.get(saId('a', 'web'))!, a.workloads.get(saId('a', 'api'))!, a.agent);
+  t.ok(closeTo(a.map.get({ localIdentity: 101, remoteIdentity: 102, remoteNodeId: 0, authType: 1 })!, wallClockToBootNs(expected)));
+  t.equal(b.auth.stats().batches.served, 0, 'no peer involved');
+  const [bad] = await a.auth.authenticate([pair(101, 201, 0)]);
+  t.equal(bad!.reason, 'local-not-hosted', 'a remote identity is not a local pair');
+});
+
+t.test('entries are re-authenticated before they expire (a third of their lifetime left), by the timer, with renewed certificates', async (t) => {
+  const clock = new FakeClock(Date.now());
+  const { a, b, ca } = await cluster(t, { clock, options: { reauthTickMs: 20 } });
+  const [r] = await a.auth.authenticate([pair(101, 201, 2)]);
+  t.ok(r!.ok);
+  const key = { localIdentity: 101, remoteIdentity: 201, remoteNodeId: 2, authType: 1 };
+  const first = a.map.get(key)!;
+  t.equal(await a.auth.reauthenticateDue().then((x) => x.length), 0, 'nothing is due at once');
+  clock.advance(30 * MIN);
+  t.equal(await a.auth.reauthenticateDue().then((x) => x.length), 0, 'half the lifetime left: not yet due');
+
+  // The SVID cache renewed the workload SVIDs meanwhile.
+  const now = clock.now();
+  a.workloads.set(saId('a', 'web'), mintSvid(ca, saId('a', 'web'), { now, notAfter: new Date(now.getTime() + 4 * HOUR) }));
+  b.workloads.set(saId('b', 'db'), mintSvid(ca, saId('b', 'db'), { now, notAfter: new Date(now.getTime() + 4 * HOUR) }));
+  const servedBefore = b.auth.stats().batches.served;
+  clock.advance(15 * MIN); // 15 of 60 minutes left
+  await until(() => a.map.get(key) !== first);
+  const expected = earliest(a.agent, b.agent, a.workloads.get(saId('a', 'web'))!, b.workloads.get(saId('b', 'db'))!);
+  t.ok(closeTo(a.map.get(key)!, wallClockToBootNs(expected)), 'the new expiry comes from the renewed certificates');
+  await until(() => b.auth.stats().batches.served > servedBefore);
+  t.ok(closeTo(b.map.get({ localIdentity: 201, remoteIdentity: 101, remoteNodeId: 1, authType: 1 })!, wallClockToBootNs(expected)), 'the peer refreshed its entry too');
+});
+
+t.test('an expired entry is removed by the re-authentication pass when it cannot be renewed', async (t) => {
+  const clock = new FakeClock(Date.now());
+  const { a } = await cluster(t, { clock });
+  await a.auth.authenticate([pair(101, 201, 2)]);
+  t.equal(a.map.size, 1);
+  clock.advance(2 * HOUR);
+  await a.auth.reauthenticateDue();
+  t.equal(a.map.size, 0);
+  t.equal(a.auth.heldEntries, 0);
+});
+
+t.test('stop() closes the listener and every session and leaves no sockets', async (t) => {
+  const count = (): number => process.getActiveResourcesInfo().filter((r) => r.startsWith('TCP')).length;
+  const baseline = count();
+  const { a, b } = await cluster(t);
+  await a.auth.authenticate([pair(101, 201, 2)]);
+  t.ok(count() >= baseline + 4, 'two listeners and both ends of a session are open');
+  const portB = b.auth.port;
+  await a.auth.stop();
+  await b.auth.stop();
+  await new Promise((r) => setImmediate(r));
+  t.equal(count(), baseline, 'no TCP handles left: ' + JSON.stringify(process.getActiveResourcesInfo()));
+  const err = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const s = connect(portB, '127.0.0.1');
+    s.once('connect', () => { s.destroy(); resolve(undefined); });
+    s.once('error', (e) => resolve(e));
+  });
+  t.equal(err?.code, 'ECONNREFUSED', 'the port no longer accepts');
+  const [late] = await a.auth.authenticate([pair(101, 201, 2)]);
+  t.equal(late!.reason, 'stopped');
+  await a.auth.stop();
+});
+
+t.test('an unreachable peer fails the pair as retryable after the configured attempts and writes nothing', async (t) => {
+  const { a } = await cluster(t); // node 3 is registered, hosts identity 301, and runs no service
+  const [r] = await a.auth.authenticate([pair(101, 301, 3)]);
+  t.equal(r!.ok, false);
+  t.equal(r!.reason, 'unreachable');
+  t.equal(r!.retryable, true);
+  t.equal(a.map.size, 0);
+  t.equal(a.auth.stats().handshakes.failed, 2, 'maxAttempts (2 here) connection attempts');
+  t.equal(a.auth.stats().failures['unreachable'], 1);
+  t.ok(a.logs.lines.some((l) => l['msg'] === 'mutual-auth pairs not authenticated' && l['reason'] === 'unreachable' && l['node_id'] === 3), 'logged with its reason');
+});
+
+t.test('removing an identity or a node from the registry removes the entries that depend on it and ends the node\'s sessions', async (t) => {
+  const { a, b } = await cluster(t);
+  await a.auth.authenticate([pair(101, 201, 2), pair(102, 202, 2), pair(101, 102, 0)]);
+  t.same(entryKeys(a.map), ['101/102/0', '101/201/2', '102/202/2']);
+  a.state.apply(delta({ removed_identities: [201] }));
+  t.same(entryKeys(a.map), ['101/102/0', '102/202/2'], 'identity 201 went away');
+  t.equal(b.auth.stats().sessions.server, 1);
+  b.state.apply(delta({ removed_nodes: [1] }));
+  t.same(entryKeys(b.map), [], 'node 1 went away: B drops its entries');
+  await until(() => b.auth.stats().sessions.server === 0 && a.auth.stats().sessions.client === 0);
+  t.pass('the session with node 1\'s agent is closed');
+  t.equal(a.auth.removeWhere((p) => p.remoteNodeId === 0), 1, 'removeWhere deletes what the predicate selects');
+  t.same(entryKeys(a.map), ['102/202/2']);
+});
+
+t.test('reconcile() at start keeps pinned entries that still hold, re-checks them with the peer, and drops expired, orphaned and refused ones', async (t) => {
+  const far = wallClockToBootNs(new Date(Date.now() + 10 * MIN));
+  const { a, b } = await cluster(t, {
+    prepare: (agent) => {
+      if (agent.nodeId === 2) { agent.workloads.delete(saId('b', 'cache')); return; } // B can no longer prove 202
+      const put = (l: number, r: number, n: number, exp: bigint) => agent.map.upsert({ localIdentity: l, remoteIdentity: r, remoteNodeId: n, authType: 1 }, exp);
+      put(101, 201, 2, far);                                           // still holds
+      put(102, 202, 2, far);                                           // the peer will refuse it
+      put(102, 201, 2, wallClockToBootNs(new Date(Date.now() - MIN))); // expired
+      put(101, 999, 2, far);                                           // identity gone
+      put(101, 201, 7, far);                                           // node gone
+      agent.map.upsert({ localIdentity: 5, remoteIdentity: 6, remoteNodeId: 7, authType: 0 }, far); // not ours
+    },
+  });
+  await until(() => b.map.size === 1 && a.map.size === 2 && a.auth.stats().failures['refused-by-peer'] === 1);
+  t.same(entryKeys(a.map), ['101/201/2', '5/6/7']);
+  t.same(entryKeys(b.map), ['201/101/1'], 'the kept entry was authenticated again with the peer');
+  const expected = earliest(a.agent, b.agent, a.workloads.get(saId('a', 'web'))!, b.workloads.get(saId('b', 'db'))!);
+  t.ok(closeTo(a.map.get({ localIdentity: 101, remoteIdentity: 201, remoteNodeId: 2, authType: 1 })!, wallClockToBootNs(expected)), 'with a fresh expiry');
+});
+
+t.test('a node whose agent changed in the registry gets a new session (the old agent is no longer talked to)', async (t) => {
+  const { a, b, ca } = await cluster(t);
+  await a.auth.authenticate([pair(101, 201, 2)]);
+  // node 2 re-attested: a new agent ID, and B runs with it
+  const newId = `spiffe://example.org/meshid/agent/join_token/node-b2-${process.pid}`;
+  const reg = nodes().find((n) => n.id === 2)!;
+  for (const ag of [a, b]) ag.state.apply(delta({ nodes: [{ ...reg, agent_id: newId }] }));
+  b.agent = mintSvid(ca, newId);
+  const [r] = await a.auth.authenticate([pair(102, 202, 2)]);
+  t.ok(r!.ok, JSON.stringify(r));
+  t.equal(a.auth.stats().handshakes.client, 2);
+});
