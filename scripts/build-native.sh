@@ -8,7 +8,7 @@ gyp="$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js"
 nodedir="$(npm config get nodedir 2>/dev/null || true)"
 while IFS= read -r gypfile; do
   dir=$(dirname "$gypfile")
-  out=$(find "$dir/build/Release" -maxdepth 1 -name '*.node' 2>/dev/null | head -1)
+  out=$(find "$dir/build/Release" -maxdepth 1 -name '*.node' 2>/dev/null | head -1 || true)
   if [ -n "$out" ] && [ -z "$(find "$dir" -path "$dir/build" -prune -o -newer "$out" -type f -print | head -1)" ]; then
     continue
   fi
