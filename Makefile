@@ -1,7 +1,6 @@
 all: native bpf
 
 native:
-	@mkdir -p bpf/native/build/Release # build-native.sh (pipefail) stops on a missing build dir
 	@bash scripts/build-native.sh
 
 # The eBPF datapath objects (bpf/*.c -> build/bpf/*.o), with BTF.
