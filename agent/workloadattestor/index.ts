@@ -3,4 +3,4 @@ export { UnixAttestor, type UnixAttestorOptions } from './unix.js';
 export { NetnsAttestor, type NetnsAttestorOptions } from './netns.js';
 export { peerCredentials, peerPidfd, pidfdRefersTo, type PeerCredentials } from './peercred.js';
 export { WorkloadAttestation, type WorkloadAttestationOptions } from './attestation.js';
-export { parseStartTime, processStartTime } from './proc.js';
+export { parseStartTime, processStartTimeSync } from './proc.js';

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -16,15 +15,10 @@ export function parseStartTime(stat: string): string | undefined {
   return value !== undefined && /^\d+$/.test(value) ? value : undefined;
 }
 
-export async function processStartTime(procRoot: string, pid: number): Promise<string | undefined> {
-  try {
-    return parseStartTime(await readFile(join(procRoot, String(pid), 'stat'), 'latin1'));
-  } catch {
-    return undefined;
-  }
-}
-
-/** Synchronous, for the accept path, where the peer must be pinned before the connection is served. */
+/**
+ * Synchronous: /proc reads are in-memory work, cheaper than a trip through
+ * libuv's thread pool, and the accept path must pin the peer before serving.
+ */
 export function processStartTimeSync(procRoot: string, pid: number): string | undefined {
   try {
     return parseStartTime(readFileSync(join(procRoot, String(pid), 'stat'), 'latin1'));
