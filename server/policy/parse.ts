@@ -153,6 +153,7 @@ function parsePort(v: unknown, path: string): number {
   let n: number;
   if (typeof v === 'number') n = v;
   else if (typeof v === 'string') {
+    if (/^\d+-\d+$/.test(v)) bad(path, `must be one port number; port ranges ("${v}") are not supported`);
     if (!/^\d+$/.test(v)) bad(path, `must be a port number; named ports ("${v}") are not supported`);
     n = Number(v);
   } else bad(path, 'must be a port number');
