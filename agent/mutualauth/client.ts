@@ -29,19 +29,40 @@ interface Pending { resolve: (r: DecodedResult) => void; reject: (e: PairFailure
 interface Connected { session: Session; peerAgentId: string; ownLeaf: Buffer; refusal?: string }
 
 /**
- * Orders pairs so that each batch covers a square-ish tile of (client
+ * Cuts pairs into batches that each cover a square-ish tile of (client
  * identity × server identity): a batch of n pairs then needs about 2·√n
- * proofs per side instead of up to n + 1.
+ * proofs per side instead of up to n + 1. Tiles are balanced (100 remote
+ * identities make 4 columns of 25, not 3 of 32 and one of 4); small tiles
+ * share a batch, big ones are split.
  */
 export function planBatches<T extends { wire: WirePair }>(items: readonly T[], maxBatch: number): T[][] {
-  const side = Math.max(1, Math.ceil(Math.sqrt(maxBatch)));
-  const rank = (values: number[]): Map<number, number> => new Map([...new Set(values)].sort((a, b) => a - b).map((v, i) => [v, Math.floor(i / side)]));
-  const lt = rank(items.map((i) => i.wire[0]));
-  const rt = rank(items.map((i) => i.wire[1]));
-  const sorted = [...items].sort((a, b) =>
-    lt.get(a.wire[0])! - lt.get(b.wire[0])! || rt.get(a.wire[1])! - rt.get(b.wire[1])! || a.wire[0] - b.wire[0] || a.wire[1] - b.wire[1]);
+  if (items.length === 0) return [];
+  const index = (values: number[]): Map<number, number> => new Map([...new Set(values)].sort((a, b) => a - b).map((v, i) => [v, i]));
+  const li = index(items.map((i) => i.wire[0]));
+  const ri = index(items.map((i) => i.wire[1]));
+  const balanced = (n: number, size: number): number => Math.ceil(n / Math.ceil(n / Math.max(1, size)));
+  const rSize = balanced(ri.size, Math.ceil(Math.sqrt(maxBatch)));
+  const lSize = balanced(li.size, Math.floor(maxBatch / rSize));
+  const tiles = new Map<number, T[]>();
+  const columns = Math.ceil(ri.size / rSize);
+  for (const item of items) {
+    const tile = Math.floor(li.get(item.wire[0])! / lSize) * columns + Math.floor(ri.get(item.wire[1])! / rSize);
+    let list = tiles.get(tile);
+    if (!list) { list = []; tiles.set(tile, list); }
+    list.push(item);
+  }
   const out: T[][] = [];
-  for (let i = 0; i < sorted.length; i += maxBatch) out.push(sorted.slice(i, i + maxBatch));
+  let current: T[] = [];
+  for (const tile of [...tiles.keys()].sort((a, b) => a - b)) {
+    const list = tiles.get(tile)!;
+    if (current.length + list.length > maxBatch && current.length > 0) { out.push(current); current = []; }
+    for (let i = 0; i < list.length; i += maxBatch) {
+      const piece = list.slice(i, i + maxBatch);
+      if (current.length + piece.length > maxBatch) { out.push(current); current = []; }
+      current.push(...piece);
+    }
+  }
+  if (current.length > 0) out.push(current);
   return out;
 }
 
