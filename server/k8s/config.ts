@@ -1,0 +1,66 @@
+/**
+ * The `kubernetes:` section of meshid-server's config: one schema, defaults in
+ * one place. server/config.ts embeds it as `kubernetes: kubernetesConfigSchema`.
+ */
+import { z } from 'zod';
+import { parseDuration } from '../../common/config.js';
+
+const duration = (field: string, dflt: string) =>
+  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
+    try {
+      const s = parseDuration(v, field);
+      if (s <= 0) throw new Error(`${field} must be longer than 0`);
+      return s;
+    } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
+  });
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const SA_REF = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?:[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+const leaderElectionSchema = z.object({
+  enabled: z.boolean().default(true),
+  /** Where the Lease lives: the server's own namespace. */
+  namespace: z.string().regex(DNS_LABEL, 'must be a namespace name').default('meshid'),
+  lease_name: z.string().regex(DNS_LABEL, 'must be a DNS label').default('meshid-server-controller'),
+  /** This server's name in the Lease; default: the host name (the pod name in a StatefulSet). */
+  identity: z.string().min(1).optional(),
+  /** How long a leader that stopped renewing keeps the lease. */
+  lease_duration: duration('leader_election.lease_duration', '15s'),
+  /** How long the leader retries a failed renewal before it stops writing. */
+  renew_deadline: duration('leader_election.renew_deadline', '10s'),
+  /** How often candidates try to acquire and the leader renews. */
+  retry_period: duration('leader_election.retry_period', '2s'),
+}).strict();
+
+export const kubernetesConfigSchema = z.object({
+  enabled: z.boolean().default(false),
+  /** A kubeconfig file; default: the in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config. */
+  kubeconfig: z.string().min(1).optional(),
+  /** The cluster's name in agent IDs and node selectors (spiffe://<td>/meshid/agent/k8s_psat/<cluster>/<node-uid>). */
+  cluster: z.string().regex(DNS_LABEL, 'must be a DNS label (lowercase letters, digits, "-")').default('kubernetes'),
+  /** The audience that agents' projected ServiceAccount tokens must carry. */
+  psat_audience: z.string().min(1).default('meshid-server'),
+  /** ServiceAccounts ("namespace:name") whose tokens may attest agents. */
+  allowed_agent_service_accounts: z.array(z.string().regex(SA_REF, 'must be "namespace:name"')).min(1).default(['meshid:meshid-agent']),
+  /** One registration entry per ServiceAccount (opt out with meshid.io/auto-register: "false"). */
+  auto_register: z.boolean().default(true),
+  /** Pods → endpoints and identities, Nodes → the node registry. */
+  endpoints: z.boolean().default(true),
+  /** AuthPolicy and Cilium(Clusterwide)NetworkPolicy objects → policies. */
+  policies: z.boolean().default(true),
+  /** How often the API is asked which policy CRDs exist. */
+  crd_discovery_interval: duration('crd_discovery_interval', '60s'),
+  leader_election: leaderElectionSchema.default({
+    enabled: true, namespace: 'meshid', lease_name: 'meshid-server-controller', lease_duration: 15, renew_deadline: 10, retry_period: 2,
+  }),
+}).strict().superRefine((c, ctx) => {
+  const le = c.leader_election;
+  if (le.renew_deadline >= le.lease_duration) {
+    ctx.addIssue({ code: 'custom', path: ['leader_election', 'renew_deadline'], message: 'must be shorter than lease_duration' });
+  }
+  if (le.retry_period >= le.renew_deadline) {
+    ctx.addIssue({ code: 'custom', path: ['leader_election', 'retry_period'], message: 'must be shorter than renew_deadline' });
+  }
+});
+
+export type KubernetesConfig = z.infer<typeof kubernetesConfigSchema>;
