@@ -21,6 +21,10 @@ import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
 import { WireGuardManager } from './wireguard/index.js';
 import type { AuthPair, FlowEvent } from '../bpf/index.js';
+import { explainFlow, PolicyMapSync, type AuthRequirement } from './policy/index.js';
+import { MutualAuth, type PairRequest } from './mutualauth/index.js';
+import { AgentAdminServer } from './admin/index.js';
+import { InvalidArgument, NotFound } from '../spiffe/errors.js';
 
 export interface MeshidAgentDeps {
   clock: Clock;
@@ -53,6 +57,9 @@ export class MeshidAgent {
   datapath: DatapathManager | undefined;
   /** Listeners of datapath events (the admin socket's observe streams). */
   readonly eventListeners = new Set<(e: FlowEvent) => void>();
+  policy: PolicyMapSync | undefined;
+  mutualAuth: MutualAuth | undefined;
+  private admin: AgentAdminServer | undefined;
   /** Where datapath signals go (the mutual-auth component). */
   onSignal: (pair: AuthPair) => void = () => {};
   healthPort = 0;
@@ -138,7 +145,105 @@ export class MeshidAgent {
         onEvent: (e) => { for (const l of this.eventListeners) l(e); },
       });
       this.datapath.start();
+      this.policy = new PolicyMapSync({ state: this.state, map: this.datapath.datapath.policy, logger: log.child({ component: 'policy' }) });
+      this.policy.start();
     }
+    if (config.mutual_auth.enabled) {
+      if (!this.datapath || !this.policy) throw new FailedPrecondition('mutual_auth needs the datapath (datapath.enabled: true)', 'mutual_auth.enabled');
+      if (!config.node.address) throw new FailedPrecondition('mutual_auth needs node.address (where peers reach this agent)', 'node.address');
+      const auth = new MutualAuth({
+        state: this.state,
+        agentSvid: () => { const s = this.identity.current(); return { chain: s.chain, key: s.key }; },
+        workloadSvid: (id) => { const h = this.cache.svidFor(id); return h && { chain: h.svid.certChainDer, key: h.key }; },
+        authMap: this.datapath.datapath.auth, clock: deps.clock, logger: log.child({ component: 'mutualauth' }),
+        listen: { host: config.node.address, port: config.mutual_auth.port },
+      });
+      this.mutualAuth = auth;
+      await auth.start();
+      auth.registerMetrics(this.registry);
+      this.onSignal = (pair) => { void auth.authenticate([{ localIdentity: pair.localIdentity, remoteIdentity: pair.remoteIdentity, remoteNodeId: pair.remoteNodeId }]); };
+      // Pre-authentication: every pair a policy requires, with every node that hosts the remote identity,
+      // as soon as the pair, the identity or the endpoint appears; so the first packet finds its entry.
+      this.policy.onAuthPairsChange((c) => {
+        if (c.added.length > 0) this.preauthenticate(c.added);
+        if (c.removed.length > 0) {
+          const gone = new Set(c.removed.map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
+          const n = auth.removeWhere((p) => gone.has(`${p.localIdentity}/${p.remoteIdentity}`));
+          if (n > 0) log.info('auth entries removed with their policy', { entries: n });
+        }
+      });
+      this.state.onChange((c) => {
+        if (c.endpoints.upserted.length + c.endpoints.removed.length + c.nodes.removed.length + c.identities.removed.length > 0 || c.snapshot) {
+          auth.gc();
+          this.preauthenticate(this.policy!.authPairs());
+        }
+      });
+      // The SVIDs a proof needs may arrive after the pairs: try again when they do.
+      this.cache.onChange(() => this.preauthenticate(this.policy!.authPairs()));
+      void auth.reconcile();
+      this.preauthenticate(this.policy.authPairs());
+    }
+    if (this.datapath || this.mutualAuth) {
+      this.admin = new AgentAdminServer(this, config.admin_socket);
+      await this.admin.start();
+    }
+  }
+
+  /** Asks mutual auth for each required pair with each node where the remote identity has endpoints. */
+  private preauthenticate(pairs: readonly AuthRequirement[]): void {
+    const auth = this.mutualAuth;
+    if (!auth || pairs.length === 0) return;
+    const local = this.state.localNodeId;
+    if (local === 0) return;
+    const nodesOf = new Map<number, Set<number>>();
+    for (const ep of this.state.endpoints.values()) {
+      let s = nodesOf.get(ep.identity);
+      if (!s) { s = new Set(); nodesOf.set(ep.identity, s); }
+      s.add(ep.node_id === local ? 0 : ep.node_id);
+    }
+    const authMap = this.datapath!.datapath.auth;
+    const requests: PairRequest[] = [];
+    for (const p of pairs) {
+      if (!nodesOf.get(p.localIdentity)?.has(0)) continue;
+      for (const node of nodesOf.get(p.remoteIdentity) ?? []) {
+        const pair = { localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node, authType: 1 };
+        if (authMap.get(pair) !== undefined) continue;
+        requests.push({ localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node });
+      }
+    }
+    if (requests.length > 0) void auth.authenticate(requests);
+  }
+
+  /** `meshid explain`: from/to are pod names, namespace/pod, or IPs. */
+  explain(q: URLSearchParams): Record<string, unknown> {
+    const resolve = (v: string | null, field: string): string => {
+      if (!v) throw new InvalidArgument(`${field} is required`, field);
+      for (const ep of this.state.endpoints.values()) if (ep.ip === v || ep.name === v || `${ep.namespace}/${ep.name}` === v) return ep.ip;
+      throw new NotFound(`no endpoint "${v}"`, field);
+    };
+    const from = resolve(q.get('from'), 'from');
+    const to = resolve(q.get('to'), 'to');
+    const port = Number(q.get('port') ?? 0);
+    const protocol = q.get('protocol') ?? 'TCP';
+    const local = this.state.localNodeId;
+    const here = (ip: string): boolean => this.state.endpoints.get(ip)?.node_id === local;
+    const answers: Record<string, unknown>[] = [];
+    for (const [direction, localIp, remoteIp] of [['egress', from, to], ['ingress', to, from]] as const) {
+      if (!here(localIp)) continue;
+      const e = explainFlow(this.state, { localIp, remoteIp, port, protocol, direction });
+      const authed = e.authRequired && this.datapath
+        ? this.datapath.datapath.auth.get({ localIdentity: e.localIdentity, remoteIdentity: e.remoteIdentity, remoteNodeId: this.state.endpoints.get(remoteIp)!.node_id === local ? 0 : this.state.endpoints.get(remoteIp)!.node_id, authType: 1 })
+        : undefined;
+      const lines = [
+        `${direction} of ${localIp} (identity ${e.localIdentity}) ${direction === 'egress' ? 'to' : 'from'} ${remoteIp} (identity ${e.remoteIdentity}) port ${port}/${protocol}: ${e.verdict.toUpperCase()} (${e.reason})`,
+        `  selected by: ${e.selectedBy.map((r) => r.policy).join(', ') || 'no policy (not selected: traffic passes)'}`,
+        ...(e.decidedBy.length ? [`  decided by: ${e.decidedBy.map((r) => JSON.stringify(r)).join('; ')}`] : []),
+        ...(e.authRequired ? [`  authentication required by: ${e.authRequiredBy.map((r) => JSON.stringify(r)).join('; ')}`, `  auth entry: ${authed !== undefined ? 'present' : 'missing (the first packet will be dropped: auth required)'}`] : []),
+      ];
+      answers.push({ ...e, authEntryPresent: authed !== undefined, text: lines.join('\n') });
+    }
+    if (answers.length === 0) return { applies: false };
+    return { applies: true, node: this.nodeName, explanations: answers, text: answers.map((a) => a['text']).join('\n') };
   }
 
   private fatal(err: Error): void {
@@ -174,6 +279,9 @@ export class MeshidAgent {
     this.started = false;
     await this.health?.stop();
     await this.workloadApi?.stop();
+    await this.admin?.stop();
+    await this.mutualAuth?.stop();
+    this.policy?.stop();
     this.datapath?.stop();
     this.membership?.stop();
     await this.wireguard?.stop();

@@ -9,6 +9,8 @@ import { registerIdentityCommands } from './identity.js';
 import { registerJwtCommands } from './jwt.js';
 import { registerTokenCommands } from './token.js';
 import { registerX509Commands } from './x509.js';
+import { registerPolicyCommands } from './policy.js';
+import { registerAuthCommands } from './auth.js';
 
 export interface ProgramIo {
   writeOut(s: string): void;
@@ -32,6 +34,8 @@ export function buildProgram(io: ProgramIo = { writeOut: (s) => process.stdout.w
   registerX509Commands(program);
   registerJwtCommands(program);
   registerIdentityCommands(program);
+  registerPolicyCommands(program);
+  registerAuthCommands(program);
   registerHealthcheckCommand(program);
   return program;
 }

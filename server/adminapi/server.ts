@@ -18,6 +18,7 @@ import { bundleRoutes } from './bundles.js';
 import { entryRoutes } from './entries.js';
 import { healthRoutes } from './health.js';
 import { meshRoutes } from './mesh.js';
+import { policyRoutes } from './policies.js';
 import type { AdminRequest, AuditOutcome, Method, Route } from './route.js';
 import { errorResponse } from './status.js';
 import { svidRoutes } from './svids.js';
@@ -71,7 +72,7 @@ export class AdminApi {
       metrics: opts.metrics, clock: opts.clock, logger: opts.logger, ready: opts.ready,
     };
     this.routes = [
-      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx),
+      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx),
     ];
     this.build();
   }

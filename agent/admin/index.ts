@@ -1,0 +1,152 @@
+/**
+ * The agent's admin API: HTTP on a Unix socket (root-only, mode 0600), read by
+ * `meshid auth list`, `meshid observe` and `meshid explain`.
+ *   GET /v1/status     node, identity, sync state
+ *   GET /v1/auth       the auth map, with the SPIFFE IDs of each pair
+ *   GET /v1/observe    datapath events as NDJSON, live (filters: verdict, identity, namespace)
+ *   GET /v1/explain    ?from=POD|IP&to=POD|IP&port=N&protocol=TCP
+ */
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { dirname } from 'node:path';
+import { bootNsToWallClock, type FlowEvent } from '../../bpf/index.js';
+import { MeshidError } from '../../spiffe/errors.js';
+import type { MeshidAgent } from '../agent.js';
+
+export interface ObservedFlow {
+  time: string;
+  verdict: 'FORWARDED' | 'DROPPED';
+  drop_reason_desc?: string;
+  direction: 'INGRESS' | 'EGRESS';
+  node: string;
+  source: FlowPeer;
+  destination: FlowPeer;
+  protocol: string;
+  auth_type: 'SPIRE' | 'DISABLED';
+}
+interface FlowPeer { ip: string; port: number; identity: number; namespace?: string; pod?: string; labels?: string[] }
+
+const PROTO: Record<number, string> = { 1: 'ICMPv4', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
+
+function httpStatus(err: unknown): number {
+  if (!(err instanceof MeshidError)) return 500;
+  if (err.code.startsWith('invalid')) return 400;
+  if (err.code === 'not_found') return 404;
+  if (err.code === 'failed_precondition') return 409;
+  return 500;
+}
+
+export class AgentAdminServer {
+  private server: Server | undefined;
+  private readonly streams = new Set<ServerResponse>();
+
+  constructor(private readonly agent: MeshidAgent, private readonly socketPath: string) {}
+
+  async start(): Promise<void> {
+    mkdirSync(dirname(this.socketPath), { recursive: true });
+    if (existsSync(this.socketPath)) unlinkSync(this.socketPath);
+    const server = createServer((req, res) => this.route(req, res));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(this.socketPath, () => resolve()); });
+    chmodSync(this.socketPath, 0o600);
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.streams) s.end();
+    this.streams.clear();
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+    if (existsSync(this.socketPath)) unlinkSync(this.socketPath);
+  }
+
+  private json(res: ServerResponse, code: number, body: unknown): void {
+    res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2) + '\n');
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    try {
+      if (req.method !== 'GET') return this.json(res, 405, { error: { code: 'method_not_allowed', message: 'GET only' } });
+      switch (url.pathname) {
+        case '/v1/status': return this.json(res, 200, this.status());
+        case '/v1/auth': return this.json(res, 200, { node: this.agent.nodeName, entries: this.authEntries() });
+        case '/v1/observe': return this.observe(url, res);
+        case '/v1/explain': return this.json(res, 200, this.agent.explain(url.searchParams));
+        default: return this.json(res, 404, { error: { code: 'not_found', message: `no route ${url.pathname}` } });
+      }
+    } catch (err) {
+      const e = err as MeshidError;
+      this.json(res, httpStatus(err), { error: { code: e.code ?? 'internal', message: err instanceof MeshidError ? e.message : 'internal error', ...(e.field ? { field: e.field } : {}) } });
+    }
+  }
+
+  private status(): Record<string, unknown> {
+    const a = this.agent;
+    return {
+      node: a.nodeName, node_id: a.state.localNodeId, spiffe_id: a.identity.current().spiffeId.toString(),
+      sync: a.sync.status, revision: a.state.revision, svids: a.cache.size, entries: a.state.entries.size,
+      identities: a.state.identities.size, endpoints: a.state.endpoints.size, nodes: a.state.nodes.size,
+      wireguard: a.wireguard ? { device: a.wireguard.device, public_key: a.wireguard.publicKey } : null,
+      mutual_auth: a.mutualAuth ? a.mutualAuth.stats() : null,
+    };
+  }
+
+  private authEntries(): Record<string, unknown>[] {
+    const a = this.agent;
+    if (!a.datapath) return [];
+    const name = (id: number): string | null => a.state.identities.get(id)?.spiffe_id ?? null;
+    return [...a.datapath.datapath.auth.entries()].map(({ pair, expiresAtBootNs: expiresBootNs }) => ({
+      local_identity: pair.localIdentity, local_spiffe_id: name(pair.localIdentity),
+      remote_identity: pair.remoteIdentity, remote_spiffe_id: name(pair.remoteIdentity),
+      remote_node_id: pair.remoteNodeId, remote_node: pair.remoteNodeId === 0 ? a.nodeName : (a.state.nodes.get(pair.remoteNodeId)?.name ?? null),
+      auth_type: pair.authType === 1 ? 'mutual' : String(pair.authType),
+      expires_at: bootNsToWallClock(expiresBootNs).toISOString(),
+    }));
+  }
+
+  /** A Hubble-like flow record, each side named from the endpoints and identities the agent knows. */
+  describe(e: FlowEvent): ObservedFlow {
+    const a = this.agent;
+    const side = (ip: string, port: number, identity: number): FlowPeer => {
+      const ep = a.state.endpoints.get(ip);
+      const labels = Object.entries(a.state.identities.get(identity)?.labels ?? {}).map(([k, v]) => `k8s:${k}=${v}`);
+      return { ip, port, identity, ...(ep ? { namespace: ep.namespace, pod: ep.name } : {}), ...(labels.length ? { labels } : {}) };
+    };
+    const leaving = e.direction === 'egress';
+    return {
+      time: bootNsToWallClock(e.timestampBootNs).toISOString(),
+      verdict: e.dropped ? 'DROPPED' : 'FORWARDED',
+      ...(e.dropped ? { drop_reason_desc: e.reason.toUpperCase().replace(/ /g, '_') } : {}),
+      direction: leaving ? 'EGRESS' : 'INGRESS',
+      node: a.nodeName,
+      source: side(e.srcIp, e.srcPort, leaving ? e.localIdentity : e.remoteIdentity),
+      destination: side(e.dstIp, e.dstPort, leaving ? e.remoteIdentity : e.localIdentity),
+      protocol: PROTO[e.proto] ?? String(e.proto),
+      auth_type: e.authType === 1 ? 'SPIRE' : 'DISABLED',
+    };
+  }
+
+  private observe(url: URL, res: ServerResponse): void {
+    const verdict = url.searchParams.get('verdict')?.toUpperCase();
+    const identity = url.searchParams.get('identity');
+    const namespace = url.searchParams.get('namespace');
+    if (verdict && verdict !== 'DROPPED' && verdict !== 'FORWARDED') {
+      return this.json(res, 400, { error: { code: 'invalid_argument', message: `verdict must be DROPPED or FORWARDED, not ${verdict}`, field: 'verdict' } });
+    }
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    res.flushHeaders();
+    this.streams.add(res);
+    const listener = (e: FlowEvent): void => {
+      const f = this.describe(e);
+      if (verdict && f.verdict !== verdict) return;
+      if (identity && String(f.source.identity) !== identity && String(f.destination.identity) !== identity) return;
+      if (namespace && f.source.namespace !== namespace && f.destination.namespace !== namespace) return;
+      res.write(JSON.stringify(f) + '\n');
+    };
+    this.agent.eventListeners.add(listener);
+    res.on('close', () => { this.agent.eventListeners.delete(listener); this.streams.delete(res); });
+  }
+}
