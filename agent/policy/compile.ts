@@ -89,6 +89,8 @@ export interface ResolvedItem {
   verdict: 'allow' | 'deny';
   /** 'any': every peer, also addresses that map to no identity. */
   remotes: 'any' | ReadonlySet<number>;
+  /** A peer selector without requirements: every identity, whichever exist. */
+  everyIdentity: boolean;
   ports: 'all' | readonly PortKey[];
   auth: boolean;
   origin: RuleOrigin;
@@ -130,6 +132,7 @@ function resolveItem(item: PolicyPeerRule, verdict: 'allow' | 'deny', origin: Ru
   return {
     verdict,
     remotes: item.peers === 'all' ? 'any' : index.matching(item.peers),
+    everyIdentity: item.peers !== 'all' && item.peers.some((sel) => sel.requirements.length === 0),
     ports: item.ports === 'all' ? 'all' : item.ports.map((p) => ({ port: p.port, proto: PROTOCOL_NUMBERS[p.protocol] })),
     auth: verdict === 'allow' && item.auth,
     origin,
@@ -202,9 +205,42 @@ export function decideFlow(dp: DirectionPolicy, remote: number, port: number, pr
 }
 
 /** The key closure of one (local identity, direction) and each key's value. */
-function compileDirection(local: number, direction: Direction, dp: DirectionPolicy, identities: Iterable<number>): {
+/** What a flow from an address with no identity meets: allow with auth drops it, as no pair with identity 0 is ever authenticated. */
+function effectiveForUnknown(e: PolicyEntry): 'allow' | 'deny' {
+  return e.verdict === 'allow' && e.authType === AuthType.none ? 'allow' : 'deny';
+}
+
+/**
+ * Items that select every identity (`{}` in a cluster-wide policy) would put
+ * one entry per identity for each local identity: with cluster-wide mutual
+ * auth that is locals x identities entries. They may be written once, with
+ * remote 0, when that changes nothing for addresses without an identity (the
+ * only peers remote 0 adds): typically an allow with auth, which drops those
+ * like the default deny does. Returns the items to write keys for.
+ */
+function foldEveryIdentityItems(dp: DirectionPolicy): DirectionPolicy {
+  if (!dp.items.some((i) => i.everyIdentity)) return dp;
+  const folded: DirectionPolicy = { ...dp, items: dp.items.map((i) => (i.everyIdentity ? { ...i, remotes: 'any' as const } : i)) };
+  const ports = new Set<number>();
+  const protos = new Set<number>();
+  const flows: PortKey[] = [];
+  for (const item of dp.items) {
+    if (item.ports === 'all') continue;
+    for (const p of item.ports) { flows.push(p); ports.add(p.port); protos.add(p.proto); }
+  }
+  let unnamedPort = 1;
+  while (ports.has(unnamedPort)) unnamedPort++;
+  for (const proto of protos) flows.push({ port: unnamedPort, proto });
+  flows.push({ port: 0, proto: Protocol.icmp }); // no item names ICMP: every other protocol's class
+  const same = flows.every((f) => effectiveForUnknown(decideFlow(dp, 0, f.port, f.proto).entry)
+    === effectiveForUnknown(decideFlow(folded, 0, f.port, f.proto).entry));
+  return same ? folded : dp;
+}
+
+function compileDirection(local: number, direction: Direction, policy: DirectionPolicy, identities: Iterable<number>): {
   entries: PolicyMapEntry[]; authRemotes: Set<number>;
 } {
+  const dp = foldEveryIdentityItems(policy);
   const wildcard = new Map<string, PortKey>([[portKeyText(ANY_PORT), ANY_PORT]]);
   const byRemote = new Map<number, Map<string, PortKey>>();
   for (const item of dp.items) {
@@ -280,7 +316,7 @@ export function compilePolicies(input: CompileInput): Omit<CompiledPolicies, 'er
   const index = new IdentityIndex(input.identities);
   const locals = [...new Set(input.localIdentities)].sort((a, b) => a - b);
   const entries: PolicyMapEntry[] = [];
-  const pairs = new Map<string, AuthRequirement>();
+  const pairs = new Map<number, Set<number>>();
   for (const local of locals) {
     const labels = input.identities.get(local)?.labels;
     if (!labels) continue;
@@ -289,13 +325,19 @@ export function compilePolicies(input: CompileInput): Omit<CompiledPolicies, 'er
       if (dp.selectedBy.length === 0) continue;
       const compiled = compileDirection(local, direction, dp, input.identities.keys());
       entries.push(...compiled.entries);
-      for (const remote of compiled.authRemotes) {
-        pairs.set(`${local}/${remote}`, { localIdentity: local, remoteIdentity: remote, authType: AuthType.mutual });
-      }
+      if (compiled.authRemotes.size === 0) continue;
+      const remotes = pairs.get(local);
+      if (!remotes) pairs.set(local, compiled.authRemotes);
+      else for (const r of compiled.authRemotes) remotes.add(r);
     }
   }
   entries.sort((a, b) => keyOrder(a.key, b.key));
-  const authPairs = [...pairs.values()].sort((a, b) => a.localIdentity - b.localIdentity || a.remoteIdentity - b.remoteIdentity);
+  const authPairs: AuthRequirement[] = [];
+  for (const local of locals) {
+    const remotes = pairs.get(local);
+    if (!remotes) continue;
+    for (const remoteIdentity of [...remotes].sort((a, b) => a - b)) authPairs.push({ localIdentity: local, remoteIdentity, authType: AuthType.mutual });
+  }
   return { entries, authPairs, localIdentities: locals };
 }
 

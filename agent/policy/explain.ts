@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { Protocol, type Direction } from '../../bpf/index.js';
 import { InvalidArgument, NotFound } from '../../spiffe/errors.js';
 import {
-  compilePolicies, decideFlow, localIdentitiesOf, lookupPolicy, policyForLabels, PolicyDecoder, policyKeyText,
+  compilePolicies, decideFlow, lookupPolicy, policyForLabels, PolicyDecoder, policyKeyText,
   type PolicyInputs, type PolicyMapEntry, type RuleOrigin, type RuleRef,
 } from './compile.js';
 
@@ -50,7 +50,10 @@ export interface Explanation {
   decidedBy: RuleOrigin[];
   /** The matching allow items that ask for authentication. */
   authRequiredBy: RuleOrigin[];
-  /** The entry the datapath's most-specific lookup finds in the compiled map; null when not selected. */
+  /**
+   * The entry the datapath's most-specific lookup finds in the compiled map; null when not selected.
+   * For an address with no identity, an allow entry with auth drops like a deny (identity 0 is never authenticated).
+   */
   datapathEntry: PolicyMapEntry | null;
 }
 
@@ -96,7 +99,7 @@ export function explainFlow(inputs: PolicyInputs, query: FlowQuery, decoder: Pol
 
   const base = {
     direction: query.direction, localIdentity: localEp.identity,
-    localEndpointOnThisNode: localIdentitiesOf(inputs).has(localEp.identity) && localEp.node_id === inputs.localNodeId,
+    localEndpointOnThisNode: inputs.localNodeId !== 0 && localEp.node_id === inputs.localNodeId,
     remoteIdentity, port: query.port, protocol: proto, selectedBy: dp.selectedBy, datapathEntry,
   };
   if (dp.selectedBy.length === 0) {

@@ -164,6 +164,28 @@ t.test('{} in a cluster-wide policy is every identity of every namespace but not
   t.same(pairs(c.authPairs), Object.values(ids).map((i) => `${pay.id}->${i.id}`), 'pay needs auth with every identity, itself included');
 });
 
+t.test('cluster-wide {} with auth is written once with remote 0, not once per identity, when that drops unknown addresses alike', async (t) => {
+  const c = compileState(inputs(ccnp('mtls', `
+    endpointSelector: {}
+    ingress:
+    - fromEndpoints: [{}]
+      authentication: {mode: required}
+    egress:
+    - toEndpoints: [{}]
+      authentication: {mode: required}
+    - toEndpoints: [{matchLabels: {app: dns}}]
+      toPorts: [{ports: [{port: 53, protocol: UDP}]}]
+  `), [pay, web]));
+  t.same(c.entries.filter((e) => e.key.localIdentity === pay.id).map((e) => `${e.key.direction} ${e.key.remoteIdentity} ${e.key.port}/${e.key.proto} ${e.entry.verdict}/${e.entry.authType}`), [
+    'ingress 0 0/0 allow/1',
+    'egress 0 0/0 allow/1',
+  ], 'one marker per direction carries the allow with auth; dns:53 needs auth anyway and adds nothing');
+  const m = mapOf(c.entries);
+  for (const i of Object.values(ids)) t.equal(verdictOf(m, pay.id, i.id, 80, TCP, 'ingress'), 'allow+auth', `identity ${i.id}`);
+  t.equal(verdictOf(m, pay.id, 0, 80, TCP, 'ingress'), 'allow+auth', 'an unknown address meets auth, which it can never pass');
+  t.equal(pairs(c.authPairs).length, 2 * Object.values(ids).length, 'still a pair with every identity');
+});
+
 t.test('matchExpressions: In, NotIn (an absent key matches), Exists, DoesNotExist', async (t) => {
   const labels = { app: 'web', tier: 'front' };
   const sel = (key: string, operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist', values: string[] = []): boolean =>

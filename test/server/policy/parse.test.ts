@@ -1,6 +1,6 @@
 import t from 'tap';
 import { parsePolicyDocuments, parsePolicyObject, MAX_POLICY_INPUT_BYTES, type ParsedPolicy } from '../../../server/policy/index.js';
-import { decodePolicy } from '../../../agent/policy/index.js';
+import { decodePolicy, type PolicySpec } from '../../../agent/policy/index.js';
 import { MeshidError } from '../../../spiffe/errors.js';
 
 const NS = 'io.kubernetes.pod.namespace';
@@ -140,6 +140,8 @@ enableDefaultDeny: {ingress: false, egress: true}
 description: d
 `));
   for (const p of ps) {
+    const typed: PolicySpec = p.spec; // compile-time: the server's type fits the agent's schema
+    t.ok(typed);
     const d = decodePolicy({ namespace: p.namespace, name: p.name, kind: p.kind, spec_json: JSON.stringify(p.spec) });
     t.same(d.spec, p.spec);
   }
