@@ -204,7 +204,6 @@ export function decideFlow(dp: DirectionPolicy, remote: number, port: number, pr
   return { entry: { verdict: 'allow', authType: matched.some((i) => i.auth) ? AuthType.mutual : AuthType.none }, matched };
 }
 
-/** The key closure of one (local identity, direction) and each key's value. */
 /** What a flow from an address with no identity meets: allow with auth drops it, as no pair with identity 0 is ever authenticated. */
 function effectiveForUnknown(e: PolicyEntry): 'allow' | 'deny' {
   return e.verdict === 'allow' && e.authType === AuthType.none ? 'allow' : 'deny';
@@ -237,6 +236,7 @@ function foldEveryIdentityItems(dp: DirectionPolicy): DirectionPolicy {
   return same ? folded : dp;
 }
 
+/** The key closure of one (local identity, direction), each key's value, and the remotes that need auth. */
 function compileDirection(local: number, direction: Direction, policy: DirectionPolicy, identities: Iterable<number>): {
   entries: PolicyMapEntry[]; authRemotes: Set<number>;
 } {
