@@ -3,9 +3,9 @@
  * batches of pairs are authenticated, several in flight at once.
  */
 import type { NodeMsg } from '../../api/agentproto.js';
-import { AuthCore, earliest, FailureReason, PairFailure, type OwnWorkload } from './core.js';
+import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload } from './core.js';
 import {
-  decodeServerMsg, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof,
+  decodeServerMsg, encodeProof, pairsOf, proofInput, ProtocolError, signProof,
   type AuthenticateMsg, type DecodedResult, type WirePair,
 } from './protocol.js';
 import { connectSession, SecureContextCache, type Session } from './session.js';
@@ -80,8 +80,8 @@ export class PeerClient {
   private get core(): AuthCore { return this.opts.core; }
   get isConnected(): boolean { return this.connected?.session.isOpen ?? false; }
 
-  /** Authenticates one batch of [local identity, remote identity] pairs with this node. */
-  async exchange(pairs: WirePair[]): Promise<Map<string, PairOutcome>> {
+  /** Authenticates one batch of [local identity, remote identity] pairs with this node; outcomes align with `pairs`. */
+  async exchange(pairs: WirePair[]): Promise<PairOutcome[]> {
     await this.slot();
     try {
       return await this.exchangeInSlot(pairs);
@@ -96,7 +96,7 @@ export class PeerClient {
     return new Promise((resolve) => this.slotWaiters.push(() => { this.inFlight++; resolve(); }));
   }
 
-  private async exchangeInSlot(pairs: WirePair[]): Promise<Map<string, PairOutcome>> {
+  private async exchangeInSlot(pairs: WirePair[]): Promise<PairOutcome[]> {
     const core = this.core;
     const conn = await this.session();
     const ownAgentExpiry = core.ownAgent().chain.expiresAt;
@@ -105,63 +105,65 @@ export class PeerClient {
       void conn.session.close();
       throw err;
     }
-    const out = new Map<string, PairOutcome>();
-    const fail = (p: WirePair, f: PairFailure): void => { out.set(pairKey(p), { ok: false, reason: f.reason, detail: f.message }); };
+    const out: PairOutcome[] = new Array(pairs.length);
+    const fail = (i: number, f: PairFailure): void => { out[i] = { ok: false, reason: f.reason, detail: f.message }; };
 
     // Our proofs: one signature per local identity over the pairs it takes part in.
-    const own = new Map<number, OwnWorkload>();
-    const sendable: WirePair[] = [];
-    for (const p of pairs) {
-      if (!own.has(p[0])) {
-        try { own.set(p[0], core.ownWorkload(p[0])); } catch (err) { if (!(err instanceof PairFailure)) throw err; fail(p, err); continue; }
+    const own = new Map<number, OwnWorkload | PairFailure>();
+    const sentIndex: number[] = [];
+    pairs.forEach((p, i) => {
+      let w = own.get(p[0]);
+      if (w === undefined) {
+        try { w = core.ownWorkload(p[0]); } catch (err) { if (!(err instanceof PairFailure)) throw err; w = err; }
+        own.set(p[0], w);
       }
-      if (own.has(p[0])) sendable.push(p); else fail(p, new PairFailure(FailureReason.noLocalSvid, `no usable workload SVID for identity ${p[0]}`));
-    }
-    if (sendable.length === 0) return out;
+      if (w instanceof PairFailure) fail(i, w); else sentIndex.push(i);
+    });
+    if (sentIndex.length === 0) return out;
+    const sent = sentIndex.map((i) => pairs[i]!);
     const batch = this.nextBatch++;
     const ekm = conn.session.ekm;
-    const msg: AuthenticateMsg = {
-      type: 'authenticate', batch, pairs: sendable,
-      proofs: [...own].map(([id, w]) => encodeProof(id, w.chain, signProof(w.key, proofInput(ekm, 'client', batch, id, pairsOf('client', id, sendable))))),
-    };
+    const proofs = [];
+    for (const [id, w] of own) {
+      if (!(w instanceof PairFailure)) proofs.push(encodeProof(id, w.chain, signProof(w.key, proofInput(ekm, 'client', batch, id, pairsOf('client', id, sent)))));
+    }
+    const msg: AuthenticateMsg = { type: 'authenticate', batch, pairs: sent, proofs };
     const reply = this.awaitReply(conn, batch);
     conn.session.send(msg);
     core.stats.batches.sent++;
     const result = await reply;
-
-    const requested = new Set(sendable.map(pairKey));
-    for (const p of result.accepted) {
-      if (!requested.has(pairKey(p))) {
-        void conn.session.close();
-        throw new PairFailure(FailureReason.malformed, `peer accepted pair ${pairKey(p)} that batch ${batch} did not ask for`);
-      }
+    if (result.verdicts.length !== sent.length) {
+      void conn.session.close();
+      throw new PairFailure(FailureReason.malformed, `peer answered ${result.verdicts.length} verdicts for the ${sent.length} pairs of batch ${batch}`);
     }
+
+    const accepted: WirePair[] = [];
+    const acceptedIndex: number[] = [];
+    result.verdicts.forEach((v, k) => {
+      if (v === 0) { accepted.push(sent[k]!); acceptedIndex.push(sentIndex[k]!); }
+      else out[sentIndex[k]!] = { ok: false, reason: FailureReason.refusedByPeer, detail: v };
+    });
     const serverProofs = new Map(result.proofs.map((p) => [p.identity, p]));
     const serverChecks = new Map<number, Date | PairFailure>();
     const nodeId = this.opts.nodeId;
-    for (const p of result.accepted) {
-      const [c, s] = p;
-      if (!core.hosts(nodeId, s)) { fail(p, new PairFailure(FailureReason.remoteNotHosted, `node ${nodeId} hosts no endpoint of identity ${s}`)); continue; }
+    const now = core.now();
+    const sessionExpiry = Math.min(ownAgentExpiry.getTime(), peerAgentExpiry.getTime());
+    accepted.forEach(([c, s], k) => {
+      const i = acceptedIndex[k]!;
+      if (!core.hosts(nodeId, s)) { fail(i, new PairFailure(FailureReason.remoteNotHosted, `node ${nodeId} hosts no endpoint of identity ${s}`)); return; }
       let check = serverChecks.get(s);
       if (check === undefined) {
-        try { check = core.checkPeerProof(serverProofs.get(s), 'server', ekm, batch, s, pairsOf('server', s, result.accepted)); } catch (err) {
+        try { check = core.checkPeerProof(serverProofs.get(s), 'server', ekm, batch, s, pairsOf('server', s, accepted)); } catch (err) {
           if (!(err instanceof PairFailure)) throw err;
           check = err;
         }
         serverChecks.set(s, check);
       }
-      if (check instanceof PairFailure) { fail(p, check); continue; }
-      const expiresAt = earliest(ownAgentExpiry, peerAgentExpiry, own.get(c)!.expiresAt, check);
-      core.write(c, s, nodeId, expiresAt, 'client');
-      out.set(pairKey(p), { ok: true, expiresAt });
-    }
-    for (const r of result.refused) {
-      const k = pairKey(r.pair);
-      if (requested.has(k) && !out.has(k)) out.set(k, { ok: false, reason: FailureReason.refusedByPeer, detail: r.reason });
-    }
-    for (const p of sendable) {
-      if (!out.has(pairKey(p))) fail(p, new PairFailure(FailureReason.noAnswer, `peer did not answer for pair ${pairKey(p)}`));
-    }
+      if (check instanceof PairFailure) { fail(i, check); return; }
+      const expiresAt = earliestOf(sessionExpiry, (own.get(c) as OwnWorkload).expiresAt, check);
+      core.write(c, s, nodeId, expiresAt, 'client', now);
+      out[i] = { ok: true, expiresAt };
+    });
     return out;
   }
 

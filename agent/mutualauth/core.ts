@@ -194,12 +194,29 @@ export class AuthCore {
   }
 
   /** Writes an authenticated pair into the auth map and remembers it for re-authentication. */
-  write(local: number, remote: number, remoteNodeId: number, expiresAt: Date, role: HeldEntry['role']): void {
+  write(local: number, remote: number, remoteNodeId: number, expiresAt: Date, role: HeldEntry['role'], authenticatedAt = this.now()): void {
     const pair: AuthPair = { localIdentity: local, remoteIdentity: remote, remoteNodeId, authType: AuthType.mutual };
-    this.opts.authMap.upsert(pair, this.opts.toBootNs(expiresAt));
-    this.held.set(authPairKey(pair), { pair, expiresAt, authenticatedAt: this.now(), role });
+    this.opts.authMap.upsert(pair, this.bootNs(expiresAt));
+    this.held.set(authPairKey(pair), { pair, expiresAt, authenticatedAt, role });
     this.stats.pairsAuthenticated[role === 'reconciled' ? 'client' : role]++;
   }
+
+  /**
+   * Wall clock → boot time. A batch writes many pairs with the same few
+   * expiries, and each conversion reads two kernel clocks, so conversions are
+   * remembered for a second (the offset between the clocks only moves with
+   * clock steps and suspend).
+   */
+  private bootNs(d: Date): bigint {
+    const now = Date.now();
+    if (now - this.bootMemoAt > 1000 || this.bootMemo.size > 4096) { this.bootMemo.clear(); this.bootMemoAt = now; }
+    const t = d.getTime();
+    let v = this.bootMemo.get(t);
+    if (v === undefined) { v = this.opts.toBootNs(d); this.bootMemo.set(t, v); }
+    return v;
+  }
+  private readonly bootMemo = new Map<number, bigint>();
+  private bootMemoAt = 0;
 
   snapshot(): MutualAuthStats {
     return {
@@ -212,3 +229,14 @@ export class AuthCore {
 
 /** The earliest of some dates. */
 export const earliest = (...ds: Date[]): Date => new Date(Math.min(...ds.map((d) => d.getTime())));
+
+/**
+ * The earliest of a session's expiry (ms) and two workload SVIDs' expiries.
+ * Pairs of a batch share few distinct values, so equal results share one Date.
+ */
+export function earliestOf(sessionMs: number, a: Date, b: Date): Date {
+  const ms = Math.min(sessionMs, a.getTime(), b.getTime());
+  if (ms === a.getTime()) return a;
+  if (ms === b.getTime()) return b;
+  return new Date(ms);
+}

@@ -41,7 +41,8 @@ export type WirePair = [number, number];
 
 export interface WireProof { identity: number; chain: string[]; signature: string }
 export interface AuthenticateMsg { type: 'authenticate'; batch: number; pairs: WirePair[]; proofs: WireProof[] }
-export interface ResultMsg { type: 'result'; batch: number; accepted: WirePair[]; proofs: WireProof[]; refused: { pair: WirePair; reason: string }[] }
+/** `verdicts[i]` answers `pairs[i]` of the batch: 0 accepted, else the reason it was refused. */
+export interface ResultMsg { type: 'result'; batch: number; verdicts: (0 | string)[]; proofs: WireProof[] }
 /** The server ends the session: the client's agent is not (or no longer) one it talks to, or the client broke the protocol. */
 export interface RefusedMsg { type: 'refused'; reason: string }
 export type ServerMsg = ResultMsg | RefusedMsg;
@@ -129,7 +130,7 @@ function proofList(v: unknown, max: number): Proof[] {
 }
 
 export interface DecodedAuthenticate { batch: number; pairs: WirePair[]; proofs: Proof[] }
-export interface DecodedResult { batch: number; accepted: WirePair[]; proofs: Proof[]; refused: { pair: WirePair; reason: string }[] }
+export interface DecodedResult { batch: number; verdicts: (0 | string)[]; proofs: Proof[] }
 
 export function decodeAuthenticate(msg: unknown): DecodedAuthenticate {
   const m = msg as Partial<AuthenticateMsg> | null;
@@ -140,19 +141,19 @@ export function decodeAuthenticate(msg: unknown): DecodedAuthenticate {
 }
 
 export function decodeServerMsg(msg: unknown): { sessionRefused: string } | DecodedResult {
-  const m = msg as { type?: unknown; reason?: unknown; batch?: unknown; accepted?: unknown; proofs?: unknown; refused?: unknown } | null;
+  const m = msg as { type?: unknown; reason?: unknown; batch?: unknown; verdicts?: unknown; proofs?: unknown } | null;
   if (!m || typeof m !== 'object') throw new ProtocolError('message is not an object');
   if (m.type === 'refused') return { sessionRefused: typeof m.reason === 'string' ? m.reason.slice(0, MAX_REASON_CHARS) : 'unspecified' };
   if (m.type !== 'result') throw new ProtocolError(`unexpected message type ${JSON.stringify(m.type)}`);
   if (!isU32(m.batch)) throw new ProtocolError('batch id is not a u32');
-  const accepted = pairList(m.accepted, 'accepted', MAX_BATCH_PAIRS);
-  if (!Array.isArray(m.refused) || m.refused.length > MAX_BATCH_PAIRS) throw new ProtocolError('refused is not a bounded list');
-  const refused = m.refused.map((r: unknown) => {
-    const o = r as { pair?: unknown; reason?: unknown } | null;
-    if (!o || typeof o !== 'object' || typeof o.reason !== 'string') throw new ProtocolError('a refusal has no reason');
-    return { pair: pairList([o.pair], 'refused pair', 1)[0]!, reason: o.reason.slice(0, MAX_REASON_CHARS) };
+  if (!Array.isArray(m.verdicts) || m.verdicts.length > MAX_BATCH_PAIRS) throw new ProtocolError('verdicts is not a bounded list');
+  let accepted = 0;
+  const verdicts = m.verdicts.map((v: unknown) => {
+    if (v === 0) { accepted++; return 0 as const; }
+    if (typeof v !== 'string' || v === '') throw new ProtocolError('a verdict is neither 0 nor a reason');
+    return v.slice(0, MAX_REASON_CHARS);
   });
-  return { batch: m.batch, accepted, proofs: proofList(m.proofs, accepted.length), refused };
+  return { batch: m.batch, verdicts, proofs: proofList(m.proofs, accepted) };
 }
 
 // ---- framing ----

@@ -4,7 +4,7 @@
  * (unknown agents are refused), and answers authenticate batches.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { AuthCore, earliest, FailureReason, PairFailure, type OwnWorkload } from './core.js';
+import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload } from './core.js';
 import { decodeAuthenticate, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof, type ResultMsg, type WirePair } from './protocol.js';
 import { acceptSession, SecureContextCache, type Session } from './session.js';
 
@@ -158,50 +158,54 @@ export class AuthServer {
       this.refuseSession(s, f.reason ?? FailureReason.peerAgentUntrusted, f.message);
       return;
     }
-    const seen = new Set<string>();
-    for (const p of req.pairs) {
-      const k = pairKey(p);
-      if (seen.has(k)) { this.refuseSession(s, FailureReason.malformed, `pair ${k} appears twice in batch ${req.batch}`); return; }
-      seen.add(k);
+    const seen = new Map<number, Set<number>>();
+    for (const [c, srv] of req.pairs) {
+      let row = seen.get(c);
+      if (!row) { row = new Set(); seen.set(c, row); }
+      if (row.has(srv)) { this.refuseSession(s, FailureReason.malformed, `pair ${c}:${srv} appears twice in batch ${req.batch}`); return; }
+      row.add(srv);
     }
     core.stats.batches.served++;
 
     const ekm = s.session.ekm;
+    const now = core.now();
     const proofs = new Map(req.proofs.map((p) => [p.identity, p]));
     const clientChecks = new Map<number, Date | PairFailure>();
     const own = new Map<number, OwnWorkload | PairFailure>();
     const attempt = <T>(fn: () => T): T | PairFailure => { try { return fn(); } catch (err) { if (err instanceof PairFailure) return err; throw err; } };
 
+    const verdicts: ResultMsg['verdicts'] = new Array(req.pairs.length);
     const accepted: WirePair[] = [];
     const acceptedExpiry: Date[] = [];
-    const refused: ResultMsg['refused'] = [];
     const refusals = new Map<string, { count: number; example: string }>();
-    const refuse = (p: WirePair, f: PairFailure): void => {
-      refused.push({ pair: p, reason: f.reason });
+    const refuse = (k: number, f: PairFailure): void => {
+      verdicts[k] = f.reason;
       core.countFailure(f.reason);
       const r = refusals.get(f.reason);
       if (r) r.count++; else refusals.set(f.reason, { count: 1, example: f.message });
     };
-    for (const p of req.pairs) {
+    const sessionExpiry = Math.min(peerAgentExpiry.getTime(), ownAgentExpiry.getTime());
+    req.pairs.forEach((p, k) => {
       const [c, srv] = p;
-      if (!state.identities.has(c) || !state.identities.has(srv)) { refuse(p, new PairFailure(FailureReason.unknownIdentity, `pair ${pairKey(p)} names an unknown identity`)); continue; }
-      if (!core.hosts(s.nodeId, c)) { refuse(p, new PairFailure(FailureReason.remoteNotHosted, `node ${s.nodeId} hosts no endpoint of identity ${c}`)); continue; }
-      if (!core.hosts(state.localNodeId, srv)) { refuse(p, new PairFailure(FailureReason.localNotHosted, `this node hosts no endpoint of identity ${srv}`)); continue; }
+      if (!state.identities.has(c) || !state.identities.has(srv)) { refuse(k, new PairFailure(FailureReason.unknownIdentity, `pair ${pairKey(p)} names an unknown identity`)); return; }
+      if (!core.hosts(s.nodeId, c)) { refuse(k, new PairFailure(FailureReason.remoteNotHosted, `node ${s.nodeId} hosts no endpoint of identity ${c}`)); return; }
+      if (!core.hosts(state.localNodeId, srv)) { refuse(k, new PairFailure(FailureReason.localNotHosted, `this node hosts no endpoint of identity ${srv}`)); return; }
       let cc = clientChecks.get(c);
       if (cc === undefined) {
         cc = attempt(() => core.checkPeerProof(proofs.get(c), 'client', ekm, req.batch, c, pairsOf('client', c, req.pairs)));
         clientChecks.set(c, cc);
       }
-      if (cc instanceof PairFailure) { refuse(p, cc); continue; }
+      if (cc instanceof PairFailure) { refuse(k, cc); return; }
       let mine = own.get(srv);
       if (mine === undefined) { mine = attempt(() => core.ownWorkload(srv)); own.set(srv, mine); }
-      if (mine instanceof PairFailure) { refuse(p, mine); continue; }
+      if (mine instanceof PairFailure) { refuse(k, mine); return; }
+      verdicts[k] = 0;
       accepted.push(p);
-      acceptedExpiry.push(earliest(peerAgentExpiry, ownAgentExpiry, cc, mine.expiresAt));
-    }
+      acceptedExpiry.push(earliestOf(sessionExpiry, cc, mine.expiresAt));
+    });
 
     // Written before answering: when the client sees success, both maps hold the pair.
-    accepted.forEach(([c, srv], k) => core.write(srv, c, s.nodeId, acceptedExpiry[k]!, 'server'));
+    accepted.forEach(([c, srv], k) => core.write(srv, c, s.nodeId, acceptedExpiry[k]!, 'server', now));
     const outProofs = [...new Set(accepted.map((p) => p[1]))].map((srv) => {
       const mine = own.get(srv) as OwnWorkload;
       return encodeProof(srv, mine.chain, signProof(mine.key, proofInput(ekm, 'server', req.batch, srv, pairsOf('server', srv, accepted))));
@@ -209,7 +213,7 @@ export class AuthServer {
     for (const [reason, r] of refusals) {
       core.log.warn('mutual-auth pairs refused', { side: 'server', node_id: s.nodeId, agent_id: s.agentId, batch: req.batch, reason, count: r.count, detail: r.example });
     }
-    const reply: ResultMsg = { type: 'result', batch: req.batch, accepted, proofs: outProofs, refused };
+    const reply: ResultMsg = { type: 'result', batch: req.batch, verdicts, proofs: outProofs };
     s.session.send(reply);
     const sock = s.session.socket;
     if (sock.writableLength > MAX_UNSENT_BYTES) { sock.pause(); sock.once('drain', () => sock.resume()); }

@@ -15,7 +15,7 @@ import type { AgentState, StateChange } from '../sync/state.js';
 import { authPairKey, type AuthMapWriter } from './authmap.js';
 import { PeerClient, planBatches, type PairOutcome } from './client.js';
 import { AuthCore, earliest, FailureReason, PairFailure, type MutualAuthStats, type SvidMaterial } from './core.js';
-import { DEFAULT_PORT, isU16, isU32, MAX_BATCH_PAIRS, pairKey, type WirePair } from './protocol.js';
+import { DEFAULT_PORT, isU16, isU32, MAX_BATCH_PAIRS, type WirePair } from './protocol.js';
 import { AuthServer } from './server.js';
 import { SecureContextCache } from './session.js';
 
@@ -72,14 +72,23 @@ const TRANSIENT: ReadonlySet<FailureReason> = new Set<FailureReason>([
   FailureReason.localAgentSvidInvalid, FailureReason.unknownNode,
 ]);
 
-interface Waiting { request: PairRequest; wire: WirePair; nodeId: number; resolve: (r: AuthResult) => void }
+/** One pair being authenticated, and the authenticate() calls (result slot each) waiting for it. */
+class Waiting {
+  private readonly callers: { done: (i: number, r: AuthResult) => void; i: number }[] = [];
+  constructor(readonly key: string, readonly request: PairRequest, readonly wire: WirePair, readonly nodeId: number, private readonly settled: (w: Waiting) => void) {}
+  wait(done: (i: number, r: AuthResult) => void, i: number): void { this.callers.push({ done, i }); }
+  resolve(r: AuthResult): void {
+    this.settled(this);
+    for (const c of this.callers) c.done(c.i, r);
+  }
+}
 
 export class MutualAuth {
   private readonly core: AuthCore;
   private readonly server: AuthServer;
   private readonly contexts = new SecureContextCache();
   private readonly peers = new Map<number, PeerClient>();
-  private readonly inflight = new Map<string, Promise<AuthResult>>();
+  private readonly inflight = new Map<string, Waiting>();
   private queue = new Map<number, Waiting[]>();
   private flushHandle: NodeJS.Immediate | undefined;
   private readonly running = new Set<Promise<void>>();
@@ -164,27 +173,32 @@ export class MutualAuth {
    * locally, with remoteNodeId 0.
    */
   authenticate(pairs: readonly PairRequest[]): Promise<AuthResult[]> {
+    if (pairs.length === 0) return Promise.resolve([]);
     const localNode = this.opts.state.localNodeId;
-    const results = pairs.map((request) => {
-      if (!isU32(request.localIdentity) || !isU32(request.remoteIdentity) || !isU16(request.remoteNodeId)) {
-        return Promise.resolve(this.failed(request, FailureReason.malformed, 'identities are u32, node ids u16'));
-      }
-      if (this.stopped) return Promise.resolve(this.failed(request, FailureReason.stopped, 'mutual auth is stopped'));
-      const nodeId = request.remoteNodeId === localNode ? 0 : request.remoteNodeId;
-      const key = `${request.localIdentity}/${request.remoteIdentity}/${nodeId}`;
-      const existing = this.inflight.get(key);
-      if (existing) return existing;
-      const promise = new Promise<AuthResult>((resolve) => {
-        const list = this.queue.get(nodeId) ?? [];
-        list.push({ request, wire: [request.localIdentity, request.remoteIdentity], nodeId, resolve });
-        this.queue.set(nodeId, list);
+    return new Promise((resolveAll) => {
+      const results: AuthResult[] = new Array(pairs.length);
+      let remaining = pairs.length;
+      const done = (i: number, r: AuthResult): void => { results[i] = r; if (--remaining === 0) resolveAll(results); };
+      const settled = (w: Waiting): void => { if (this.inflight.get(w.key) === w) this.inflight.delete(w.key); };
+      pairs.forEach((request, i) => {
+        if (!isU32(request.localIdentity) || !isU32(request.remoteIdentity) || !isU16(request.remoteNodeId)) {
+          done(i, this.failed(request, FailureReason.malformed, 'identities are u32, node ids u16'));
+          return;
+        }
+        if (this.stopped) { done(i, this.failed(request, FailureReason.stopped, 'mutual auth is stopped')); return; }
+        const nodeId = request.remoteNodeId === localNode ? 0 : request.remoteNodeId;
+        const key = `${request.localIdentity}/${request.remoteIdentity}/${nodeId}`;
+        let w = this.inflight.get(key);
+        if (!w) {
+          w = new Waiting(key, request, [request.localIdentity, request.remoteIdentity], nodeId, settled);
+          this.inflight.set(key, w);
+          const list = this.queue.get(nodeId);
+          if (list) list.push(w); else this.queue.set(nodeId, [w]);
+        }
+        w.wait(done, i);
       });
-      this.inflight.set(key, promise);
-      void promise.finally(() => this.inflight.delete(key));
-      return promise;
+      if (this.queue.size > 0 && !this.flushHandle) this.flushHandle = setImmediate(() => this.flush());
     });
-    if (this.queue.size > 0 && !this.flushHandle) this.flushHandle = setImmediate(() => this.flush());
-    return Promise.all(results);
   }
 
   private flush(): void {
@@ -247,7 +261,7 @@ export class MutualAuth {
       const retry: Waiting[] = [];
       const last = attempt >= this.o.maxAttempts || this.stopped;
       await Promise.all(planBatches(remaining, this.o.maxBatchPairs).map(async (batch) => {
-        let outcomes: Map<string, PairOutcome>;
+        let outcomes: PairOutcome[];
         try {
           if (this.stopped) throw new PairFailure(FailureReason.stopped, 'mutual auth stopped');
           outcomes = await peer.exchange(batch.map((w) => w.wire));
@@ -257,11 +271,11 @@ export class MutualAuth {
           else for (const w of batch) failures.push({ w, reason: f.reason, detail: f.message });
           return;
         }
-        for (const w of batch) {
-          const o = outcomes.get(pairKey(w.wire));
+        batch.forEach((w, k) => {
+          const o = outcomes[k];
           if (o?.ok) w.resolve({ pair: w.request, ok: true, expiresAt: o.expiresAt });
           else failures.push({ w, reason: o?.reason ?? FailureReason.noAnswer, detail: o?.detail ?? 'no outcome' });
-        }
+        });
       }));
       remaining = retry;
       if (remaining.length > 0) await this.sleep(this.o.backoffMs * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));

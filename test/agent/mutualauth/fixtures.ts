@@ -198,10 +198,10 @@ export function clientMessage(ekm: Buffer, batch: number, pairs: WirePair[], sig
   };
 }
 
-/** A result message signed by hand: `signers` gives the SVID that signs for each server identity. */
-export function serverResult(ekm: Buffer, batch: number, accepted: WirePair[], signers: Map<number, Svid>): ResultMsg {
+/** A result message signed by hand, accepting every pair: `signers` gives the SVID that signs for each server identity. */
+export function serverResult(ekm: Buffer, batch: number, pairs: WirePair[], signers: Map<number, Svid>): ResultMsg {
   return {
-    type: 'result', batch, accepted, refused: [],
-    proofs: [...signers].map(([id, svid]) => encodeProof(id, svid.chain, signProof(svid.key, proofInput(ekm, 'server', batch, id, pairsOf('server', id, accepted))))),
+    type: 'result', batch, verdicts: pairs.map(() => 0 as const),
+    proofs: [...signers].map(([id, svid]) => encodeProof(id, svid.chain, signProof(svid.key, proofInput(ekm, 'server', batch, id, pairsOf('server', id, pairs))))),
   };
 }

@@ -62,7 +62,9 @@ t.test('decoding bounds batches, proofs and certificates and rejects malformed f
   ];
   for (const [what, m] of bad) t.throws(() => decodeAuthenticate(m), ProtocolError, what);
   t.same(decodeServerMsg({ type: 'refused', reason: 'x'.repeat(500) }), { sessionRefused: 'x'.repeat(200) }, 'reasons are truncated');
-  t.throws(() => decodeServerMsg({ type: 'result', batch: 1, accepted: [[1, 2]], proofs: [], refused: [{ pair: [1, 2] }] }), ProtocolError);
+  t.throws(() => decodeServerMsg({ type: 'result', batch: 1, verdicts: [0, 1], proofs: [] }), ProtocolError, 'a verdict is 0 or a reason');
+  t.throws(() => decodeServerMsg({ type: 'result', batch: 1, verdicts: ['x'], proofs: [{ identity: 1, chain: ['AAAA'], signature: 'AAAA' }] }), ProtocolError, 'no more proofs than accepted pairs');
+  t.same(decodeServerMsg({ type: 'result', batch: 1, verdicts: [0, 'no'], proofs: [] }), { batch: 1, verdicts: [0, 'no'], proofs: [] });
 });
 
 t.test('batches are square-ish tiles of (local × remote) identities, so each needs about 2·√n proofs', async (t) => {
