@@ -64,7 +64,7 @@ export interface IssuedToken {
   nodeUid?: string;
 }
 
-export interface RequestRecord { method: string; path: string; query: Record<string, string>; bearer: string | undefined }
+export interface RequestRecord { method: string; path: string; query: Record<string, string>; bearer: string | undefined; status?: number }
 
 interface HistoryEvent { rv: number; type: 'ADDED' | 'MODIFIED' | 'DELETED'; resource: string; object: KubeObject }
 
@@ -257,6 +257,8 @@ export class FakeKubeApiServer {
       this.route(record, body, res);
     } catch (err) {
       this.status(res, 500, 'InternalError', (err as Error).message);
+    } finally {
+      record.status = res.statusCode;
     }
   }
 
