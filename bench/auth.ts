@@ -248,7 +248,7 @@ async function clientMain(): Promise<void> {
     const base = median(baseRates);
     const s = lastStats!;
     console.log(`batched mutual auth (one TLS 1.3 session, EKM-bound proofs per identity and batch):`);
-    console.log(`  ${fmt(batched)} pairs/s median  (rounds: ${rates.map(fmt).join(', ')}; first round has both chain caches cold)`);
+    console.log(`  ${fmt(batched)} pairs/s median  (rounds: ${rates.map(fmt).join(', ')}; each round a new agent A: new TLS session, empty chain cache on A; round 1 also cold on B)`);
     console.log(`  last round on A: ${s.batches.sent} batches, ${s.handshakes.client} TLS handshake, chain cache ${s.chainCache.hits} hits / ${s.chainCache.misses} misses; B served ${b.stats.batches.served} batches in all`);
     console.log(`baseline, one mutual TLS 1.3 handshake per pair with the workload SVIDs (Cilium's way), ${BASELINE_CONCURRENCY} concurrent:`);
     console.log(`  ${fmt(base)} pairs/s median  (${sample.length} pairs a round, rounds: ${baseRates.map(fmt).join(', ')})`);

@@ -101,7 +101,7 @@ export class PeerClient {
     const conn = await this.session();
     const ownAgentExpiry = core.ownAgent().chain.expiresAt;
     let peerAgentExpiry: Date;
-    try { peerAgentExpiry = core.checkPeerAgent(conn.session.peerChain).chain.expiresAt; } catch (err) {
+    try { peerAgentExpiry = core.checkPeerAgent(conn.session.peerChain, false).chain.expiresAt; } catch (err) {
       void conn.session.close();
       throw err;
     }

@@ -157,9 +157,10 @@ export class AuthCore {
 
   /**
    * Validates a peer agent's chain: trusted by the bundle, an agent ID of
-   * this trust domain. Returns the node the registry holds it for (0: none).
+   * this trust domain. Returns the node the registry holds it for (0: none;
+   * not looked up when `findNode` is false, for re-checks of a known session).
    */
-  checkPeerAgent(chain: readonly Buffer[]): { chain: ValidatedChain; nodeId: number } {
+  checkPeerAgent(chain: readonly Buffer[], findNode = true): { chain: ValidatedChain; nodeId: number } {
     let v: ValidatedChain;
     try { v = this.validator.validate(chain); } catch (err) {
       throw new PairFailure(FailureReason.peerAgentUntrusted, `peer agent SVID does not validate: ${(err as Error).message}`);
@@ -168,7 +169,7 @@ export class AuthCore {
       throw new PairFailure(FailureReason.peerAgentUntrusted, `peer ${v.id} is not an agent of trust domain ${this.opts.state.trustDomain.name}`);
     }
     let nodeId = 0;
-    for (const n of this.opts.state.nodes.values()) if (n.agent_id === v.id) { nodeId = n.id; break; }
+    if (findNode) for (const n of this.opts.state.nodes.values()) if (n.agent_id === v.id) { nodeId = n.id; break; }
     return { chain: v, nodeId };
   }
 

@@ -151,7 +151,7 @@ export class AuthServer {
     let peerAgentExpiry: Date;
     let ownAgentExpiry: Date;
     try {
-      peerAgentExpiry = core.checkPeerAgent(s.session.peerChain).chain.expiresAt;
+      peerAgentExpiry = core.checkPeerAgent(s.session.peerChain, false).chain.expiresAt;
       ownAgentExpiry = core.ownAgent().chain.expiresAt;
     } catch (err) {
       const f = err as PairFailure;

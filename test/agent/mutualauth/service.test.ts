@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { FakeClock } from '../../../common/clock.js';
 import { wallClockToBootNs } from '../../../bpf/index.js';
 import { AuthType } from '../../../bpf/index.js';
+import { MetricsRegistry } from '../../../common/metrics.js';
 import { parseCertificate } from '../../../spiffe/x509.js';
 import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, type Svid } from './fixtures.js';
 
@@ -212,4 +213,19 @@ t.test('a node whose agent changed in the registry gets a new session (the old a
   const [r] = await a.auth.authenticate([pair(102, 202, 2)]);
   t.ok(r!.ok, JSON.stringify(r));
   t.equal(a.auth.stats().handshakes.client, 2);
+});
+
+t.test('the counters are exposed as metrics: pairs by role, failures by reason, handshakes, batches, sessions, entries', async (t) => {
+  const { a, b } = await cluster(t);
+  const reg = new MetricsRegistry();
+  a.auth.registerMetrics(reg);
+  await a.auth.authenticate([pair(101, 201, 2), pair(101, 301, 2)]);
+  const text = reg.render();
+  t.match(text, /meshid_agent_mutual_auth_pairs_authenticated\{role="client"\} 1/);
+  t.match(text, /meshid_agent_mutual_auth_failures\{reason="remote-not-hosted"\} 1/);
+  t.match(text, /meshid_agent_mutual_auth_handshakes\{side="client"\} 1/);
+  t.match(text, /meshid_agent_mutual_auth_batches\{direction="sent"\} 1/);
+  t.match(text, /meshid_agent_mutual_auth_sessions\{side="client"\} 1/);
+  t.match(text, /meshid_agent_mutual_auth_entries 1/);
+  void b;
 });
