@@ -11,6 +11,7 @@ import { registerTokenCommands } from './token.js';
 import { registerX509Commands } from './x509.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerAuthCommands } from './auth.js';
+import { registerDemoCommands } from './demo.js';
 
 export interface ProgramIo {
   writeOut(s: string): void;
@@ -36,6 +37,7 @@ export function buildProgram(io: ProgramIo = { writeOut: (s) => process.stdout.w
   registerIdentityCommands(program);
   registerPolicyCommands(program);
   registerAuthCommands(program);
+  registerDemoCommands(program);
   registerHealthcheckCommand(program);
   return program;
 }

@@ -18,8 +18,8 @@ export const endpointMsg = (e: Endpoint): EndpointMsg => ({
   ip: e.ip, identity: e.identity, node_id: e.nodeId, namespace: e.namespace, name: e.name, labels: e.labels,
 });
 
-export const nodeMsg = (n: MeshNode, agentId = ''): NodeMsg => ({
-  id: n.id, name: n.name, address: n.address, wireguard_public_key: n.wireguardPublicKey, pod_cidr: n.podCidr, agent_id: agentId,
+export const nodeMsg = (n: MeshNode): NodeMsg => ({
+  id: n.id, name: n.name, address: n.address, wireguard_public_key: n.wireguardPublicKey, pod_cidr: n.podCidr, agent_id: n.agentId,
 });
 
 export const policyMsg = (p: Policy): PolicyMsg => ({ namespace: p.namespace, name: p.name, kind: p.kind, spec_json: JSON.stringify(p.spec) });

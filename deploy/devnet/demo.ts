@@ -1,0 +1,301 @@
+/**
+ * The demo: a whole meshid cluster on one machine. A server in the root
+ * namespace, two nodes (network namespaces) each with an agent, its WireGuard
+ * device and the tc programs, and three pods: frontend and legacy on node 1,
+ * backend on node 2. A CiliumNetworkPolicy says that frontend → backend:8080
+ * requires authentication; legacy carries the frontend label but its
+ * ServiceAccount has no registration entry, so its pair can never be
+ * authenticated.
+ *
+ * The processes are detached (they outlive `meshid demo up`); the state file
+ * records them so `meshid demo down` removes everything, from any process.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { packageRoot } from '../../api/assets.js';
+import { FailedPrecondition } from '../../spiffe/errors.js';
+import { Datapath } from '../../bpf/index.js';
+import { Devnet } from './devnet.js';
+import type { DevnetState } from './spec.js';
+
+export interface DemoOptions {
+  prefix?: string;
+  underlayCidr?: string;
+  podCidrPool?: string;
+  adminPort?: number;
+  agentApiPort?: number;
+  /** Where the demo keeps its state, data and logs. */
+  stateDir?: string;
+  trustDomain?: string;
+  /** Narration for a person; each call is one line. */
+  say?: (line: string) => void;
+}
+
+interface DemoState {
+  prefix: string;
+  devnet: DevnetState;
+  adminUrl: string;
+  tokenFile: string;
+  pids: { name: string; pid: number }[];
+  agentSockets: Record<string, { workload: string; admin: string }>;
+  pinDirs: string[];
+  runDirs: string[];
+}
+
+export const POLICY_YAML = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: backend-requires-auth
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      app: backend
+  ingress:
+    - fromEndpoints:
+        - matchLabels:
+            app: frontend
+      authentication:
+        mode: required
+      toPorts:
+        - ports:
+            - port: "8080"
+              protocol: TCP
+`;
+
+const BACKEND_SERVER = `
+const http = require('node:http');
+http.createServer((req, res) => res.end('hello from backend, ' + req.socket.remoteAddress + ' was let in\\n')).listen(8080, '0.0.0.0');
+`;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One HTTP GET from inside a network namespace (node's own http client in the pod). */
+export function httpFromNamespace(namespace: string, url: string, timeoutMs = 3000): { ok: boolean; body: string; ms: number } {
+  const script = `const t=Date.now();require('node:http').get(process.argv[1],{timeout:${timeoutMs}},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{console.log(JSON.stringify({ok:true,body:b,ms:Date.now()-t}))})}).on('timeout',function(){this.destroy(new Error('timed out'))}).on('error',e=>{console.log(JSON.stringify({ok:false,body:e.message,ms:Date.now()-t}))})`;
+  const r = spawnSync('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script, url], { encoding: 'utf8', timeout: timeoutMs + 5000 });
+  try { return JSON.parse(r.stdout.trim().split('\n').pop() ?? ''); } catch { return { ok: false, body: r.stderr || 'no answer', ms: timeoutMs }; }
+}
+
+/** TCP segments this namespace retransmitted so far (/proc/net/snmp, per namespace). */
+export function tcpRetransmits(namespace: string): number {
+  const r = spawnSync('nsenter', [`--net=/run/netns/${namespace}`, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('Tcp:'));
+  const names = lines[0]?.split(/\s+/) ?? [];
+  const values = lines[1]?.split(/\s+/) ?? [];
+  return Number(values[names.indexOf('RetransSegs')] ?? NaN);
+}
+
+function agentGet<T>(socket: string, path: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path, timeout: 5000 }, (res) => {
+      let b = '';
+      res.on('data', (d: Buffer) => { b += d; });
+      res.on('end', () => { try { resolve(JSON.parse(b)); } catch (err) { reject(err); } });
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.end();
+  });
+}
+
+export class DemoCluster {
+  readonly prefix: string;
+  readonly stateDir: string;
+  private readonly statePath: string;
+  private readonly devnet: Devnet;
+  private readonly say: (line: string) => void;
+
+  constructor(private readonly opts: DemoOptions = {}) {
+    this.prefix = opts.prefix ?? 'md';
+    this.stateDir = opts.stateDir ?? `/var/lib/meshid/demo-${this.prefix}`;
+    this.statePath = join(this.stateDir, 'demo.json');
+    this.devnet = new Devnet(this.prefix);
+    this.say = opts.say ?? (() => {});
+  }
+
+  get isUp(): boolean { return existsSync(this.statePath); }
+
+  state(): DemoState {
+    if (!this.isUp) throw new FailedPrecondition(`no demo "${this.prefix}" is up (no ${this.statePath})`, 'demo');
+    return JSON.parse(readFileSync(this.statePath, 'utf8')) as DemoState;
+  }
+
+  private save(s: DemoState): void { writeFileSync(this.statePath, JSON.stringify(s, null, 2)); }
+
+  /** Starts a detached process whose output goes to a log file; recorded for down(). */
+  private daemon(s: DemoState, name: string, argv: string[]): number {
+    const log = openSync(join(this.stateDir, `${name}.log`), 'a');
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } });
+    closeSync(log);
+    child.unref();
+    s.pids.push({ name, pid: child.pid! });
+    this.save(s);
+    return child.pid!;
+  }
+
+  private async admin<T>(s: DemoState, method: string, path: string, body?: unknown): Promise<T> {
+    const token = readFileSync(s.tokenFile, 'utf8').trim();
+    const res = await fetch(new URL(path, s.adminUrl), {
+      method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const json = await res.json() as T & { error?: { message: string } };
+    if (!res.ok) throw new Error(`${method} ${path}: ${json.error?.message ?? res.status}`);
+    return json;
+  }
+
+  private async waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<number> {
+    const start = Date.now();
+    for (;;) {
+      try { if (await check()) return Date.now() - start; } catch { /* not yet */ }
+      if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}; logs are in ${this.stateDir}`);
+      await sleep(100);
+    }
+  }
+
+  async authEntries(node: string): Promise<{ local_spiffe_id: string | null; remote_spiffe_id: string | null; remote_node: string | null; expires_at: string }[]> {
+    const s = this.state();
+    return (await agentGet<{ entries: never[] }>(s.agentSockets[node]!.admin, '/v1/auth')).entries;
+  }
+
+  async up(): Promise<void> {
+    if (this.isUp) throw new FailedPrecondition(`the demo "${this.prefix}" is already up; \`meshid demo down\` removes it`, 'demo');
+    mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    const td = this.opts.trustDomain ?? 'example.org';
+    const adminPort = this.opts.adminPort ?? 8080;
+    const agentApiPort = this.opts.agentApiPort ?? 8081;
+    this.say(`1. Network: an underlay bridge, nodes n1 and n2, pods frontend + legacy on n1 and backend on n2 (namespaces ${this.prefix}-*)`);
+    const devnet = await this.devnet.create({
+      ...(this.opts.underlayCidr ? { underlayCidr: this.opts.underlayCidr } : {}),
+      ...(this.opts.podCidrPool ? { podCidrPool: this.opts.podCidrPool } : {}),
+      nodes: [{ name: 'n1' }, { name: 'n2' }],
+      pods: [{ name: 'frontend', node: 'n1' }, { name: 'legacy', node: 'n1' }, { name: 'backend', node: 'n2' }],
+    });
+    const s: DemoState = {
+      prefix: this.prefix, devnet, adminUrl: `http://127.0.0.1:${adminPort}`, tokenFile: join(this.stateDir, 'server', 'admin.token'),
+      pids: [], agentSockets: {}, pinDirs: [], runDirs: [],
+    };
+    this.save(s);
+    const hostIp = devnet.host!.address;
+    const node = (process.execPath);
+    this.say(`2. meshid-server on ${hostIp}:${agentApiPort} (agent API) and 127.0.0.1:${adminPort} (admin API)`);
+    this.daemon(s, 'server', [node, join(packageRoot, 'bin', 'meshid-server.js'), 'run', '--data-dir', join(this.stateDir, 'server'),
+      '--trust-domain', td, '--bind', `${hostIp}:${agentApiPort}`, '--admin', `127.0.0.1:${adminPort}`]);
+    await this.waitFor('the server', async () => (await fetch(`${s.adminUrl}/ready`)).ok);
+
+    this.say('3. Registration entries, one per ServiceAccount; legacy\'s ServiceAccount gets none');
+    const agentId = (n: string): string => `spiffe://${td}/meshid/agent/join_token/${n}`;
+    for (const pod of devnet.pods) {
+      if (pod.name === 'legacy') continue;
+      await this.admin(s, 'POST', '/v1/entries', { spiffe_id: `spiffe://${td}/ns/default/sa/${pod.name}`, parent_id: agentId(pod.node), selectors: [`netns:name:${pod.namespace}`] });
+    }
+    const bundle = await fetch(`${s.adminUrl}/v1/bundle?format=pem`, { headers: { authorization: `Bearer ${readFileSync(s.tokenFile, 'utf8').trim()}` } });
+    writeFileSync(join(this.stateDir, 'bundle.pem'), await bundle.text());
+
+    this.say('4. One agent per node, each attesting with a join token; WireGuard, tc programs and mutual auth on');
+    for (const n of devnet.nodes) {
+      const { token } = await this.admin<{ token: string }>(s, 'POST', '/v1/tokens', { ttl: 600, agent_id: agentId(n.name) });
+      const runDir = `/run/meshid/${this.prefix}-${n.name}`;
+      const pinDir = `/sys/fs/bpf/meshid-${this.prefix}-${n.name}`;
+      s.runDirs.push(runDir);
+      s.pinDirs.push(pinDir);
+      s.agentSockets[n.name] = { workload: join(runDir, 'agent.sock'), admin: join(runDir, 'admin.sock') };
+      const config = {
+        server: `${hostIp}:${agentApiPort}`, trust_domain: td, trust_bundle: join(this.stateDir, 'bundle.pem'), join_token: token,
+        socket: join(runDir, 'agent.sock'), admin_socket: join(runDir, 'admin.sock'), health: '127.0.0.1:8082',
+        data_dir: join(this.stateDir, `agent-${n.name}`), node_name: n.name,
+        node: { address: n.underlayIp, pod_cidr: n.podCidr },
+        endpoints: devnet.pods.filter((p) => p.node === n.name).map((p) => ({
+          name: p.name, namespace: 'default', service_account: p.name, labels: { app: p.name === 'legacy' ? 'frontend' : p.name }, ip: p.ip, interface: p.hostVeth,
+        })),
+        datapath: { enabled: true, pin_dir: pinDir },
+        wireguard: { enabled: true, device: n.wgDevice, address: `${n.gatewayIp}/32` },
+        mutual_auth: { enabled: true },
+      };
+      const configFile = join(this.stateDir, `agent-${n.name}.json`);
+      writeFileSync(configFile, JSON.stringify(config, null, 2));
+      // nsenter, not `ip netns exec`: the latter mounts a new /sys and hides the bpf filesystem.
+      this.daemon(s, `agent-${n.name}`, ['nsenter', `--net=/run/netns/${n.namespace}`, node, join(packageRoot, 'bin', 'meshid-agent.js'), 'run', '--config', configFile]);
+    }
+    for (const n of devnet.nodes) {
+      await this.waitFor(`agent ${n.name}`, async () => (await agentGet<{ sync: string; node_id: number }>(s.agentSockets[n.name]!.admin, '/v1/status')).node_id > 0);
+    }
+
+    const backend = devnet.pods.find((p) => p.name === 'backend')!;
+    this.daemon(s, 'backend', ['nsenter', `--net=/run/netns/${backend.namespace}`, node, '-e', BACKEND_SERVER]);
+    this.say(`5. Policy (CiliumNetworkPolicy, also in ${join(this.stateDir, 'policy.yaml')}): frontend → backend:8080 requires authentication`);
+    writeFileSync(join(this.stateDir, 'policy.yaml'), POLICY_YAML);
+    await this.admin(s, 'POST', '/v1/policies:apply', { yaml: POLICY_YAML });
+    const ms = await this.waitFor('the pair frontend → backend to be authenticated on both nodes', async () => {
+      const a = await this.authEntries('n1');
+      const b = await this.authEntries('n2');
+      return a.some((e) => e.local_spiffe_id?.endsWith('/sa/frontend') && e.remote_spiffe_id?.endsWith('/sa/backend')) &&
+        b.some((e) => e.local_spiffe_id?.endsWith('/sa/backend') && e.remote_spiffe_id?.endsWith('/sa/frontend'));
+    });
+    this.say(`6. Mutual authentication: the agents authenticated frontend ↔ backend before any packet (${ms} ms after the policy); \`meshid auth list\`:`);
+    for (const n of devnet.nodes) {
+      for (const e of await this.authEntries(n.name)) this.say(`     ${n.name}: ${e.local_spiffe_id} ↔ ${e.remote_spiffe_id} (node ${e.remote_node}) until ${e.expires_at}`);
+    }
+    this.say('The demo is up.');
+  }
+
+  /** The walkthrough after up(): a request that passes, an underlay capture, a refused pod. */
+  async show(): Promise<{ allowed: { ok: boolean; body: string; ms: number }; refused: { ok: boolean; body: string }; capture: { total: number; wireguard: number; other: string[] } }> {
+    const s = this.state();
+    const pod = (name: string) => s.devnet.pods.find((p) => p.name === name)!;
+    const backendUrl = `http://${pod('backend').ip}:8080/`;
+    const pcap = join(this.stateDir, 'underlay.pcap');
+    const dump = spawn('nsenter', [`--net=/run/netns/${s.devnet.underlay.namespace}`, 'tcpdump', '-i', s.devnet.underlay.bridge, '-n', '-U', '-w', pcap, 'ip'], { stdio: 'ignore' });
+    await sleep(1000);
+    const allowed = httpFromNamespace(pod('frontend').namespace, backendUrl);
+    this.say(`7. frontend → backend: ${allowed.ok ? `answered in ${allowed.ms} ms: ${allowed.body.trim()}` : `FAILED: ${allowed.body}`}`);
+    await sleep(500);
+    dump.kill('SIGINT');
+    await new Promise((r) => dump.once('exit', r));
+    const read = spawnSync('tcpdump', ['-n', '-r', pcap], { encoding: 'utf8' });
+    const lines = read.stdout.split('\n').filter(Boolean);
+    const wg = lines.filter((l) => /\.51871[ :]/.test(l) && / UDP,/.test(l));
+    const other = lines.filter((l) => !wg.includes(l));
+    this.say(`8. Underlay capture during that request: ${lines.length} packets, ${wg.length} of them WireGuard (UDP 51871)${other.length ? `, others: ${other.slice(0, 3).join(' | ')}` : ', nothing else: the pods\' traffic is encrypted'}`);
+    const refused = httpFromNamespace(pod('legacy').namespace, backendUrl, 2000);
+    this.say(`9. legacy → backend (labelled app=frontend, but its ServiceAccount has no SPIFFE identity): ${refused.ok ? 'ANSWERED (unexpected)' : `refused (${refused.body})`}`);
+    this.say('   `meshid observe --verdict DROPPED` shows the drop with reason AUTH_REQUIRED on n2;');
+    this.say('   `meshid explain --from legacy --to backend --port 8080` says why.');
+    return { allowed, refused, capture: { total: lines.length, wireguard: wg.length, other } };
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    const s = this.state();
+    const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    const agents: Record<string, unknown> = {};
+    for (const [n, sock] of Object.entries(s.agentSockets)) {
+      try { agents[n] = await agentGet(sock.admin, '/v1/status'); } catch (err) { agents[n] = { error: (err as Error).message }; }
+    }
+    return {
+      prefix: s.prefix, admin_url: s.adminUrl,
+      processes: s.pids.map((p) => ({ ...p, running: alive(p.pid) })),
+      nodes: s.devnet.nodes.map((n) => ({ name: n.name, namespace: n.namespace, underlay_ip: n.underlayIp, pod_cidr: n.podCidr })),
+      pods: s.devnet.pods.map((p) => ({ name: p.name, node: p.node, namespace: p.namespace, ip: p.ip })),
+      agents,
+    };
+  }
+
+  /** Removes everything up() made: processes, namespaces and links, pinned maps, sockets, state. Safe to call twice. */
+  async down(): Promise<void> {
+    let s: DemoState | undefined;
+    try { s = this.state(); } catch { s = undefined; }
+    for (const p of [...(s?.pids ?? [])].reverse()) {
+      try { process.kill(-p.pid, 'SIGTERM'); } catch { try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ } }
+    }
+    const deadline = Date.now() + 5000;
+    const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    while (s && s.pids.some((p) => alive(p.pid)) && Date.now() < deadline) await sleep(100);
+    for (const p of s?.pids ?? []) if (alive(p.pid)) { try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ } }
+    await this.devnet.destroy();
+    for (const d of s?.pinDirs ?? []) Datapath.removePins(d);
+    for (const d of s?.runDirs ?? []) rmSync(d, { recursive: true, force: true });
+    rmSync(this.stateDir, { recursive: true, force: true });
+  }
+}
