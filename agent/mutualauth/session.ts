@@ -66,10 +66,11 @@ export class Session {
   /** Starts reading; `onMessage` gets each decoded frame, `onBroken` a framing error (the session is then destroyed). */
   listen(onMessage: (msg: unknown) => void, onBroken: (err: Error) => void): void {
     this.socket.on('data', (chunk: Buffer) => {
+      if (this.closing) return; // a session being closed answers nothing more
       let msgs: unknown[];
       try { msgs = this.decoder.push(chunk); } catch (err) { onBroken(err as Error); this.destroy(); return; }
       for (const m of msgs) {
-        if (this.socket.destroyed) return;
+        if (this.closing || this.socket.destroyed) return;
         onMessage(m);
       }
     });
@@ -85,6 +86,8 @@ export class Session {
     if (msg !== undefined) this.send(msg);
     if (!this.closing) {
       this.closing = true;
+      // Read (and drop) whatever still arrives: a paused socket never sees the peer's end, and never closes.
+      this.socket.resume();
       this.socket.end();
       const timer = setTimeout(() => this.socket.destroy(), graceMs);
       timer.unref();
@@ -123,6 +126,8 @@ export function connectSession(opts: ConnectOptions): Promise<Session> {
 export function acceptSession(raw: Socket, context: SecureContext, timeoutMs: number): Promise<Session> {
   return new Promise((resolve, reject) => {
     const socket = new TLSSocket(raw, { isServer: true, secureContext: context, requestCert: true, rejectUnauthorized: false });
+    // The TLS socket takes over the TCP handle, but the listener counts the raw socket until it is destroyed.
+    socket.once('close', () => raw.destroy());
     const timer = setTimeout(() => { socket.destroy(); raw.destroy(); reject(new Error('TLS handshake timed out')); }, timeoutMs);
     const fail = (err: Error): void => { clearTimeout(timer); socket.destroy(); raw.destroy(); reject(err); };
     socket.once('secure', () => {
