@@ -3,6 +3,18 @@
  * authenticate identity pairs with each other in batches over TLS 1.3
  * sessions keyed by their agent SVIDs, and write each authenticated pair into
  * the datapath's auth map.
+ *
+ * Wiring (agent.ts):
+ *   const auth = new MutualAuth({
+ *     state, clock, logger, authMap: datapath.auth,           // bpf AuthMap satisfies AuthMapWriter
+ *     agentSvid: () => identity.current(),                     // AgentSvid has chain and key
+ *     workloadSvid: (id) => { const h = cache.svidFor(id); return h && { chain: h.svid.certChainDer, key: h.key }; },
+ *     listen: { host: <this node's address>, port: MUTUAL_AUTH_PORT },
+ *   });
+ *   await auth.start();   // reconciles the pinned map once the first Sync snapshot is in
+ *   auth.authenticate([{ localIdentity, remoteIdentity, remoteNodeId }]) // on policy/identity/endpoint changes and signals
+ *   auth.removeWhere((pair) => ...)                                        // when a policy stops requiring a pair
+ *   await auth.stop();
  */
 export { MutualAuth, type MutualAuthOptions, type PairRequest, type AuthResult } from './service.js';
 export { FailureReason, type MutualAuthStats, type SvidMaterial } from './core.js';

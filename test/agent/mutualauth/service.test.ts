@@ -2,10 +2,15 @@ import t from 'tap';
 import { connect } from 'node:net';
 import { FakeClock } from '../../../common/clock.js';
 import { wallClockToBootNs } from '../../../bpf/index.js';
-import { AuthType } from '../../../bpf/index.js';
+import { AuthType, type AuthMap } from '../../../bpf/index.js';
+import type { AuthMapWriter } from '../../../agent/mutualauth/index.js';
 import { MetricsRegistry } from '../../../common/metrics.js';
 import { parseCertificate } from '../../../spiffe/x509.js';
 import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, type Svid } from './fixtures.js';
+
+// Compile-time check: the kernel's AuthMap fits where the service writes (tsc fails here if bpf/maps.ts drifts).
+const kernelMapFits: AuthMap extends AuthMapWriter ? true : false = true;
+void kernelMapFits;
 
 const notAfter = (s: Svid): Date => parseCertificate(s.chain[0]!).notAfter;
 const earliest = (...s: Svid[]): Date => new Date(Math.min(...s.map((x) => notAfter(x).getTime())));
