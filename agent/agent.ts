@@ -21,7 +21,7 @@ import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
 import { WireGuardManager } from './wireguard/index.js';
 import type { AuthPair, FlowEvent } from '../bpf/index.js';
-import { explainFlow, PolicyMapSync, type AuthRequirement } from './policy/index.js';
+import { compileState, explainFlow, PolicyDecoder, PolicyMapSync, type AuthRequirement } from './policy/index.js';
 import { MutualAuth, type PairRequest } from './mutualauth/index.js';
 import { AgentAdminServer } from './admin/index.js';
 import { InvalidArgument, NotFound } from '../spiffe/errors.js';
@@ -166,13 +166,9 @@ export class MeshidAgent {
       // as soon as the pair, the identity or the endpoint appears; so the first packet finds its entry.
       this.policy.onAuthPairsChange((c) => {
         if (c.added.length > 0) this.preauthenticate(c.added);
-        if (c.removed.length > 0) {
-          const gone = new Set(c.removed.map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
-          const n = auth.removeWhere((p) => gone.has(`${p.localIdentity}/${p.remoteIdentity}`));
-          if (n > 0) log.info('auth entries removed with their policy', { entries: n });
-        }
       });
       this.state.onChange((c) => {
+        if (c.snapshot || c.policies.upserted.length + c.policies.removed.length + c.identities.removed.length > 0) this.collectUnneededAuthEntries();
         if (c.endpoints.upserted.length + c.endpoints.removed.length + c.nodes.removed.length + c.identities.removed.length > 0 || c.snapshot) {
           auth.gc();
           this.preauthenticate(this.policy!.authPairs());
@@ -187,6 +183,38 @@ export class MeshidAgent {
       this.admin = new AgentAdminServer(this, config.admin_socket);
       await this.admin.start();
     }
+  }
+
+  private readonly decoder = new PolicyDecoder();
+
+  /**
+   * Removes auth entries that no policy needs any more: an entry (L, R, node N)
+   * stays while a policy of this node requires (L, R), or a policy of node N
+   * requires (R, L) (the entry this agent wrote as the answering side). Every
+   * agent has every policy, so it can compile node N's view itself.
+   */
+  collectUnneededAuthEntries(): number {
+    const auth = this.mutualAuth;
+    if (!auth || !this.policy) return 0;
+    const own = new Set(this.policy.authPairs().map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
+    const remoteNeeds = new Map<number, Set<string>>();
+    const needsOf = (node: number): Set<string> => {
+      let set = remoteNeeds.get(node);
+      if (!set) {
+        set = new Set(compileState({ ...this.stateView(), localNodeId: node }, this.decoder).authPairs.map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
+        remoteNeeds.set(node, set);
+      }
+      return set;
+    };
+    const removed = auth.removeWhere((p) => !own.has(`${p.localIdentity}/${p.remoteIdentity}`) &&
+      !(p.remoteNodeId !== 0 && needsOf(p.remoteNodeId).has(`${p.remoteIdentity}/${p.localIdentity}`)) &&
+      !(p.remoteNodeId === 0 && own.has(`${p.remoteIdentity}/${p.localIdentity}`)));
+    if (removed > 0) this.deps.logger.info('auth entries removed: no policy requires them any more', { entries: removed });
+    return removed;
+  }
+
+  private stateView() {
+    return { policies: this.state.policies, identities: this.state.identities, endpoints: this.state.endpoints, localNodeId: this.state.localNodeId };
   }
 
   /** Asks mutual auth for each required pair with each node where the remote identity has endpoints. */

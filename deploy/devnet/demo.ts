@@ -11,7 +11,7 @@
  * records them so `meshid demo down` removes everything, from any process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { packageRoot } from '../../api/assets.js';
@@ -247,8 +247,13 @@ export class DemoCluster {
     const pod = (name: string) => s.devnet.pods.find((p) => p.name === name)!;
     const backendUrl = `http://${pod('backend').ip}:8080/`;
     const pcap = join(this.stateDir, 'underlay.pcap');
-    const dump = spawn('nsenter', [`--net=/run/netns/${s.devnet.underlay.namespace}`, 'tcpdump', '-i', s.devnet.underlay.bridge, '-n', '-U', '-w', pcap, 'ip'], { stdio: 'ignore' });
-    await sleep(1000);
+    const dump = spawn('nsenter', [`--net=/run/netns/${s.devnet.underlay.namespace}`, 'tcpdump', '-i', s.devnet.underlay.bridge, '-n', '-U', '--immediate-mode', '-w', pcap, 'ip'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // tcpdump says "listening on" once its capture is open; only then does the request start.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 10_000);
+      let err = '';
+      dump.stderr!.on('data', (d: Buffer) => { err += d; if (err.includes('listening on')) { clearTimeout(timer); resolve(); } });
+    });
     const allowed = httpFromNamespace(pod('frontend').namespace, backendUrl);
     this.say(`7. frontend → backend: ${allowed.ok ? `answered in ${allowed.ms} ms: ${allowed.body.trim()}` : `FAILED: ${allowed.body}`}`);
     await sleep(500);
@@ -294,8 +299,10 @@ export class DemoCluster {
     while (s && s.pids.some((p) => alive(p.pid)) && Date.now() < deadline) await sleep(100);
     for (const p of s?.pids ?? []) if (alive(p.pid)) { try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ } }
     await this.devnet.destroy();
-    for (const d of s?.pinDirs ?? []) Datapath.removePins(d);
-    for (const d of s?.runDirs ?? []) rmSync(d, { recursive: true, force: true });
+    // By the recorded names, and by the names the demo gives, in case the state file is gone.
+    const ours = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir).filter((d) => d.startsWith(`meshid-${this.prefix}-`) || d.startsWith(`${this.prefix}-`)).map((d) => join(dir, d)) : []);
+    for (const d of new Set([...(s?.pinDirs ?? []), ...ours('/sys/fs/bpf')])) Datapath.removePins(d);
+    for (const d of new Set([...(s?.runDirs ?? []), ...ours('/run/meshid')])) rmSync(d, { recursive: true, force: true });
     rmSync(this.stateDir, { recursive: true, force: true });
   }
 }
