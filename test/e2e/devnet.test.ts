@@ -39,11 +39,8 @@ const cluster = new DemoCluster({
   agentApiPort: 18081,
   stateDir: mkdtempSync(join(tmpdir(), 'meshid-devnet-')),
 });
-t.teardown(async () => {
-  await cluster.down();
-  t.notOk(existsSync(`/run/netns/${prefix}-n1`), 'no namespace left');
-  t.notOk(existsSync(`/sys/fs/bpf/meshid-${prefix}-n1`), 'no pinned maps left');
-});
+// a safety net: the last test tears down and checks; down() is idempotent
+t.teardown(() => cluster.down());
 
 await cluster.up();
 const state = cluster.state();
@@ -117,4 +114,15 @@ t.test('deleting the policy removes the auth entries on the remaining agent', as
   t.equal(res.status, 200);
   await until('n1 to drop its auth entry', async () => !hasPair(await cluster.authEntries('n1'), 'frontend', 'backend'));
   t.pass('entry removed on n1');
+});
+
+t.test('demo down removes the namespaces, pinned maps, sockets and processes', async (t) => {
+  const pids = cluster.state().pids.map((p) => p.pid);
+  await cluster.down();
+  t.notOk(existsSync(`/run/netns/${prefix}-n1`), 'no node namespace left');
+  t.notOk(existsSync(`/run/netns/${prefix}-frontend`), 'no pod namespace left');
+  t.notOk(existsSync(`/sys/fs/bpf/meshid-${prefix}-n1`), 'no pinned maps left');
+  t.notOk(existsSync(`/run/meshid/${prefix}-n1`), 'no agent sockets left');
+  const alive = pids.filter((pid) => { try { process.kill(pid, 0); return true; } catch { return false; } });
+  t.same(alive, [], 'no process left');
 });
