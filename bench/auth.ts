@@ -14,6 +14,7 @@
  * Knobs: BENCH_IDS (identities per side, 200), BENCH_ROUNDS (5), BENCH_BATCH
  * (pairs per batch, 1024), BENCH_BASELINE_PAIRS (600), BENCH_BASELINE_CONCURRENCY (8).
  */
+import { runDevnetBench } from './authdevnet.js';
 import { fork, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { connect, createSecureContext, createServer as createTlsServer, type SecureContext, type TLSSocket } from 'node:tls';
@@ -262,5 +263,5 @@ async function clientMain(): Promise<void> {
   }
 }
 
-const main = process.argv[2] === 'server' ? serverMain : clientMain;
+const main = process.argv[2] === 'server' ? serverMain : async (): Promise<void> => { await clientMain(); if (!process.env.BENCH_SKIP_DEVNET) await runDevnetBench(); };
 main().catch((err) => { console.error(err); process.exit(1); });
