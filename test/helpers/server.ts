@@ -75,7 +75,7 @@ export function agentClient(parts: Pick<ServerParts, 'port' | 'ca' | 'td'>, svid
       },
     },
   );
-  return new Client(`127.0.0.1:${parts.port}`, creds) as Client & Record<string, Function>;
+  return new Client(`127.0.0.1:${parts.port}`, creds, { 'grpc.ssl_target_name_override': 'meshid-server' }) as Client & Record<string, Function>;
 }
 
 export function call<Res>(client: Record<string, Function>, method: string, req: unknown): Promise<Res> {
