@@ -1,9 +1,11 @@
 /** The admin API client every command uses: base URL, bearer token, JSON in and out, errors as ApiError. */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { ApiError, CliError } from './errors.js';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 export const DEFAULT_TOKEN_FILE = '/var/lib/meshid/server/admin.token';
+/** Where `meshid demo up` keeps its server's token (deploy/devnet/demo.ts, default prefix). */
+export const DEMO_TOKEN_FILE = '/var/lib/meshid/demo-md/server/admin.token';
 const TIMEOUT_MS = 30_000;
 
 export type Query = Record<string, string | number | boolean | readonly string[] | undefined>;
@@ -20,11 +22,12 @@ export interface Response<T> { status: number; body: T; text: string }
 /**
  * Where the bearer token comes from, first that applies: --token-file, then
  * MESHID_ADMIN_TOKEN (the token itself), then the file MESHID_TOKEN_FILE names,
- * then the server's default token file.
+ * then the server's default token file, and when that is absent the demo
+ * server's (`meshid demo up`), so the demo's walkthrough needs no flags.
  */
 export function readAdminToken(tokenFile: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   if (tokenFile === undefined && env.MESHID_ADMIN_TOKEN) return env.MESHID_ADMIN_TOKEN.trim();
-  const file = tokenFile ?? (env.MESHID_TOKEN_FILE || DEFAULT_TOKEN_FILE);
+  const file = tokenFile ?? (env.MESHID_TOKEN_FILE || (!existsSync(DEFAULT_TOKEN_FILE) && existsSync(DEMO_TOKEN_FILE) ? DEMO_TOKEN_FILE : DEFAULT_TOKEN_FILE));
   let token: string;
   try {
     token = readFileSync(file, 'utf8').trim();
