@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { bootNsToWallClock, type FlowEvent } from '../../bpf/index.js';
-import { MeshidError } from '../../spiffe/errors.js';
+import { errorResponse } from '../../common/httpstatus.js';
 import type { MeshidAgent } from '../agent.js';
 
 export interface ObservedFlow {
@@ -28,13 +28,6 @@ interface FlowPeer { ip: string; port: number; identity: number; namespace?: str
 
 const PROTO: Record<number, string> = { 1: 'ICMPv4', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
 
-function httpStatus(err: unknown): number {
-  if (!(err instanceof MeshidError)) return 500;
-  if (err.code.startsWith('invalid')) return 400;
-  if (err.code === 'not_found') return 404;
-  if (err.code === 'failed_precondition') return 409;
-  return 500;
-}
 
 export class AgentAdminServer {
   private server: Server | undefined;
@@ -78,8 +71,8 @@ export class AgentAdminServer {
         default: return this.json(res, 404, { error: { code: 'not_found', message: `no route ${url.pathname}` } });
       }
     } catch (err) {
-      const e = err as MeshidError;
-      this.json(res, httpStatus(err), { error: { code: e.code ?? 'internal', message: err instanceof MeshidError ? e.message : 'internal error', ...(e.field ? { field: e.field } : {}) } });
+      const { status, body } = errorResponse(err);
+      this.json(res, status, body);
     }
   }
 

@@ -20,7 +20,7 @@ import { healthRoutes } from './health.js';
 import { meshRoutes } from './mesh.js';
 import { policyRoutes } from './policies.js';
 import type { AdminRequest, AuditOutcome, Method, Route } from './route.js';
-import { errorResponse } from './status.js';
+import { errorResponse } from '../../common/httpstatus.js';
 import { svidRoutes } from './svids.js';
 
 export interface AdminApiOptions {

@@ -1,5 +1,5 @@
-/** The one place where errors become HTTP statuses and JSON error bodies for the admin API. */
-import { MeshidError, type ErrorCode } from '../../spiffe/errors.js';
+/** The one place where errors become HTTP statuses and JSON error bodies: the server's admin API and the agent's admin socket. */
+import { MeshidError, type ErrorCode } from '../spiffe/errors.js';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
