@@ -8,10 +8,11 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { request as httpRequest } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DemoCluster, httpFromNamespace, tcpRetransmits } from '../../deploy/devnet/demo.js';
+import { run } from '../helpers/process.js';
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -83,6 +84,26 @@ t.test('a pod without an authenticated pair is dropped with reason AUTH_REQUIRED
   t.equal(drop.verdict, 'DROPPED');
   t.equal(drop.drop_reason_desc, 'AUTH_REQUIRED');
   t.notOk(hasPair(await cluster.authEntries('n2'), 'backend', 'legacy'), 'no auth entry was written for it');
+});
+
+t.test('the CLI: policy list, auth list and explain read the server and the agents; an unsupported policy field is refused by name', async (t) => {
+  const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
+  const list = run('meshid', [...admin, 'policy', 'list']);
+  t.equal(list.code, 0, list.stderr);
+  t.match(list.stdout, /backend-requires-auth\s+CiliumNetworkPolicy/);
+  const auth = run('meshid', ['auth', 'list', '--agent', state.agentSockets['n1']!.admin]);
+  t.equal(auth.code, 0, auth.stderr);
+  t.match(auth.stdout, /sa\/frontend.*sa\/backend.*n2\s+mutual/);
+  const explain = run('meshid', ['explain', '--from', 'legacy', '--to', 'backend', '--port', '8080', '--agent', state.agentSockets['n2']!.admin]);
+  t.equal(explain.code, 0, explain.stderr);
+  t.match(explain.stdout, /selected by: default\/backend-requires-auth/);
+  t.match(explain.stdout, /auth entry: missing/);
+  const bad = join(cluster.stateDir, 'bad-policy.yaml');
+  writeFileSync(bad, 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: fqdn, namespace: default}\nspec:\n  endpointSelector: {}\n  egress:\n    - toFQDNs: [{matchName: example.com}]\n');
+  const refused = run('meshid', [...admin, 'policy', 'apply', '-f', bad]);
+  t.not(refused.code, 0, 'refused');
+  t.match(refused.stderr, /toFQDNs/, 'the message names the unsupported field');
+  t.notMatch(run('meshid', [...admin, 'policy', 'list']).stdout, /fqdn/, 'nothing was stored');
 });
 
 t.test('killing the agent on node 2 keeps established flows and new ones', async (t) => {
