@@ -50,6 +50,12 @@ export const kubernetesConfigSchema = z.object({
   policies: z.boolean().default(true),
   /** How often the API is asked which policy CRDs exist. */
   crd_discovery_interval: duration('crd_discovery_interval', '60s'),
+  /** Where the trust bundle is published for agents to mount (bundle.spiffe, bundle.crt). */
+  bundle_configmap: z.object({
+    enabled: z.boolean().default(true),
+    namespace: z.string().regex(DNS_LABEL, 'must be a namespace name').default('meshid'),
+    name: z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/, 'must be a ConfigMap name').default('meshid-bundle'),
+  }).strict().default({ enabled: true, namespace: 'meshid', name: 'meshid-bundle' }),
   leader_election: leaderElectionSchema.default({
     enabled: true, namespace: 'meshid', lease_name: 'meshid-server-controller', lease_duration: 15, renew_deadline: 10, retry_period: 2,
   }),

@@ -10,6 +10,7 @@ import type { Logger } from '../../common/log.js';
 import { K8sPsatAttestor } from '../attestation/k8spsat.js';
 import type { Datastore } from '../datastore/index.js';
 import type { TrustDomain } from '../../spiffe/id.js';
+import { BundlePublisher } from './bundle.js';
 import { kubeApis, loadKubeConfig, type KubeApis } from './client.js';
 import type { KubernetesConfig } from './config.js';
 import { KubernetesController, type KubernetesControllerOptions } from './controller.js';
@@ -41,6 +42,8 @@ export class KubernetesIntegration {
   /** Absent when auto_register, endpoints and policies are all off. */
   readonly controller: KubernetesController | undefined;
   readonly leaderElector: LeaderElector | undefined;
+  /** Absent when bundle_configmap is off. */
+  readonly bundlePublisher: BundlePublisher | undefined;
   private started = false;
 
   constructor(private readonly opts: KubernetesIntegrationOptions) {
@@ -50,6 +53,16 @@ export class KubernetesIntegration {
       trustDomain: opts.trustDomain, cluster: config.cluster, audience: config.psat_audience,
       allowedServiceAccounts: config.allowed_agent_service_accounts, authentication: this.apis.authentication, core: this.apis.core,
     });
+    if (config.bundle_configmap.enabled) {
+      this.bundlePublisher = new BundlePublisher({
+        core: this.apis.core, store: opts.store, trustDomain: opts.trustDomain, namespace: config.bundle_configmap.namespace,
+        name: config.bundle_configmap.name, logger: logger.child({ component: 'k8s-bundle' }),
+      });
+    }
+    const leading = (leader: boolean): void => {
+      this.controller?.setLeader(leader);
+      this.bundlePublisher?.setActive(leader);
+    };
     if (config.auto_register || config.endpoints || config.policies) {
       this.controller = new KubernetesController({
         core: this.apis.core, custom: this.apis.custom, watch: this.apis.watch, store: opts.store, trustDomain: opts.trustDomain,
@@ -57,27 +70,31 @@ export class KubernetesIntegration {
         endpoints: config.endpoints, policies: config.policies, crdDiscoveryIntervalMs: config.crd_discovery_interval * 1000,
         ...(opts.reflectorTiming ? { reflectorTiming: opts.reflectorTiming } : {}),
       });
-      const le = config.leader_election;
-      if (le.enabled) {
-        const controller = this.controller;
-        this.leaderElector = new LeaderElector({
-          coordination: this.apis.coordination, namespace: le.namespace, name: le.lease_name,
-          ...(le.identity ? { identity: le.identity } : {}),
-          leaseDurationMs: le.lease_duration * 1000, renewDeadlineMs: le.renew_deadline * 1000, retryPeriodMs: le.retry_period * 1000,
-          clock: opts.clock, logger: logger.child({ component: 'k8s-leader' }),
-          onStartedLeading: () => controller.setLeader(true),
-          onStoppedLeading: () => controller.setLeader(false),
-        });
-      }
     }
+    const le = config.leader_election;
+    if (le.enabled && (this.controller || this.bundlePublisher)) {
+      this.leaderElector = new LeaderElector({
+        coordination: this.apis.coordination, namespace: le.namespace, name: le.lease_name,
+        ...(le.identity ? { identity: le.identity } : {}),
+        leaseDurationMs: le.lease_duration * 1000, renewDeadlineMs: le.renew_deadline * 1000, retryPeriodMs: le.retry_period * 1000,
+        clock: opts.clock, logger: logger.child({ component: 'k8s-leader' }),
+        onStartedLeading: () => leading(true),
+        onStoppedLeading: () => leading(false),
+      });
+    }
+    this.leading = leading;
   }
+
+  /** Leadership to the parts that write only while leading. */
+  private readonly leading: (leader: boolean) => void;
 
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    this.bundlePublisher?.start();
     await this.controller?.start();
     if (this.leaderElector) this.leaderElector.start();
-    else this.controller?.setLeader(true);
+    else this.leading(true);
     this.opts.logger.info('kubernetes integration started', {
       cluster: this.opts.config.cluster, controller: this.controller !== undefined, leader_election: this.leaderElector !== undefined,
     });
@@ -88,12 +105,13 @@ export class KubernetesIntegration {
     if (!this.started) return;
     this.started = false;
     await this.leaderElector?.stop();
-    this.controller?.setLeader(false);
+    this.leading(false);
+    await this.bundlePublisher?.stop();
     await this.controller?.stop();
   }
 
   status(): KubernetesStatus {
-    const leader = this.leaderElector ? this.leaderElector.isLeader : this.controller !== undefined && this.started;
+    const leader = this.leaderElector ? this.leaderElector.isLeader : this.started;
     const writing = this.controller?.isActive ?? false;
     return { leader, synced: writing || this.controllerSynced(), writing };
   }

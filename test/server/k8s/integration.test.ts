@@ -22,6 +22,7 @@ import { startServerParts } from '../../helpers/server.js';
 import { kubeConfigFor, startFake, until } from './helpers.js';
 
 const SA = BUILTIN_RESOURCES.find((r) => r.kind === 'ServiceAccount')!;
+const CM = BUILTIN_RESOURCES.find((r) => r.kind === 'ConfigMap')!;
 const NODE_UID = '5e0c7a1d-0000-4000-8000-00000000a001';
 const AGENT_POD_UID = '5e0c7a1d-0000-4000-8000-00000000b001';
 const WEB_POD_UID = '5e0c7a1d-0000-4000-8000-00000000c001';
@@ -83,13 +84,15 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   // this test process plays web-1's container
   writeFileSync(join(proc, String(process.pid), 'cgroup'),
     `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${WEB_POD_UID.replaceAll('-', '_')}.slice/cri-containerd-${WEB_CID}.scope\n`);
-  writeFileSync(join(dir, 'bundle.pem'), parts.ca.bundle().x509Pem());
+  // the bootstrap bundle comes from the ConfigMap the server publishes (as the DaemonSet mounts it)
+  await until(() => fake.get(CM, 'meshid', 'meshid-bundle') !== undefined, 'the bundle ConfigMap');
+  writeFileSync(join(dir, 'bundle.spiffe'), (fake.get(CM, 'meshid', 'meshid-bundle') as unknown as { data: Record<string, string> }).data['bundle.spiffe']!);
   fake.put(serviceAccountObject('shop', 'web'));
   await until(() => parts.store.listEntries().items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/shop/sa/web'), 'the new ServiceAccount\'s entry');
 
   const agentKube = kubeConfigFor(fake, 'agent-token');
   const agent = new MeshidAgent(agentConfigSchema.parse({
-    server: `127.0.0.1:${port}`, trust_bundle: join(dir, 'bundle.pem'), socket: join(dir, 'agent.sock'), data_dir: join(dir, 'data'),
+    server: `127.0.0.1:${port}`, trust_bundle: join(dir, 'bundle.spiffe'), socket: join(dir, 'agent.sock'), data_dir: join(dir, 'data'),
     health: '127.0.0.1:0', node_name: 'node-a',
   }), {
     clock: systemClock, logger: new JsonLogger(new MemoryLogSink(), 'debug'),
