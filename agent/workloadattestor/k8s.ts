@@ -15,8 +15,11 @@ import { request as httpsRequest } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { CoreV1Api, V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, type V1ContainerStatus, type V1Pod } from '@kubernetes/client-node';
+import { z } from 'zod';
+import { parseDuration } from '../../common/config.js';
 import { Unavailable } from '../../spiffe/errors.js';
+import { DEFAULT_PSAT_TOKEN_PATH, K8sPsatPlugin } from '../attestation/k8spsat.js';
 import { Selector } from '../../spiffe/selector.js';
 import type { WorkloadAttestor } from './attestor.js';
 
@@ -232,4 +235,58 @@ function selectorsOf({ pod, status, specImage }: Found): Selector[] {
     for (const image of images) out.push(k8s(`container-image:${image}`));
   }
   return out;
+}
+
+const duration = (field: string, dflt: string) =>
+  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
+    try { return parseDuration(v, field); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
+  });
+
+/** The `kubernetes:` section of meshid-agent's config (agent/config.ts embeds it). */
+export const kubernetesAgentConfigSchema = z.object({
+  /** k8s_psat node attestation and the k8s workload attestor. */
+  enabled: z.boolean().default(false),
+  /** The cluster's name; must be the server's kubernetes.cluster. */
+  cluster: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('kubernetes'),
+  /** The projected ServiceAccount token (audience: the server's psat_audience). */
+  token_path: z.string().min(1).default(DEFAULT_PSAT_TOKEN_PATH),
+  /** For the apiserver pod source; default the pod's in-cluster ServiceAccount. */
+  kubeconfig: z.string().min(1).optional(),
+  /** Where this node's pods are read: the API server (spec.nodeName field selector) or the kubelet's /pods. */
+  pod_source: z.enum(['apiserver', 'kubelet']).default('apiserver'),
+  kubelet: z.object({
+    url: z.string().url().default('https://127.0.0.1:10250'),
+    token_path: z.string().min(1).default('/var/run/secrets/kubernetes.io/serviceaccount/token'),
+    ca_path: z.string().min(1).optional(),
+    insecure_skip_verify: z.boolean().default(false),
+  }).strict().default({ url: 'https://127.0.0.1:10250', token_path: '/var/run/secrets/kubernetes.io/serviceaccount/token', insecure_skip_verify: false }),
+  /** How long a pod list is reused. */
+  pod_cache_ttl: duration('kubernetes.pod_cache_ttl', '5s'),
+  /** How long a pod or container missing from the list is looked up again before the attestation fails. */
+  pending_retry: duration('kubernetes.pending_retry', '500ms'),
+}).strict();
+
+export type KubernetesAgentConfig = z.infer<typeof kubernetesAgentConfigSchema>;
+
+/** The agent's Kubernetes parts from its config: MeshidAgentDeps.attestor and one of workloadAttestors. */
+export function kubernetesAgentParts(config: KubernetesAgentConfig, nodeName: string, procRoot?: string): { attestor: K8sPsatPlugin; workloadAttestor: K8sAttestor } {
+  let source: PodSource;
+  if (config.pod_source === 'kubelet') {
+    source = new KubeletPodSource({
+      url: config.kubelet.url, tokenPath: config.kubelet.token_path, insecureSkipVerify: config.kubelet.insecure_skip_verify,
+      ...(config.kubelet.ca_path ? { caPath: config.kubelet.ca_path } : {}),
+    });
+  } else {
+    const kc = new KubeConfig();
+    if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
+    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+    else kc.loadFromDefault();
+    source = new ApiServerPodSource({ core: kc.makeApiClient(CoreV1Api), nodeName });
+  }
+  return {
+    attestor: new K8sPsatPlugin({ cluster: config.cluster, tokenPath: config.token_path }),
+    workloadAttestor: new K8sAttestor({
+      source, cacheTtlMs: config.pod_cache_ttl * 1000, retryTimeoutMs: config.pending_retry * 1000, ...(procRoot ? { procRoot } : {}),
+    }),
+  };
 }

@@ -3,14 +3,12 @@ import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../../common/clock.js';
 import { JsonLogger, MemoryLogSink } from '../../../common/log.js';
 import { MeshidAgent } from '../../../agent/agent.js';
-import { K8sPsatPlugin } from '../../../agent/attestation/k8spsat.js';
 import { agentConfigSchema } from '../../../agent/config.js';
 import { loadWorkloadProto, workloadCallMetadata, type X509SVIDResponseMessage } from '../../../agent/workloadapi/index.js';
-import { ApiServerPodSource, K8sAttestor } from '../../../agent/workloadattestor/k8s.js';
+import { kubernetesAgentConfigSchema, kubernetesAgentParts } from '../../../agent/workloadattestor/k8s.js';
 import { AgentApiServer } from '../../../server/agentapi/server.js';
 import { AttestorRegistry } from '../../../server/attestation/index.js';
 import { IdentityAllocator } from '../../../server/identity/index.js';
@@ -90,14 +88,16 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   fake.put(serviceAccountObject('shop', 'web'));
   await until(() => parts.store.listEntries().items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/shop/sa/web'), 'the new ServiceAccount\'s entry');
 
-  const agentKube = kubeConfigFor(fake, 'agent-token');
+  const k8sAgent = kubernetesAgentParts(kubernetesAgentConfigSchema.parse({
+    enabled: true, cluster: 'test-cluster', token_path: tokenPath, kubeconfig: fake.writeKubeconfig(join(dir, 'kubeconfig'), 'agent-token'),
+  }), 'node-a', proc);
   const agent = new MeshidAgent(agentConfigSchema.parse({
     server: `127.0.0.1:${port}`, trust_bundle: join(dir, 'bundle.spiffe'), socket: join(dir, 'agent.sock'), data_dir: join(dir, 'data'),
     health: '127.0.0.1:0', node_name: 'node-a',
   }), {
     clock: systemClock, logger: new JsonLogger(new MemoryLogSink(), 'debug'),
-    attestor: new K8sPsatPlugin({ cluster: 'test-cluster', tokenPath }),
-    workloadAttestors: [new K8sAttestor({ source: new ApiServerPodSource({ core: agentKube.makeApiClient(CoreV1Api), nodeName: 'node-a' }), procRoot: proc })],
+    attestor: k8sAgent.attestor,
+    workloadAttestors: [k8sAgent.workloadAttestor],
   });
   await agent.start();
   t.teardown(() => agent.stop());
@@ -118,6 +118,8 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   t.same(first.svids.map((s) => s.spiffe_id), ['spiffe://example.org/ns/shop/sa/web'], 'web-1\'s process gets its ServiceAccount\'s SVID');
   const v = verifyX509Svid(splitConcatenatedDer(first.svids[0]!.x509_svid), () => splitConcatenatedDer(first.svids[0]!.bundle), new Date());
   t.equal(v.spiffeId.toString(), 'spiffe://example.org/ns/shop/sa/web');
+  t.ok(fake.requestsTo(/^\/api\/v1\/pods$/, (r) => r.bearer === 'agent-token' && r.query.fieldSelector === 'spec.nodeName=node-a').length >= 1,
+    'the agent looked its node\'s pods up with its own credentials');
   // the controller also made web-1 an endpoint on node-a
   const ep = parts.store.getEndpoint('10.244.7.5');
   t.equal(parts.store.getNode(ep.nodeId).name, 'node-a');
