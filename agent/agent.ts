@@ -132,6 +132,7 @@ export class MeshidAgent {
         name: this.nodeName, address: config.node.address ?? '', podCidr: config.node.pod_cidr ?? '',
         endpoints: config.endpoints.map((e) => ({ name: e.name, namespace: e.namespace, serviceAccount: e.service_account, labels: e.labels, ip: e.ip, interface: e.interface })),
         connection: this.connection, state: this.state, logger: log.child({ component: 'node' }), wireguardPort: config.wireguard.port,
+        endpointsOwnedElsewhere: config.kubernetes.enabled,
         ...(this.wireguard ? { wireguard: this.wireguard } : {}),
       });
       this.membership.start();

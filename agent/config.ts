@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { readConfigFile, validateConfig } from '../common/config.js';
 import { TrustDomain } from '../spiffe/id.js';
+import { kubernetesAgentConfigSchema } from './workloadattestor/k8s.js';
 
 const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IP address');
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');
@@ -54,6 +55,8 @@ export const agentConfigSchema = z.object({
     address: z.string().optional(),
     implementation: z.enum(['auto', 'kernel', 'wireguard-go']).default('auto'),
   }).strict().default({ enabled: false, device: 'meshid-wg', port: 51871, implementation: 'auto' }),
+  /** PSAT node attestation and the k8s workload attestor. */
+  kubernetes: kubernetesAgentConfigSchema.prefault({}),
   mutual_auth: z.object({
     enabled: z.boolean().default(false),
     port: z.number().int().min(1).max(65535).default(4250),

@@ -9,6 +9,8 @@ import { MeshidError } from '../spiffe/errors.js';
 import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/x509.js';
 import { MeshidAgent } from './agent.js';
 import { loadAgentConfig } from './config.js';
+import { kubernetesAgentParts } from './workloadattestor/k8s.js';
+import { hostname } from 'node:os';
 import {
   DEFAULT_SOCKET_PATH, loadWorkloadProto, workloadCallMetadata,
   type JWTSVIDResponseMessage, type X509BundlesResponseMessage, type X509SVIDResponseMessage,
@@ -35,8 +37,11 @@ program.command('run')
       data_dir: o['dataDir'], node_name: o['nodeName'], health: o['health'], log_level: o['logLevel'],
     });
     const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-agent' });
+    const k8s = config.kubernetes.enabled ? kubernetesAgentParts(config.kubernetes, config.node_name ?? hostname()) : undefined;
     const agent = new MeshidAgent(config, {
       clock: systemClock, logger,
+      ...(k8s && !config.join_token ? { attestor: k8s.attestor } : {}),
+      ...(k8s ? { workloadAttestors: [k8s.workloadAttestor] } : {}),
       onFatal: (err) => { process.stderr.write(`meshid-agent: ${err.message}\n`); agent.stop().finally(() => process.exit(1)); },
     });
     let stopping = false;

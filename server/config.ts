@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { parseDuration, readConfigFile, validateConfig } from '../common/config.js';
 import { TrustDomain } from '../spiffe/id.js';
+import { kubernetesConfigSchema } from './k8s/config.js';
 
 const duration = (field: string, dflt: string) =>
   z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
@@ -29,6 +30,8 @@ export const serverConfigSchema = z.object({
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   /** Bearer token file for the admin API; created (0600) under data_dir when absent. */
   admin_token_file: z.string().optional(),
+  /** PSAT node attestation and the controller (ServiceAccounts → entries, Pods, Nodes, policy CRDs). */
+  kubernetes: kubernetesConfigSchema.prefault({}),
 }).strict();
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;

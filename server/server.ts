@@ -14,6 +14,7 @@ import { Datastore } from './datastore/index.js';
 import { IdentityAllocator } from './identity/index.js';
 import { ServerMetrics } from './metrics.js';
 import { Registration } from './registration/index.js';
+import { KubernetesIntegration } from './k8s/index.js';
 
 export interface MeshidServerDeps {
   clock: Clock;
@@ -29,6 +30,7 @@ export class MeshidServer {
   registration!: Registration;
   private agentApi: AgentApiServer | undefined;
   private adminApi: AdminApi | undefined;
+  kubernetes: KubernetesIntegration | undefined;
   private ready = false;
   agentPort = 0;
   adminPort = 0;
@@ -65,11 +67,14 @@ export class MeshidServer {
       this.metrics.agents.set(all.filter((a) => !a.banned).length, { state: 'active' });
       this.metrics.agents.set(all.filter((a) => a.banned).length, { state: 'banned' });
     });
+    if (config.kubernetes.enabled) {
+      this.kubernetes = new KubernetesIntegration({ config: config.kubernetes, store: this.store, trustDomain: config.trust_domain, clock: deps.clock, logger: log.child({ component: 'k8s' }) });
+    }
     this.agentApi = new AgentApiServer({
       bind: config.bind,
       ca: this.ca,
       store: this.store,
-      attestors: new AttestorRegistry([new JoinTokenAttestor(this.store, config.trust_domain), ...(deps.attestors ?? [])]),
+      attestors: new AttestorRegistry([new JoinTokenAttestor(this.store, config.trust_domain), ...(this.kubernetes ? [this.kubernetes.attestor] : []), ...(deps.attestors ?? [])]),
       clock: deps.clock,
       logger: log.child({ component: 'agentapi' }),
       metrics: this.metrics,
@@ -89,12 +94,14 @@ export class MeshidServer {
       ready: () => this.ready,
     });
     this.adminPort = await this.adminApi.start();
+    await this.kubernetes?.start();
     this.ready = true;
     log.info('meshid-server started', { trust_domain: config.trust_domain.name, agent_port: this.agentPort, admin_port: this.adminPort, data_dir: config.data_dir });
   }
 
   async stop(): Promise<void> {
     this.ready = false;
+    await this.kubernetes?.stop();
     await this.adminApi?.stop();
     await this.agentApi?.stop();
     this.ca?.stop();

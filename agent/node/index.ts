@@ -29,6 +29,8 @@ export interface NodeMembershipOptions {
   state: AgentState;
   logger: Logger;
   wireguard?: WireGuardManager;
+  /** Endpoints come from elsewhere (the Kubernetes controller): register none, so none are replaced. */
+  endpointsOwnedElsewhere?: boolean;
   /** UDP port of every node's WireGuard device. */
   wireguardPort: number;
 }
@@ -63,6 +65,7 @@ export class NodeMembership {
         name: this.opts.name, address: this.opts.address, pod_cidr: this.opts.podCidr,
         wireguard_public_key: this.opts.wireguard?.publicKey ?? '',
       });
+      if (this.opts.endpoints.length === 0 && this.opts.endpointsOwnedElsewhere) { this.published = true; return; }
       const regs: EndpointRegistrationMsg[] = this.opts.endpoints.map((e) => ({
         ip: e.ip, namespace: e.namespace, name: e.name, service_account: e.serviceAccount, labels: e.labels,
       }));

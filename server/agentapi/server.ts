@@ -226,7 +226,9 @@ export class AgentApiServer {
       throw new PermissionDenied(`node "${req.name}" belongs to ${existing.agentId}, not ${caller.agentId}`);
     }
     const node = this.opts.store.upsertNode({
-      name: req.name, address: req.address, wireguardPublicKey: req.wireguard_public_key, podCidr: req.pod_cidr, agentId: caller.agentId.toString(),
+      name: req.name, agentId: caller.agentId.toString(),
+      // Only what the agent knows: in Kubernetes the controller owns the address and pod CIDR.
+      ...(req.address ? { address: req.address } : {}), ...(req.wireguard_public_key ? { wireguardPublicKey: req.wireguard_public_key } : {}), ...(req.pod_cidr ? { podCidr: req.pod_cidr } : {}),
     });
     return { node: nodeMsg(node) };
   }
