@@ -247,7 +247,7 @@ export class DemoCluster {
     const pod = (name: string) => s.devnet.pods.find((p) => p.name === name)!;
     const backendUrl = `http://${pod('backend').ip}:8080/`;
     const pcap = join(this.stateDir, 'underlay.pcap');
-    const dump = spawn('nsenter', [`--net=/run/netns/${s.devnet.underlay.namespace}`, 'tcpdump', '-i', s.devnet.underlay.bridge, '-n', '-U', '--immediate-mode', '-w', pcap, 'ip'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const dump = spawn('nsenter', [`--net=/run/netns/${s.devnet.underlay.namespace}`, 'tcpdump', '-i', s.devnet.underlay.bridge, '-n', '-U', '--immediate-mode', '-w', pcap, `ip and not host ${s.devnet.host!.address}`], { stdio: ['ignore', 'ignore', 'pipe'] });
     // tcpdump says "listening on" once its capture is open; only then does the request start.
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, 10_000);
@@ -263,7 +263,7 @@ export class DemoCluster {
     const lines = read.stdout.split('\n').filter(Boolean);
     const wg = lines.filter((l) => /\.51871[ :]/.test(l) && / UDP,/.test(l));
     const other = lines.filter((l) => !wg.includes(l));
-    this.say(`8. Underlay capture during that request: ${lines.length} packets, ${wg.length} of them WireGuard (UDP 51871)${other.length ? `, others: ${other.slice(0, 3).join(' | ')}` : ', nothing else: the pods\' traffic is encrypted'}`);
+    this.say(`8. Underlay capture between the nodes during that request (agent ↔ server control traffic left out): ${lines.length} packets, ${wg.length} of them WireGuard (UDP 51871)${other.length ? `, others: ${other.slice(0, 3).join(' | ')}` : ', nothing else: the pods\' traffic is encrypted'}`);
     const refused = httpFromNamespace(pod('legacy').namespace, backendUrl, 2000);
     this.say(`9. legacy → backend (labelled app=frontend, but its ServiceAccount has no SPIFFE identity): ${refused.ok ? 'ANSWERED (unexpected)' : `refused (${refused.body})`}`);
     this.say('   `meshid observe --verdict DROPPED` shows the drop with reason AUTH_REQUIRED on n2;');
