@@ -1,22 +1,12 @@
 import { status as Status, type ServerErrorResponse } from '@grpc/grpc-js';
-import { MeshidError, type ErrorCode } from '../spiffe/errors.js';
+import { INPUT_ERROR_CODES, MeshidError, type ErrorCode } from '../spiffe/errors.js';
 
 /** The gRPC status of each error kind: the one map for every gRPC service of meshid. */
 export function grpcCode(code: ErrorCode): Status {
+  // The Workload API standard answers every bad input, including a JWT-SVID
+  // that fails validation for any reason, with InvalidArgument.
+  if (INPUT_ERROR_CODES.has(code)) return Status.INVALID_ARGUMENT;
   switch (code) {
-    // The Workload API standard answers every bad input, including a JWT-SVID
-    // that fails validation for any reason, with InvalidArgument.
-    case 'invalid_argument':
-    case 'invalid_spiffe_id':
-    case 'invalid_trust_domain':
-    case 'invalid_selector':
-    case 'invalid_svid':
-    case 'invalid_csr':
-    case 'invalid_jwt':
-    case 'jwt_expired':
-    case 'jwt_signature':
-    case 'jwt_audience':
-      return Status.INVALID_ARGUMENT;
     case 'untrusted': return Status.PERMISSION_DENIED;
     case 'not_found': return Status.NOT_FOUND;
     case 'already_exists': return Status.ALREADY_EXISTS;
@@ -26,6 +16,7 @@ export function grpcCode(code: ErrorCode): Status {
     case 'resource_exhausted': return Status.RESOURCE_EXHAUSTED;
     case 'unavailable': return Status.UNAVAILABLE;
     case 'internal': return Status.INTERNAL;
+    default: return Status.INTERNAL;
   }
 }
 

@@ -1,5 +1,5 @@
 /** The one place where errors become HTTP statuses and JSON error bodies: the server's admin API and the agent's admin socket. */
-import { MeshidError, type ErrorCode } from '../spiffe/errors.js';
+import { INPUT_ERROR_CODES, MeshidError, type ErrorCode } from '../spiffe/errors.js';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
@@ -7,18 +7,8 @@ export interface ErrorBody {
 }
 
 export function httpStatus(code: ErrorCode): number {
+  if (INPUT_ERROR_CODES.has(code)) return 400;
   switch (code) {
-    case 'invalid_argument':
-    case 'invalid_spiffe_id':
-    case 'invalid_trust_domain':
-    case 'invalid_selector':
-    case 'invalid_svid':
-    case 'invalid_csr':
-    case 'invalid_jwt':
-    case 'jwt_expired':
-    case 'jwt_signature':
-    case 'jwt_audience':
-      return 400;
     case 'unauthenticated': return 401;
     case 'untrusted':
     case 'permission_denied':
@@ -32,6 +22,7 @@ export function httpStatus(code: ErrorCode): number {
     case 'resource_exhausted': return 413;
     case 'unavailable': return 503;
     case 'internal': return 500;
+    default: return 500;
   }
 }
 

@@ -24,6 +24,12 @@ export type ErrorCode =
   | 'unavailable'
   | 'internal';
 
+/** The codes that mean "the caller's input was bad" on every transport (400, InvalidArgument). */
+export const INPUT_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'invalid_argument', 'invalid_spiffe_id', 'invalid_trust_domain', 'invalid_selector', 'invalid_svid', 'invalid_csr',
+  'invalid_jwt', 'jwt_expired', 'jwt_signature', 'jwt_audience',
+]);
+
 export class MeshidError extends Error {
   readonly code: ErrorCode;
   /** The input field that was wrong, where there is one (e.g. `spiffe_id`, `selectors[2]`). */
