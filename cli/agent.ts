@@ -3,18 +3,8 @@ import type { Command } from 'commander';
 import { cliContext, wholeNumberFlag } from './context.js';
 import { UsageError } from './errors.js';
 import { formatFields, formatTable, formatTime } from './output.js';
+import type { AgentJson } from '../server/adminapi/agents.js';
 
-interface AgentJson {
-  spiffe_id: string;
-  attestation_type: string;
-  x509_svid_serial_number: string;
-  x509_svid_expires_at: number;
-  banned: boolean;
-  can_reattest: boolean;
-  selectors: string[];
-  created_at: number;
-  updated_at: number;
-}
 
 const agentPath = (id: string) => `/v1/agents/${encodeURIComponent(id)}`;
 

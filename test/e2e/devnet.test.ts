@@ -134,7 +134,7 @@ t.test('deleting the policy removes the auth entries on the remaining agent', as
   });
   t.equal(res.status, 200);
   await until('n1 to drop its auth entry', async () => !hasPair(await cluster.authEntries('n1'), 'frontend', 'backend'));
-  t.pass('entry removed on n1');
+  t.notOk(hasPair(await cluster.authEntries('n1'), 'frontend', 'backend'), 'entry removed on n1');
 });
 
 t.test('demo down removes the namespaces, pinned maps, sockets and processes', async (t) => {

@@ -205,3 +205,12 @@ export function serverResult(ekm: Buffer, batch: number, pairs: WirePair[], sign
     proofs: [...signers].map(([id, svid]) => encodeProof(id, svid.chain, signProof(svid.key, proofInput(ekm, 'server', batch, id, pairsOf('server', id, pairs))))),
   };
 }
+
+/** Waits until `cond` holds (polling), or throws after `ms`. */
+export async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -9,6 +9,7 @@ import { Bundle } from '../../../spiffe/bundle.js';
 import {
   agentIdOf, clientMessage, cluster, delta, entryKeys, HOUR, makeCa, MIN, mintSvid, nodes, rawClient, rawServer, saId, serverResult,
   type Agent, type Ca, type Cluster, type Svid,
+  until,
 } from './fixtures.js';
 
 const pair = (localIdentity: number, remoteIdentity: number, remoteNodeId: number) => ({ localIdentity, remoteIdentity, remoteNodeId });
@@ -196,7 +197,8 @@ t.test('a banned agent (node re-registered to another agent) is cut off mid-sess
   const reg = nodes().find((n) => n.id === 1)!;
   c.b.state.apply(delta({ nodes: [{ ...reg, agent_id: agentIdOf('node-a-reattested') }] }));
   await raw.session.closed;
-  t.pass('the server ended the session when the registry changed');
+  await until(() => c.b.auth.stats().sessions.server === 0);
+  t.equal(c.b.auth.stats().sessions.server, 0, 'the server ended the session when the registry changed');
   const again = await rawClient(c.b.auth.port, c.a.agent);
   t.teardown(() => again.close());
   const reply = await again.request(clientMessage(again.session.ekm, 1, [[102, 202]], new Map([[102, wl(c.a, 'a', 'api')]]))) as Reply;

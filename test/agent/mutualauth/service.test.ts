@@ -6,7 +6,7 @@ import { AuthType, type AuthMap } from '../../../bpf/index.js';
 import type { AuthMapWriter } from '../../../agent/mutualauth/index.js';
 import { MetricsRegistry } from '../../../common/metrics.js';
 import { parseCertificate } from '../../../spiffe/x509.js';
-import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, type Svid } from './fixtures.js';
+import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, until, type Svid } from './fixtures.js';
 
 // Compile-time check: the kernel's AuthMap fits where the service writes (tsc fails here if bpf/maps.ts drifts).
 const kernelMapFits: AuthMap extends AuthMapWriter ? true : false = true;
@@ -18,13 +18,6 @@ const earliest = (...s: Svid[]): Date => new Date(Math.min(...s.map((x) => notAf
 const closeTo = (a: bigint, b: bigint): boolean => (a > b ? a - b : b - a) < 1_000_000n;
 const pair = (localIdentity: number, remoteIdentity: number, remoteNodeId: number) => ({ localIdentity, remoteIdentity, remoteNodeId });
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 t.test('a batch writes matching entries on both agents (mirrored pair, peer node id), expiring with the shortest-lived certificate on the boot-time clock', async (t) => {
   const { a, b } = await cluster(t);
@@ -181,7 +174,7 @@ t.test('removing an identity or a node from the registry removes the entries tha
   b.state.apply(delta({ removed_nodes: [1] }));
   t.same(entryKeys(b.map), [], 'node 1 went away: B drops its entries');
   await until(() => b.auth.stats().sessions.server === 0 && a.auth.stats().sessions.client === 0);
-  t.pass('the session with node 1\'s agent is closed');
+  t.equal(b.auth.stats().sessions.server + a.auth.stats().sessions.client, 0, 'the session with node 1\'s agent is closed');
   t.equal(a.auth.removeWhere((p) => p.remoteNodeId === 0), 1, 'removeWhere deletes what the predicate selects');
   t.same(entryKeys(a.map), ['102/202/2']);
 });
