@@ -1,21 +1,9 @@
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import {
-  Server as GrpcServer,
-  ServerCredentials,
-  ServerInterceptingCall,
-  status as Status,
-  type Metadata,
-  type sendUnaryData,
-  type ServerInterceptor,
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  type UntypedServiceImplementation,
-} from '@grpc/grpc-js';
 import { silentLogger, type Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
-import { FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated, Unavailable } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable } from '../../spiffe/errors.js';
 import { SpiffeId } from '../../spiffe/id.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
 import type { PeerProcess, WorkloadAttestor } from '../workloadattestor/attestor.js';
@@ -40,6 +28,7 @@ import {
 import type { CachedX509Svid, WorkloadSource } from './source.js';
 import { toServiceError } from './status.js';
 import { toStruct } from './struct.js';
+import { grpcFrame, GrpcTransport, type GrpcCall, type GrpcMethod } from './transport.js';
 
 export interface WorkloadApiServerOptions {
   /** Default /run/meshid/agent.sock; its folder is created. */
@@ -63,14 +52,14 @@ export interface WorkloadApiServerOptions {
 }
 
 type StreamKind = 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles';
-type AnyStreamCall = ServerWritableStream<unknown, unknown>;
+type Call = GrpcCall<PeerProcess>;
 
-/** One stream message; its serialization is made only when a change needs a comparison. */
-interface Answer { message: unknown; bytes?: Buffer }
+/** One stream message, serialized once and shared by every stream that sends it. */
+interface Answer { message: unknown; bytes?: Buffer; frame?: Buffer }
 
 interface OpenStream {
   kind: StreamKind;
-  call: AnyStreamCall;
+  call: Call;
   selectors: SelectorSet;
   /** the last message sent, so an unchanged answer is not sent again */
   lastSent: Answer;
@@ -81,18 +70,11 @@ const NO_IDENTITY = 'no identity issued';
 /**
  * The SPIFFE Workload API on a Unix socket, as spire-agent serves it.
  *
- * Connections are accepted by our own net.Server, not by grpc-js, so that each
- * one's peer can be read from its file descriptor (SO_PEERCRED) before any call
- * arrives; the socket is then handed to grpc-js through a connection injector.
- *
- * How a call finds its connection: grpc-js exposes the connection of a call
- * only as `call.getPeer()`, which it reads from `session.socket.remoteAddress`
- * of the call's HTTP/2 session, and that session's socket is the very socket we
- * injected (http2's socket proxy forwards property reads to it). A Unix socket
- * has no remote address, so at accept time we give the socket an own
- * `remoteAddress` property holding a server-chosen connection tag, and keep
- * tag -> peer process in a map. A client cannot influence the tag, every call
- * on the connection carries it, and the entry is dropped when the socket closes.
+ * Connections are accepted by our own net.Server, so that each one's peer can
+ * be read from its file descriptor (SO_PEERCRED) before any call arrives; the
+ * socket is then served by the gRPC transport (transport.ts) with that peer
+ * bound to its HTTP/2 session, so every call on the connection carries the
+ * process that opened it and nothing a client sends can change it.
  */
 export class WorkloadApiServer {
   readonly socketPath: string;
@@ -106,8 +88,7 @@ export class WorkloadApiServer {
   private readonly customPeerCredentials: boolean;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopped: Promise<void> | undefined;
-  private grpcServer: GrpcServer | undefined;
-  private injector: ReturnType<GrpcServer['createConnectionInjector']> | undefined;
+  private transport: GrpcTransport<PeerProcess> | undefined;
   private netServer: NetServer | undefined;
   private socketInode: number | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -118,8 +99,6 @@ export class WorkloadApiServer {
    * once. null: the selectors are entitled to nothing.
    */
   private readonly answers = new Map<string, Answer | null>();
-  private connectionSeq = 0;
-  private readonly connections = new Map<string, PeerProcess>();
   private readonly sockets = new Set<Socket>();
   private readonly streams = new Set<OpenStream>();
 
@@ -149,10 +128,12 @@ export class WorkloadApiServer {
       if (!this.customPeerCredentials) loadPeercredAddon();
       await mkdir(dirname(this.socketPath), { recursive: true, mode: 0o755 });
       await removeStaleSocket(this.socketPath);
-      const grpcServer = new GrpcServer({ interceptors: [this.metricsInterceptor()] });
-      grpcServer.addService(this.proto.service, this.handlers());
-      this.grpcServer = grpcServer;
-      this.injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
+      this.transport = new GrpcTransport<PeerProcess>({
+        service: 'SpiffeWorkloadAPI',
+        methods: this.methods(),
+        onCallEnd: (method, code) => this.metrics.countCall(method, code),
+        logger: this.logger,
+      });
       this.unsubscribe = this.source.onChange(() => {
         // dropped at once, so that a stream opened before the refresh runs gets the new answer
         this.answers.clear();
@@ -193,23 +174,20 @@ export class WorkloadApiServer {
     const listenerClosed = netServer?.listening
       ? new Promise<void>((resolve) => netServer.close(() => resolve()))
       : Promise.resolve();
-    for (const stream of [...this.streams]) this.endStream(stream, new Unavailable('the workload API is shutting down'));
-    const grpcServer = this.grpcServer;
-    if (grpcServer) {
-      // graceful first, so that ended streams deliver their status; then cut what is left
-      const graceful = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), this.stopGraceMs); });
-      const late = await Promise.race([Promise.all([graceful, listenerClosed]).then(() => false), timedOut]);
-      clearTimeout(timer);
-      if (late) this.logger.warn('workload API connections did not close in time; closing them', { connections: this.sockets.size });
-      grpcServer.forceShutdown();
+    const transport = this.transport;
+    if (transport) {
+      // every call ends with a status first (streams UNAVAILABLE, unary calls still
+      // attesting likewise), so that GOAWAY finds nothing left to wait for
+      const unavailable = new Unavailable('the workload API is shutting down');
+      for (const stream of [...this.streams]) this.endStream(stream, unavailable);
+      for (const call of transport.openCalls()) this.finishWithError(call, unavailable);
+      const inTime = await transport.close(this.stopGraceMs);
+      if (!inTime) this.logger.warn('workload API connections did not close in time; closed them', { connections: this.sockets.size });
     }
     for (const socket of this.sockets) socket.destroy();
     await listenerClosed;
     this.answers.clear();
-    this.injector = undefined;
-    this.grpcServer = undefined;
+    this.transport = undefined;
     this.netServer = undefined;
     await this.removeOwnSocket();
   }
@@ -228,8 +206,8 @@ export class WorkloadApiServer {
 
   private acceptConnection(socket: Socket): void {
     socket.on('error', (err) => this.logger.debug('workload API connection error', { error: err.message }));
-    const injector = this.injector;
-    if (!injector || this.state === 'stopping' || this.state === 'stopped') { socket.destroy(); return; }
+    const transport = this.transport;
+    if (!transport || this.state === 'stopping' || this.state === 'stopped') { socket.destroy(); return; }
     let peer: PeerProcess;
     try {
       peer = this.attestation.identifyPeer(socket);
@@ -238,55 +216,51 @@ export class WorkloadApiServer {
       socket.destroy();
       return;
     }
-    const tag = `meshid-workload-connection-${++this.connectionSeq}`;
-    Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true });
-    this.connections.set(tag, peer);
     this.sockets.add(socket);
     this.metrics.openConnections++;
     socket.once('close', () => {
-      this.connections.delete(tag);
       this.sockets.delete(socket);
       this.metrics.openConnections--;
+      this.attestation.release(peer);
     });
-    injector.injectConnection(socket);
+    transport.attach(socket, peer);
   }
 
-  /** Counts every call once, by its final status (CANCELLED when the client goes away first). */
-  private metricsInterceptor(): ServerInterceptor {
-    return (methodDescriptor, call) => {
-      const method = methodDescriptor.path.slice(methodDescriptor.path.lastIndexOf('/') + 1);
-      let counted = false;
-      const count = (code: Status): void => {
-        if (counted) return;
-        counted = true;
-        this.metrics.countCall(method, code);
-      };
-      return new ServerInterceptingCall(call, {
-        start: (next) => next({ onCancel: () => count(Status.CANCELLED) }),
-        sendStatus: (status, next) => { count(status.code); next(status); },
-      });
-    };
-  }
-
-  private handlers(): UntypedServiceImplementation {
-    return {
-      FetchX509SVID: (call: AnyStreamCall) => { void this.serveStream('FetchX509SVID', call); },
-      FetchX509Bundles: (call: AnyStreamCall) => { void this.serveStream('FetchX509Bundles', call); },
-      FetchJWTBundles: (call: AnyStreamCall) => { void this.serveStream('FetchJWTBundles', call); },
-      FetchJWTSVID: (call: ServerUnaryCall<JWTSVIDRequestMessage, JWTSVIDResponseMessage>, callback: sendUnaryData<JWTSVIDResponseMessage>) => {
-        this.unary(callback, () => this.fetchJwtSvid(call));
-      },
-      ValidateJWTSVID: (call: ServerUnaryCall<ValidateJWTSVIDRequestMessage, ValidateJWTSVIDResponseMessage>, callback: sendUnaryData<ValidateJWTSVIDResponseMessage>) => {
-        this.unary(callback, () => this.validateJwtSvid(call));
-      },
-    };
-  }
-
-  private unary<T>(callback: sendUnaryData<T>, body: () => Promise<T>): void {
-    body().then((response) => callback(null, response), (err: unknown) => {
-      this.logCallError(err);
-      callback(toServiceError(err));
+  private methods(): Map<string, GrpcMethod<PeerProcess>> {
+    const decoder = (name: string) => this.proto.service[name]!.requestDeserialize;
+    const stream = (kind: StreamKind): GrpcMethod<PeerProcess> => ({
+      kind: 'server-stream',
+      decodeRequest: decoder(kind),
+      handle: (call) => { void this.serveStream(kind, call); },
     });
+    return new Map<string, GrpcMethod<PeerProcess>>([
+      ['FetchX509SVID', stream('FetchX509SVID')],
+      ['FetchX509Bundles', stream('FetchX509Bundles')],
+      ['FetchJWTBundles', stream('FetchJWTBundles')],
+      ['FetchJWTSVID', {
+        kind: 'unary',
+        decodeRequest: decoder('FetchJWTSVID'),
+        handle: (call, request) => { this.unary(call, 'FetchJWTSVID', () => this.fetchJwtSvid(call, request as JWTSVIDRequestMessage)); },
+      }],
+      ['ValidateJWTSVID', {
+        kind: 'unary',
+        decodeRequest: decoder('ValidateJWTSVID'),
+        handle: (call, request) => { this.unary(call, 'ValidateJWTSVID', () => this.validateJwtSvid(call, request as ValidateJWTSVIDRequestMessage)); },
+      }],
+    ]);
+  }
+
+  private unary<T>(call: Call, method: string, body: () => Promise<T>): void {
+    body().then((response) => {
+      call.reply(grpcFrame(this.proto.service[method]!.responseSerialize(response)));
+    }, (err: unknown) => this.finishWithError(call, err));
+  }
+
+  private finishWithError(call: Call, err: unknown): void {
+    if (call.done) return;
+    this.logCallError(err);
+    const status = toServiceError(err);
+    call.finish(status.code, status.details);
   }
 
   private logCallError(err: unknown): void {
@@ -296,20 +270,17 @@ export class WorkloadApiServer {
   }
 
   /** The caller's selectors: the peer pinned when its connection was accepted, attested (cached per process). */
-  private async attestCaller(call: { metadata: Metadata; getPeer(): string }): Promise<SelectorSet> {
+  private async attestCaller(call: Call): Promise<SelectorSet> {
     // SPIFFE Workload Endpoint §5: the header proves the call did not come through a
     // proxy (SSRF); the standard requires exactly "true"
-    const header = call.metadata.get(SECURITY_HEADER);
-    if (header.length !== 1 || header[0] !== 'true') throw new InvalidArgument('security header missing from request', SECURITY_HEADER);
-    const peer = this.connections.get(call.getPeer());
-    if (!peer) throw new Unauthenticated('the connection of this call is not known to the workload API');
-    return this.attestation.attest(peer);
+    if (call.metadata(SECURITY_HEADER) !== 'true') throw new InvalidArgument('security header missing from request', SECURITY_HEADER);
+    return this.attestation.attest(call.context);
   }
 
-  private async serveStream(kind: StreamKind, call: AnyStreamCall): Promise<void> {
+  private async serveStream(kind: StreamKind, call: Call): Promise<void> {
     try {
       const selectors = await this.attestCaller(call);
-      if (call.cancelled) return;
+      if (call.done) return;
       if (this.state !== 'running') throw new Unavailable('the workload API is shutting down');
       // from here to registration nothing awaits, so no change can slip between
       // the first answer and the subscription to the next ones
@@ -318,11 +289,10 @@ export class WorkloadApiServer {
       const stream: OpenStream = { kind, call, selectors, lastSent: answer };
       this.streams.add(stream);
       this.metrics.openStreams++;
-      call.once('cancelled', () => this.forgetStream(stream));
-      call.write(answer.message);
+      call.onEnded(() => this.forgetStream(stream));
+      call.send(this.frame(kind, answer));
     } catch (err) {
-      this.logCallError(err);
-      if (!call.cancelled) call.emit('error', toServiceError(err));
+      this.finishWithError(call, err);
     }
   }
 
@@ -330,9 +300,11 @@ export class WorkloadApiServer {
     if (this.streams.delete(stream)) this.metrics.openStreams--;
   }
 
+  /** Ends an open stream with the status of err (logged by whoever raised it). */
   private endStream(stream: OpenStream, err: unknown): void {
     this.forgetStream(stream);
-    if (!stream.call.cancelled) stream.call.emit('error', toServiceError(err));
+    const status = toServiceError(err);
+    stream.call.finish(status.code, status.details);
   }
 
   /** Coalesces a burst of source changes into one pass over the open streams. */
@@ -372,13 +344,18 @@ export class WorkloadApiServer {
         continue;
       }
       stream.lastSent = answer;
-      stream.call.write(answer.message);
+      stream.call.send(this.frame(stream.kind, answer));
     }
   }
 
   private serialized(kind: StreamKind, answer: Answer): Buffer {
     answer.bytes ??= this.proto.service[kind]!.responseSerialize(answer.message);
     return answer.bytes;
+  }
+
+  private frame(kind: StreamKind, answer: Answer): Buffer {
+    answer.frame ??= grpcFrame(this.serialized(kind, answer));
+    return answer.frame;
   }
 
   /** The current message of a stream for these selectors; undefined when the caller is entitled to nothing. */
@@ -444,8 +421,8 @@ export class WorkloadApiServer {
     return { bundles: byTrustDomainId(visible, (jwks) => jwks) };
   }
 
-  private async fetchJwtSvid(call: ServerUnaryCall<JWTSVIDRequestMessage, JWTSVIDResponseMessage>): Promise<JWTSVIDResponseMessage> {
-    const { audience, spiffe_id: requested } = call.request;
+  private async fetchJwtSvid(call: Call, request: JWTSVIDRequestMessage): Promise<JWTSVIDResponseMessage> {
+    const { audience, spiffe_id: requested } = request;
     if (audience.length === 0 || audience.some((a) => a === '')) throw new InvalidArgument('audience must be specified', 'audience');
     const spiffeId = requested ? SpiffeId.parse(requested, 'spiffe_id') : undefined;
     const selectors = await this.attestCaller(call);
@@ -456,8 +433,8 @@ export class WorkloadApiServer {
     };
   }
 
-  private async validateJwtSvid(call: ServerUnaryCall<ValidateJWTSVIDRequestMessage, ValidateJWTSVIDResponseMessage>): Promise<ValidateJWTSVIDResponseMessage> {
-    const { audience, svid } = call.request;
+  private async validateJwtSvid(call: Call, request: ValidateJWTSVIDRequestMessage): Promise<ValidateJWTSVIDResponseMessage> {
+    const { audience, svid } = request;
     if (audience === '') throw new InvalidArgument('audience must be specified', 'audience');
     if (svid === '') throw new InvalidArgument('svid must be specified', 'svid');
     const selectors = await this.attestCaller(call);

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { MeshidError, Unauthenticated } from '../../spiffe/errors.js';
 import { SelectorSet } from '../../spiffe/selector.js';
 import type { PeerProcess, WorkloadAttestor } from './attestor.js';
-import { peerCredentials, peerPidfd, pidfdRefersTo, type PeerCredentials } from './peercred.js';
+import { peerCredentials, peerPidfd, pidfdAlive, type PeerCredentials } from './peercred.js';
 import { processStartTimeSync } from './proc.js';
 
 export interface WorkloadAttestationOptions {
@@ -44,6 +44,8 @@ export class WorkloadAttestation {
   private readonly credentials: (socket: Socket) => PeerCredentials;
   private readonly pidfd: ((socket: Socket) => number | undefined) | undefined;
   private readonly cache = new Map<string, CacheEntry>();
+  /** The pidfd of each pinned peer whose kernel gave one (SO_PEERPIDFD), open until release(). */
+  private readonly pidfds = new WeakMap<PeerProcess, number>();
 
   constructor(options: WorkloadAttestationOptions) {
     this.attestors = options.attestors;
@@ -60,18 +62,31 @@ export class WorkloadAttestation {
   identifyPeer(socket: Socket): PeerProcess {
     const { pid, uid, gid } = this.credentials(socket);
     const pidfd = this.pidfd?.(socket);
+    let pinned = false;
     try {
       const startTime = processStartTimeSync(this.procRoot, pid);
       // SO_PEERCRED's pid may already name another process if the caller exited
-      // before we accepted; the pidfd, taken at connect, tells: if it still refers
-      // to a live `pid` after the read, the start time is the caller's
-      if (startTime === undefined || (pidfd !== undefined && !pidfdRefersTo(pidfd, pid))) {
+      // before we accepted; the pidfd, taken at connect, tells: if the process it
+      // names is still alive after the read, the start time read is the caller's
+      if (startTime === undefined || (pidfd !== undefined && !pidfdAlive(pidfd))) {
         throw new Unauthenticated(`caller process ${pid} exited before it could be attested`);
       }
-      return { pid, uid, gid, startTime };
+      const peer: PeerProcess = { pid, uid, gid, startTime };
+      if (pidfd !== undefined) this.pidfds.set(peer, pidfd);
+      pinned = true;
+      return peer;
     } finally {
-      if (pidfd !== undefined) closeSync(pidfd);
+      if (!pinned && pidfd !== undefined) closeSync(pidfd);
     }
+  }
+
+  /** Lets go of a peer whose connection closed (its pidfd, if it had one). */
+  release(peer: PeerProcess): void {
+    const pidfd = this.pidfds.get(peer);
+    if (pidfd === undefined) return;
+    // forgotten before the close, so that no later check can use a reused fd number
+    this.pidfds.delete(peer);
+    closeSync(pidfd);
   }
 
   /** The selectors of the peer; throws Unauthenticated when the process is gone or its pid now names another process. */
@@ -116,12 +131,15 @@ export class WorkloadAttestation {
   }
 
   /**
-   * Synchronous on purpose: reading /proc/<pid>/stat is a few microseconds of
-   * in-memory procfs work, cheaper than a trip through libuv's thread pool,
-   * and it runs on every call.
+   * Runs on every call. With the peer's pidfd it is one syscall; without one
+   * (older kernels, peers made up by tests), /proc/<pid>/stat must still show
+   * the same start time: synchronous on purpose, since that read is in-memory
+   * procfs work, cheaper than a trip through libuv's thread pool.
    */
   private assertAlive(peer: PeerProcess): void {
-    if (processStartTimeSync(this.procRoot, peer.pid) !== peer.startTime) {
+    const pidfd = this.pidfds.get(peer);
+    const alive = pidfd !== undefined ? pidfdAlive(pidfd) : processStartTimeSync(this.procRoot, peer.pid) === peer.startTime;
+    if (!alive) {
       throw new Unauthenticated(`caller process ${peer.pid} is gone: could not verify the existence of the original caller`);
     }
   }

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { packageRoot } from '../../api/assets.js';
@@ -14,16 +14,21 @@ export interface PeerCredentials {
 export interface PeercredAddon {
   peercred(fd: number): PeerCredentials;
   peerpidfd(fd: number): number;
+  pidfdalive(pidfd: number): boolean;
 }
 
 const addonPath = join(packageRoot, 'agent', 'workloadattestor', 'peercred', 'build', 'Release', 'peercred.node');
 
-/** Loads the addon (node caches it); throws a message naming `make native` when it was not built. */
+let addon: PeercredAddon | undefined;
+
+/** Loads the addon once; throws a message naming `make native` when it was not built. */
 export function loadPeercredAddon(): PeercredAddon {
+  if (addon) return addon;
   if (!existsSync(addonPath)) {
     throw new Error(`meshid: the peercred native addon is not built (${addonPath}); run \`make native\``);
   }
-  return createRequire(import.meta.url)(addonPath) as PeercredAddon;
+  addon = createRequire(import.meta.url)(addonPath) as PeercredAddon;
+  return addon;
 }
 
 /**
@@ -32,7 +37,6 @@ export function loadPeercredAddon(): PeercredAddon {
  * descriptor: the pid, uid and gid of the process that called connect(2).
  */
 export function peerCredentials(socket: Socket): PeerCredentials {
-  // require() caches the addon, so this is a lookup after the first call
   return loadPeercredAddon().peercred(socketFd(socket));
 }
 
@@ -50,11 +54,12 @@ export function peerPidfd(socket: Socket): number | undefined {
   }
 }
 
-/** Whether the process a pidfd names still runs with pid `pid` (the Pid line of its fdinfo is -1 once it is gone). */
-export function pidfdRefersTo(pidfd: number, pid: number): boolean {
-  const info = readFileSync(`/proc/self/fdinfo/${pidfd}`, 'latin1');
-  const m = /^Pid:\s*(-?\d+)/m.exec(info);
-  return m !== null && Number(m[1]) === pid;
+/**
+ * Whether the process a pidfd names has not exited. A pidfd names one process
+ * for good, so while it is alive its pid cannot have been given to another.
+ */
+export function pidfdAlive(pidfd: number): boolean {
+  return loadPeercredAddon().pidfdalive(pidfd);
 }
 
 function socketFd(socket: Socket): number {

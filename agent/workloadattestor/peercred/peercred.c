@@ -6,10 +6,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <node_api.h>
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
@@ -102,11 +105,46 @@ static napi_value peerpidfd(napi_env env, napi_callback_info info) {
   return out;
 }
 
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/*
+ * pidfdalive(pidfd) -> boolean: whether the process a pidfd names has not
+ * exited, by sending it signal 0 (one syscall, no /proc read). EPERM still
+ * means the process exists; ESRCH means it is gone.
+ */
+static napi_value pidfdalive(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t pidfd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &pidfd) != napi_ok || pidfd < 0) {
+    napi_throw_type_error(env, NULL, "pidfdalive(pidfd): pidfd must be a non-negative integer");
+    return NULL;
+  }
+  bool alive;
+  if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0) {
+    alive = true;
+  } else if (errno == EPERM) {
+    alive = true;
+  } else if (errno == ESRCH) {
+    alive = false;
+  } else {
+    return throw_errno(env, "pidfd_send_signal", errno);
+  }
+  napi_value out;
+  napi_get_boolean(env, alive, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value fn;
   napi_create_function(env, "peercred", NAPI_AUTO_LENGTH, peercred, NULL, &fn);
   napi_set_named_property(env, exports, "peercred", fn);
   napi_create_function(env, "peerpidfd", NAPI_AUTO_LENGTH, peerpidfd, NULL, &fn);
   napi_set_named_property(env, exports, "peerpidfd", fn);
+  napi_create_function(env, "pidfdalive", NAPI_AUTO_LENGTH, pidfdalive, NULL, &fn);
+  napi_set_named_property(env, exports, "pidfdalive", fn);
   return exports;
 }

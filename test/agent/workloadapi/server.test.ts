@@ -320,3 +320,22 @@ t.test('stop() ends open streams with UNAVAILABLE, removes the socket file, unsu
   t.same(after, before, 'the same handles as before start()');
   await server.stop(); // idempotent
 });
+
+t.test('closed connections leave no file descriptors behind: neither the socket nor the pidfd that pins the caller', async (t) => {
+  const { readdirSync, readlinkSync } = await import('node:fs');
+  const source = await FakeWorkloadSource.create();
+  await source.setEntry('/ns/default/sa/a', [`unix:uid:${uid}`]);
+  const server = await startServer(t, source);
+  const pidfds = (): number => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[pidfd]'; } catch { return false; } }).length;
+  const before = pidfds();
+  const clients = Array.from({ length: 20 }, () => newClient(t, server, true));
+  const streams = clients.map((c) => c.stream('FetchX509SVID'));
+  for (const s of streams) await s.message(0);
+  t.equal(server.metrics.openConnections, 20);
+  t.equal(pidfds(), before + 20, 'one pidfd per open connection pins its caller');
+  // a grpc-js channel closes its connection once its last call is over
+  for (const s of streams) s.cancel();
+  for (const c of clients) c.close();
+  await waitFor(() => server.metrics.openConnections === 0, 5000, 'connections closed');
+  t.equal(pidfds(), before, 'every pidfd closed with its connection');
+});

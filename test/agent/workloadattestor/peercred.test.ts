@@ -1,10 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { chmodSync, closeSync } from 'node:fs';
+import { chmodSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { peerCredentials, peerPidfd, pidfdRefersTo } from '../../../agent/workloadattestor/index.js';
+import { peerCredentials, peerPidfd, pidfdAlive } from '../../../agent/workloadattestor/index.js';
 import { tempDir } from '../workloadapi/helpers.js';
 import { spawnChild, type Teardown } from './helpers.js';
 
@@ -41,14 +41,19 @@ t.test('peerCredentials throws for a socket that has no file descriptor any more
   t.throws(() => peerCredentials(socket), /no open file descriptor/);
 });
 
-t.test('peerPidfd pins the process that connected: it refers to its pid while it runs and to nothing once it exited', async (t) => {
+t.test('peerPidfd pins the process that connected: alive while it runs, gone once it exited, whoever gets its pid later', async (t) => {
   const { pid, socket, child } = await connectFromChild(t);
   const pidfd = peerPidfd(socket);
   t.type(pidfd, 'number', 'this kernel has SO_PEERPIDFD (Linux 6.5+)');
   t.teardown(() => closeSync(pidfd!));
-  t.ok(pidfdRefersTo(pidfd!, pid));
-  t.notOk(pidfdRefersTo(pidfd!, process.pid), 'not some other pid');
+  t.match(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'latin1'), new RegExp(`^Pid:\\s*${pid}$`, 'm'), 'the pidfd names the peer, not this process');
+  t.equal(pidfdAlive(pidfd!), true);
   child.kill('SIGKILL');
   await once(child, 'exit');
-  t.notOk(pidfdRefersTo(pidfd!, pid), 'after the process exited and was reaped, the pidfd refers to no process');
+  t.equal(pidfdAlive(pidfd!), false, 'after the process exited and was reaped, the pidfd names no live process');
+});
+
+t.test('pidfdAlive refuses what is not a pidfd', async (t) => {
+  t.throws(() => pidfdAlive(-1), /non-negative integer/);
+  t.throws(() => pidfdAlive(0), { code: 'EBADF' }, 'stdin is not a pidfd');
 });
