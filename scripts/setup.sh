@@ -17,6 +17,11 @@ command -v openssl >/dev/null || need_debs+=(openssl)
 command -v kubectl >/dev/null || need_debs+=(kubernetes-client)
 command -v make >/dev/null || need_debs+=(make)
 command -v g++ >/dev/null || need_debs+=(g++)
+# a second gRPC implementation (C-core, as py-spiffe uses) for the Workload API interop test
+/usr/bin/python3 -c 'import grpc' 2>/dev/null || need_debs+=(python3-grpcio)
+/usr/bin/python3 -c 'import google.protobuf' 2>/dev/null || need_debs+=(python3-protobuf)
+command -v protoc >/dev/null || need_debs+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/struct.proto ] || need_debs+=(libprotobuf-dev)
 if [ ${#need_debs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need_debs[*]} (run as root to install them)" >&2
