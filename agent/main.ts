@@ -37,7 +37,7 @@ program.command('run')
       data_dir: o['dataDir'], node_name: o['nodeName'], health: o['health'], log_level: o['logLevel'],
     });
     const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-agent' });
-    const k8s = config.kubernetes.enabled ? kubernetesAgentParts(config.kubernetes, config.node_name ?? hostname()) : undefined;
+    const k8s = config.kubernetes.enabled ? await kubernetesAgentParts(config.kubernetes, config.node_name ?? hostname()) : undefined;
     const agent = new MeshidAgent(config, {
       clock: systemClock, logger,
       ...(k8s && !config.join_token ? { attestor: k8s.attestor } : {}),

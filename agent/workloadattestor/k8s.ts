@@ -15,7 +15,7 @@ import { request as httpsRequest } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CoreV1Api, KubeConfig, type V1ContainerStatus, type V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Api, V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { parseDuration } from '../../common/config.js';
 import { Unavailable } from '../../spiffe/errors.js';
@@ -268,8 +268,13 @@ export const kubernetesAgentConfigSchema = z.object({
 
 export type KubernetesAgentConfig = z.infer<typeof kubernetesAgentConfigSchema>;
 
-/** The agent's Kubernetes parts from its config: MeshidAgentDeps.attestor and one of workloadAttestors. */
-export function kubernetesAgentParts(config: KubernetesAgentConfig, nodeName: string, procRoot?: string): { attestor: K8sPsatPlugin; workloadAttestor: K8sAttestor } {
+/**
+ * The agent's Kubernetes parts from its config: MeshidAgentDeps.attestor and
+ * one of workloadAttestors. @kubernetes/client-node is loaded here, not at
+ * startup: it costs ~60 MB of RSS, which an agent outside Kubernetes (or one
+ * reading pods from the kubelet) should not carry.
+ */
+export async function kubernetesAgentParts(config: KubernetesAgentConfig, nodeName: string, procRoot?: string): Promise<{ attestor: K8sPsatPlugin; workloadAttestor: K8sAttestor }> {
   let source: PodSource;
   if (config.pod_source === 'kubelet') {
     source = new KubeletPodSource({
@@ -277,6 +282,7 @@ export function kubernetesAgentParts(config: KubernetesAgentConfig, nodeName: st
       ...(config.kubelet.ca_path ? { caPath: config.kubelet.ca_path } : {}),
     });
   } else {
+    const { CoreV1Api, KubeConfig } = await import('@kubernetes/client-node');
     const kc = new KubeConfig();
     if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
     else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();

@@ -88,7 +88,7 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   fake.put(serviceAccountObject('shop', 'web'));
   await until(() => parts.store.listEntries().items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/shop/sa/web'), 'the new ServiceAccount\'s entry');
 
-  const k8sAgent = kubernetesAgentParts(kubernetesAgentConfigSchema.parse({
+  const k8sAgent = await kubernetesAgentParts(kubernetesAgentConfigSchema.parse({
     enabled: true, cluster: 'test-cluster', token_path: tokenPath, kubeconfig: fake.writeKubeconfig(join(dir, 'kubeconfig'), 'agent-token'),
   }), 'node-a', proc);
   const agent = new MeshidAgent(agentConfigSchema.parse({
