@@ -22,6 +22,10 @@ command -v g++ >/dev/null || need_debs+=(g++)
 /usr/bin/python3 -c 'import google.protobuf' 2>/dev/null || need_debs+=(python3-protobuf)
 command -v protoc >/dev/null || need_debs+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/struct.proto ] || need_debs+=(libprotobuf-dev)
+# and grpc-go (go-spiffe's stack), built in GOPATH mode from Debian's sources
+command -v go >/dev/null || need_debs+=(golang-go)
+[ -d /usr/share/gocode/src/google.golang.org/grpc ] || need_debs+=(golang-google-grpc-dev)
+[ -d /usr/share/gocode/src/google.golang.org/protobuf/types/dynamicpb ] || need_debs+=(golang-google-protobuf-dev)
 if [ ${#need_debs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need_debs[*]} (run as root to install them)" >&2

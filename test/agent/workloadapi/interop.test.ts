@@ -1,9 +1,12 @@
-// A second, independent gRPC implementation against the Workload API socket:
-// grpcio (gRPC C-core, the stack py-spiffe uses, from Debian's python3-grpcio)
-// with messages protoc generated from api/proto/workload.proto. It must get
-// the same answers as the grpc-js client, byte for byte.
-import { spawn, spawnSync } from 'node:child_process';
+// Independent gRPC implementations against the Workload API socket, each from
+// Debian, each with messages from api/proto/workload.proto through protoc:
+// grpcio (gRPC C-core, the stack py-spiffe uses) and grpc-go (the stack of
+// go-spiffe and spire-agent), the latter reading SVIDs as go-spiffe does with
+// crypto/x509. They must get the same answers as the grpc-js client.
+import { createHash } from 'node:crypto';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { packageRoot, protoDir } from '../../../api/assets.js';
@@ -20,6 +23,45 @@ interface Line { step: string; [field: string]: unknown }
 interface X509Json { svids: { spiffe_id: string; x509_svid: string; x509_svid_key: string; bundle: string; hint: string }[]; federated_bundles: Record<string, string> }
 
 const b64 = (b: Buffer): string => b.toString('base64');
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** A client process that prints one JSON line per step and moves past "ready" on a line from stdin. */
+function stepClient(t: { teardown(fn: () => unknown): void }, command: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const child: ChildProcessWithoutNullStreams = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
+  t.teardown(() => { child.kill('SIGKILL'); });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  return {
+    stderr: () => stderr,
+    exited,
+    proceed: () => { child.stdin.write('go\n'); },
+    next: async (step: string): Promise<Line> => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const { value, done } = await lines.next();
+      clearTimeout(timer);
+      if (done) throw new Error(`${command} ended before "${step}": ${stderr}`);
+      const line = JSON.parse(value as string) as Line;
+      if (line.step !== step) throw new Error(`expected step ${step}, got ${line.step}`);
+      return line;
+    },
+  };
+}
+
+/** A server with two identities for this uid, and what a grpc-js client gets from it. */
+async function serverWithAnswers(t: { teardown(fn: () => unknown): void }) {
+  const source = await FakeWorkloadSource.create();
+  await source.setEntry('/ns/default/sa/a', [`unix:uid:${uid}`]);
+  await source.setEntry('/ns/default/sa/b', [`unix:uid:${uid}`], 'internal');
+  const server = await startServer(t, source);
+  const client = newClient(t, server);
+  const x509 = client.stream<X509SVIDResponseMessage>('FetchX509SVID');
+  const expected = await x509.message(0);
+  const expectedBundles = await client.stream<X509BundlesResponseMessage>('FetchX509Bundles').message(0);
+  const expectedJwtBundles = await client.stream<JWTBundlesResponseMessage>('FetchJWTBundles').message(0);
+  return { source, server, x509, expected, expectedBundles, expectedJwtBundles };
+}
 
 t.test('a grpcio (gRPC C-core) client gets the same answers as grpc-js on every RPC, the same refusals, and the rotation push', async (t) => {
   // scripts/setup.sh installs these; their absence is a failure, not a skip
@@ -30,30 +72,9 @@ t.test('a grpcio (gRPC C-core) client gets the same answers as grpc-js on every 
   t.equal(protoc.status, 0, `protoc generated workload_pb2.py: ${protoc.stderr ?? protoc.error?.message}`);
   if (probe.status !== 0 || protoc.status !== 0) return;
 
-  const source = await FakeWorkloadSource.create();
-  await source.setEntry('/ns/default/sa/a', [`unix:uid:${uid}`]);
-  await source.setEntry('/ns/default/sa/b', [`unix:uid:${uid}`], 'internal');
-  const server = await startServer(t, source);
-  const client = newClient(t, server);
-  const x509 = client.stream<X509SVIDResponseMessage>('FetchX509SVID');
-  const expected = await x509.message(0);
-  const expectedBundles = await client.stream<X509BundlesResponseMessage>('FetchX509Bundles').message(0);
-  const expectedJwtBundles = await client.stream<JWTBundlesResponseMessage>('FetchJWTBundles').message(0);
-
-  const py = spawn(PYTHON, [fixture, server.socketPath, pb2Dir, AUDIENCE], { stdio: ['pipe', 'pipe', 'pipe'] });
-  t.teardown(() => { py.kill('SIGKILL'); });
-  let stderr = '';
-  py.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const lines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
-  const next = async (step: string): Promise<Line> => {
-    const timer = setTimeout(() => py.kill('SIGKILL'), 20_000);
-    const { value, done } = await lines.next();
-    clearTimeout(timer);
-    if (done) throw new Error(`the grpcio client ended before "${step}": ${stderr}`);
-    const line = JSON.parse(value as string) as Line;
-    if (line.step !== step) throw new Error(`expected step ${step}, got ${line.step}`);
-    return line;
-  };
+  const { source, server, x509, expected, expectedBundles, expectedJwtBundles } = await serverWithAnswers(t);
+  const py = stepClient(t, PYTHON, [fixture, server.socketPath, pb2Dir, AUDIENCE]);
+  const next = py.next;
 
   const asJson = (m: X509SVIDResponseMessage): X509Json => ({
     svids: m.svids.map((s) => ({ spiffe_id: s.spiffe_id, x509_svid: b64(s.x509_svid), x509_svid_key: b64(s.x509_svid_key), bundle: b64(s.bundle), hint: s.hint })),
@@ -87,13 +108,57 @@ t.test('a grpcio (gRPC C-core) client gets the same answers as grpc-js on every 
 
   await next('ready');
   const rotated = await source.rotate('/ns/default/sa/a');
-  py.stdin.write('go\n');
+  py.proceed();
   const expectedRotated = await x509.message(1);
   const gotRotated = await next('x509_rotated');
   t.same({ svids: gotRotated['svids'], federated_bundles: gotRotated['federated_bundles'] }, asJson(expectedRotated), 'the open stream pushed the rotated SVID, the same as to grpc-js');
   const leafA = (gotRotated['svids'] as X509Json['svids']).find((s) => s.spiffe_id.endsWith('/a'))!;
   t.ok(Buffer.from(leafA.x509_svid, 'base64').subarray(0, rotated.certChainDer[0]!.length).equals(rotated.certChainDer[0]!), 'the new leaf');
   x509.cancel();
-  const [code] = await new Promise<[number | null]>((resolve) => py.once('exit', (c) => resolve([c])));
-  t.equal(code, 0, `the grpcio client exited cleanly: ${stderr}`);
+  t.equal(await py.exited, 0, `the grpcio client exited cleanly: ${py.stderr()}`);
+});
+
+t.test('a grpc-go client reading SVIDs as go-spiffe does gets the same bytes as grpc-js, a chain crypto/x509 verifies, the same refusals, and the rotation push', async (t) => {
+  const work = tempDir(t, 'go');
+  const descriptors = join(work, 'workload.pb');
+  const protoc = spawnSync('protoc', [`-I${protoDir}`, '-I/usr/include', '--include_imports', `--descriptor_set_out=${descriptors}`, 'workload.proto'], { encoding: 'utf8' });
+  t.equal(protoc.status, 0, `protoc wrote the descriptor set: ${protoc.stderr ?? protoc.error?.message}`);
+  // Debian's golang-go and golang-google-grpc-dev (scripts/setup.sh), in GOPATH mode: nothing is downloaded
+  const binary = join(work, 'wlclient');
+  const build = spawnSync('go', ['build', '-o', binary, join(packageRoot, 'test', 'agent', 'workloadapi', 'fixtures', 'goclient', 'main.go')],
+    { encoding: 'utf8', env: { ...process.env, GO111MODULE: 'off', GOPATH: '/usr/share/gocode', GOFLAGS: '', GOPROXY: 'off', GOCACHE: process.env['GOCACHE'] ?? join(tmpdir(), 'meshid-go-build-cache') }, timeout: 300_000 });
+  t.equal(build.status, 0, `the grpc-go client builds (run scripts/setup.sh): ${build.stderr ?? build.error?.message}`);
+  if (protoc.status !== 0 || build.status !== 0) return;
+
+  const { source, server, x509, expected, expectedBundles } = await serverWithAnswers(t);
+  const go = stepClient(t, binary, [server.socketPath, descriptors, AUDIENCE]);
+
+  const facts = (m: X509SVIDResponseMessage) => m.svids.map((s) => ({
+    spiffe_id: s.spiffe_id, hint: s.hint, x509_svid: sha256(s.x509_svid), x509_svid_key: sha256(s.x509_svid_key), bundle: sha256(s.bundle),
+    chain_length: 2, uri_san: s.spiffe_id, key_matches_leaf: true, chain_verifies: true,
+  })).sort((a, b) => a.spiffe_id.localeCompare(b.spiffe_id));
+  const digests = (m: Record<string, Buffer>) => Object.fromEntries(Object.entries(m).map(([td, v]) => [td, sha256(v)]));
+
+  const gotX509 = await go.next('x509');
+  t.same(gotX509['svids'], facts(expected), 'FetchX509SVID: the same bytes; x509.ParseCertificates reads the chain, the PKCS#8 key is the leaf\'s, and crypto/x509 verifies the chain to the bundle');
+  t.same(gotX509['federated_bundles'], digests(expected.federated_bundles), 'federated bundles');
+  t.same((await go.next('x509_bundles'))['bundles'], digests(expectedBundles.bundles), 'FetchX509Bundles');
+
+  const svids = (await go.next('jwt'))['svids'] as { spiffe_id: string; svid: string; hint: string }[];
+  t.same(svids.map((s) => [s.spiffe_id, s.hint]).sort(), [['spiffe://example.test/ns/default/sa/a', ''], ['spiffe://example.test/ns/default/sa/b', 'internal']], 'FetchJWTSVID');
+  t.equal(source.validateJwtSvid(svids[0]!.svid, AUDIENCE).spiffeId.toString(), svids[0]!.spiffe_id, 'the JWT-SVID verifies for the audience');
+  const validated = await go.next('validate');
+  t.same([validated['spiffe_id'], validated['sub']], [svids[0]!.spiffe_id, svids[0]!.spiffe_id], 'ValidateJWTSVID: the SPIFFE ID and the sub claim through google.protobuf.Struct');
+
+  const refusals = await go.next('refusals');
+  t.same(refusals['no_header'], { code: 'InvalidArgument', details: 'security header missing from request' }, 'no security header');
+  t.same(refusals['no_audience'], { code: 'InvalidArgument', details: 'audience must be specified' }, 'FetchJWTSVID without audience');
+
+  await go.next('ready');
+  await source.rotate('/ns/default/sa/a');
+  go.proceed();
+  const expectedRotated = await x509.message(1);
+  t.same((await go.next('x509_rotated'))['svids'], facts(expectedRotated), 'the open stream pushed the rotated SVID, the same as to grpc-js');
+  x509.cancel();
+  t.equal(await go.exited, 0, `the grpc-go client exited cleanly: ${go.stderr()}`);
 });
