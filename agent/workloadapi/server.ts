@@ -66,6 +66,8 @@ interface OpenStream {
 }
 
 const NO_IDENTITY = 'no identity issued';
+const MAX_REQUEST_BYTES = 64 * 1024;
+const MAX_STREAMS_PER_CONNECTION = 1000;
 
 /**
  * The SPIFFE Workload API on a Unix socket, as spire-agent serves it.
@@ -133,6 +135,11 @@ export class WorkloadApiServer {
         methods: this.methods(),
         onCallEnd: (method, code) => this.metrics.countCall(method, code),
         logger: this.logger,
+        // every caller may connect, before it is attested: what one connection can make
+        // the agent hold is bounded. Workload API requests are an audience list and a
+        // SPIFFE ID at most; no workload needs a thousand calls open on one connection.
+        maxRequestBytes: MAX_REQUEST_BYTES,
+        maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
       });
       this.unsubscribe = this.source.onChange(() => {
         // dropped at once, so that a stream opened before the refresh runs gets the new answer

@@ -44,7 +44,10 @@ export interface GrpcTransportOptions<Context> {
   /** Each call once, with its final status (CANCELLED when the client went away first). Unknown methods count as "unknown". */
   onCallEnd?: (method: string, code: Status) => void;
   logger?: Logger;
+  /** Largest request message accepted. Default 4 MiB, gRPC's own default. */
   maxRequestBytes?: number;
+  /** Streams one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). Default: no limit. */
+  maxConcurrentStreams?: number;
 }
 
 /** A length-prefixed gRPC message (uncompressed): what a DATA frame of a call carries. */
@@ -187,7 +190,7 @@ export class GrpcTransport<Context> {
     this.logger = options.logger ?? silentLogger;
     this.maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     // never listens: a factory of server sessions for the sockets handed to attach()
-    this.http2 = createHttp2Server();
+    this.http2 = createHttp2Server(options.maxConcurrentStreams !== undefined ? { settings: { maxConcurrentStreams: options.maxConcurrentStreams } } : {});
     this.http2.on('session', (session: ServerHttp2Session) => this.sessionOpened(session));
     this.http2.on('sessionError', (err: Error) => this.logger.debug('workload API HTTP/2 session error', { error: err.message }));
   }

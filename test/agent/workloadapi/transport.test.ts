@@ -146,13 +146,18 @@ t.test('each call takes exactly one well-formed, uncompressed request message', 
   t.equal(ok.messages.length, 1);
 });
 
-t.test('a request over the 4 MiB limit is RESOURCE_EXHAUSTED without being buffered whole', async (t) => {
+t.test('what one connection can make the agent hold is bounded: requests over 64 KiB are RESOURCE_EXHAUSTED, and at most 1,000 streams are open at once', async (t) => {
   const { session } = await started(t);
   const huge = Buffer.alloc(5 * 1024 * 1024);
   huge.writeUInt32BE(huge.length - 5, 1);
   const answer = await rawCall(session, '/SpiffeWorkloadAPI/FetchJWTSVID', huge);
   t.equal(answer.status['grpc-status'], String(status.RESOURCE_EXHAUSTED));
-  t.match(answer.status['grpc-message'], /larger than the limit of 4194304 bytes/);
+  t.match(answer.status['grpc-message'], /larger than the limit of 65536 bytes/);
+  const justOver = grpcFrame(proto.service['FetchJWTSVID']!.requestSerialize({ audience: ['a'.repeat(64 * 1024)], spiffe_id: '' }));
+  t.equal((await rawCall(session, '/SpiffeWorkloadAPI/FetchJWTSVID', justOver)).status['grpc-status'], String(status.RESOURCE_EXHAUSTED), 'a request message just over the limit');
+  const fits = grpcFrame(proto.service['FetchJWTSVID']!.requestSerialize({ audience: ['a'.repeat(60 * 1024)], spiffe_id: '' }));
+  t.equal((await rawCall(session, '/SpiffeWorkloadAPI/FetchJWTSVID', fits)).status['grpc-status'], '0', 'one under it is served');
+  t.equal(session.remoteSettings.maxConcurrentStreams, 1000, 'the server\'s SETTINGS cap the streams of a connection');
 });
 
 t.test('the security header must be sent once with exactly "true"', async (t) => {
