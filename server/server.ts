@@ -14,7 +14,7 @@ import { Datastore } from './datastore/index.js';
 import { IdentityAllocator } from './identity/index.js';
 import { ServerMetrics } from './metrics.js';
 import { Registration } from './registration/index.js';
-import { KubernetesIntegration } from './k8s/index.js';
+import type { KubernetesIntegration } from './k8s/index.js';
 
 export interface MeshidServerDeps {
   clock: Clock;
@@ -68,6 +68,8 @@ export class MeshidServer {
       this.metrics.agents.set(all.filter((a) => a.banned).length, { state: 'banned' });
     });
     if (config.kubernetes.enabled) {
+      // loaded only here: @kubernetes/client-node costs ~60 MB of RSS that a server outside Kubernetes should not carry
+      const { KubernetesIntegration } = await import('./k8s/index.js');
       this.kubernetes = new KubernetesIntegration({ config: config.kubernetes, store: this.store, trustDomain: config.trust_domain, clock: deps.clock, logger: log.child({ component: 'k8s' }) });
     }
     this.agentApi = new AgentApiServer({
