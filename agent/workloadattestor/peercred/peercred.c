@@ -37,18 +37,26 @@ static napi_value set_u32(napi_env env, napi_value obj, const char *name, uint32
   return obj;
 }
 
-static napi_value peercred(napi_env env, napi_callback_info info) {
+/*
+ * The one argument of every function here: a file descriptor. Returns false
+ * (with a TypeError thrown) when it is missing or not a non-negative integer.
+ */
+static bool fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
   size_t argc = 1;
   napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
-    napi_throw_type_error(env, NULL, "peercred(fd): fd is required");
-    return NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a non-negative integer", usage);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
   }
+  return true;
+}
+
+static napi_value peercred(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "peercred(fd): fd must be a non-negative integer");
-    return NULL;
-  }
+  if (!fd_argument(env, info, "peercred(fd): fd", &fd)) return NULL;
   struct ucred cred;
   socklen_t len = sizeof cred;
   memset(&cred, 0, sizeof cred);
@@ -78,14 +86,8 @@ static napi_value peercred(napi_env env, napi_callback_info info) {
  * caller closes the returned fd.
  */
 static napi_value peerpidfd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t fd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "peerpidfd(fd): fd must be a non-negative integer");
-    return NULL;
-  }
+  if (!fd_argument(env, info, "peerpidfd(fd): fd", &fd)) return NULL;
   int pidfd = -1;
   socklen_t len = sizeof pidfd;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) {
@@ -115,14 +117,8 @@ static napi_value peerpidfd(napi_env env, napi_callback_info info) {
  * means the process exists; ESRCH means it is gone.
  */
 static napi_value pidfdalive(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t pidfd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &pidfd) != napi_ok || pidfd < 0) {
-    napi_throw_type_error(env, NULL, "pidfdalive(pidfd): pidfd must be a non-negative integer");
-    return NULL;
-  }
+  if (!fd_argument(env, info, "pidfdalive(pidfd): pidfd", &pidfd)) return NULL;
   bool alive;
   if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0) {
     alive = true;
