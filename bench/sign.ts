@@ -1,7 +1,8 @@
 /**
  * npm run bench:sign — X509-SVIDs per second on one core through the signing
  * path of BatchNewX509SVID (CSR parse + signature check + certificate
- * encoding + ECDSA signature), with `openssl speed ecdsap256` of the same
+ * encoding + ECDSA signature), with the native P-256 addon as meshid-server
+ * runs it and with node:crypto alone, and `openssl speed ecdsap256` of the same
  * machine printed beside it as the limit: each SVID costs one verify and one
  * sign, so the limit is 1 / (1/sign_rate + 1/verify_rate).
  */
@@ -9,8 +10,8 @@ import { execFileSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { systemClock } from '../common/clock.js';
 import { silentLogger } from '../common/log.js';
-import { CertificateAuthority, MemoryCaJournal, MemoryKeyManager } from '../server/ca/index.js';
-import { createCsr, parseCsr } from '../spiffe/csr.js';
+import { CertificateAuthority, MemoryCaJournal, MemoryKeyManager, P256 } from '../server/ca/index.js';
+import { createCsr } from '../spiffe/csr.js';
 import { SpiffeId, TrustDomain } from '../spiffe/id.js';
 import { generateKeyPair } from '../spiffe/keys.js';
 import { agentClient, attestAgent, call, startServerParts } from '../test/helpers/server.js';
@@ -33,21 +34,30 @@ async function main(): Promise<void> {
   console.log(`bench:sign — ${N} CSRs a round, ${ROUNDS} rounds, median reported (machine: ${process.arch}, node ${process.version})`);
   const csrs = Array.from({ length: N }, () => { const k = generateKeyPair(); return createCsr(k.privateKey, k.publicKey); });
   const td = TrustDomain.parse('example.org');
-  const ca = new CertificateAuthority({
-    trustDomain: td, keys: new MemoryKeyManager(), journal: new MemoryCaJournal(), clock: systemClock, logger: silentLogger,
-    caTtlSeconds: 86400, x509SvidTtlSeconds: 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256', caSubject: [['O', 'bench']],
-  });
-  ca.start();
   const id = SpiffeId.parse('spiffe://example.org/ns/default/sa/web');
+  const p256 = P256.load();
+  if (!p256) console.log('  the native P-256 addon is not built (make native): only the node:crypto path is measured');
 
-  // 1. the signing path itself, as each BatchNewX509SVID item runs it
-  const core: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = performance.now();
-    for (const csr of csrs) ca.signX509Svid(id, parseCsr(csr).publicKeySpki);
-    core.push(N / ((performance.now() - t0) / 1000));
-  }
-  ca.stop();
+  // 1. the signing path itself, as each BatchNewX509SVID item runs it: with the native
+  //    P-256 addon (as meshid-server runs), and with node:crypto alone for comparison
+  const signingPath = (accelerator: P256 | undefined): number[] => {
+    const ca = new CertificateAuthority({
+      trustDomain: td, keys: new MemoryKeyManager(), journal: new MemoryCaJournal(), clock: systemClock, logger: silentLogger,
+      caTtlSeconds: 86400, x509SvidTtlSeconds: 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256', caSubject: [['O', 'bench']],
+      ...(accelerator ? { p256: accelerator } : {}),
+    });
+    ca.start();
+    const rates: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const t0 = performance.now();
+      for (const csr of csrs) ca.signX509Svid(id, ca.parseCsr(csr).publicKeySpki);
+      rates.push(N / ((performance.now() - t0) / 1000));
+    }
+    ca.stop();
+    return rates;
+  };
+  const core = signingPath(p256);
+  const nodeCrypto = p256 ? signingPath(undefined) : core;
 
   // 2. the whole RPC: TLS gRPC on loopback, batches of 500, client in the same process (one core for both)
   const parts = await startServerParts();
@@ -69,7 +79,8 @@ async function main(): Promise<void> {
 
   const limit = opensslLimit();
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
-  console.log(`signing path (parse+verify CSR, encode, sign), one core:  ${fmt(median(core))} SVIDs/s  (rounds: ${core.map(fmt).join(', ')})`);
+  console.log(`signing path (parse+verify CSR, encode, sign), one core:  ${fmt(median(core))} SVIDs/s  (rounds: ${core.map(fmt).join(', ')})${p256 ? ', native P-256' : ', node:crypto'}`);
+  if (p256) console.log(`  the same with node:crypto alone:                          ${fmt(median(nodeCrypto))} SVIDs/s  (rounds: ${nodeCrypto.map(fmt).join(', ')}); native / node:crypto ${(median(core) / median(nodeCrypto)).toFixed(2)}`);
   console.log(`BatchNewX509SVID over TLS gRPC, server+client on one core: ${fmt(median(rpc))} SVIDs/s  (rounds: ${rpc.map(fmt).join(', ')})`);
   if (limit) {
     const bound = 1 / (1 / limit.sign + 1 / limit.verify);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds every native addon of meshid (each folder under agent/ or bpf/ with a binding.gyp)
+# Builds every native addon of meshid (each folder under agent/, bpf/ or server/ with a binding.gyp)
 # with npm's own node-gyp, against this Node's headers. Skips an addon already built
 # from sources no newer than its .node file.
 set -euo pipefail
@@ -14,4 +14,4 @@ while IFS= read -r gypfile; do
   fi
   echo "build-native: $dir" >&2
   (cd "$dir" && node "$gyp" rebuild --release ${nodedir:+--nodedir="$nodedir"} >/dev/null)
-done < <(find agent bpf -name binding.gyp -not -path '*/node_modules/*' 2>/dev/null)
+done < <(find agent bpf server -name binding.gyp -not -path '*/node_modules/*' 2>/dev/null)

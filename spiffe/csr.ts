@@ -2,15 +2,25 @@
 import { sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { bitString, children, decodeOid, readWhole, seq, smallInteger, TAG, tlv, type Tlv } from './der.js';
 import { InvalidCsr } from './errors.js';
-import { publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, spkiDer } from './keys.js';
+import { p256Point, publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, spkiDer } from './keys.js';
 
 export const MAX_CSR_BYTES = 16 * 1024;
 
 export interface CertificationRequest {
   /** The SubjectPublicKeyInfo DER, ready to be placed in a certificate. */
   publicKeySpki: Buffer;
-  publicKey: KeyObject;
+  /** Imported on first use when the signature was checked without it (CsrOptions.verifyP256). */
+  readonly publicKey: KeyObject;
   subject: Buffer;
+}
+
+export interface CsrOptions {
+  /**
+   * Checks an ECDSA-with-SHA256 signature of a P-256 key given as its
+   * uncompressed point, without importing the key into node:crypto (the
+   * server's native verifier). Other keys and algorithms go through node:crypto.
+   */
+  verifyP256?: (point: Buffer, message: Buffer, signature: Buffer) => boolean;
 }
 
 /**
@@ -18,7 +28,7 @@ export interface CertificationRequest {
  * Only the public key is used from a CSR: the subject, SANs and extensions of
  * the certificate come from the registration entry, never from the request.
  */
-export function parseCsr(der: Buffer): CertificationRequest {
+export function parseCsr(der: Buffer, options: CsrOptions = {}): CertificationRequest {
   if (!Buffer.isBuffer(der) || der.length === 0) throw new InvalidCsr('CSR is empty');
   if (der.length > MAX_CSR_BYTES) throw new InvalidCsr(`CSR is ${der.length} bytes; the limit is ${MAX_CSR_BYTES}`);
   let info: Buffer, spki: Buffer, subject: Buffer, sigOid: string, sigParams: Tlv[], signature: Buffer;
@@ -50,6 +60,13 @@ export function parseCsr(der: Buffer): CertificationRequest {
   const paramsOk = sigParams.length === 0 ||
     (alg.family === 'rsa' && sigParams.length === 1 && sigParams[0]!.tag === TAG.NULL && sigParams[0]!.content.length === 0);
   if (!paramsOk) throw new InvalidCsr(`CSR signature algorithm ${sigOid} has parameters it must not have`);
+  const point = options.verifyP256 && alg.family === 'ec' && alg.hash === 'sha256' ? p256Point(spki) : undefined;
+  if (point) {
+    // false also for a point that is not on the curve
+    if (!options.verifyP256!(point, info, signature)) throw new InvalidCsr('CSR signature does not verify with the CSR public key');
+    let imported: KeyObject | undefined;
+    return { publicKeySpki: spki, subject, get publicKey() { imported ??= publicKeyFromSpki(spki); return imported; } };
+  }
   let publicKey: KeyObject;
   try {
     publicKey = publicKeyFromSpki(spki);

@@ -23,6 +23,13 @@ export const privateKeyFromPkcs8 = (der: Buffer): KeyObject => createPrivateKey(
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const P384_SPKI_PREFIX = Buffer.from('3076301006072a8648ce3d020106052b81040022036200', 'hex');
 
+/** The 65-byte uncompressed point of a P-256 SubjectPublicKeyInfo, or undefined for any other key or encoding. */
+export function p256Point(spki: Buffer): Buffer | undefined {
+  const n = P256_SPKI_PREFIX.length;
+  if (spki.length !== n + 65 || spki[n] !== 0x04 || !spki.subarray(0, n).equals(P256_SPKI_PREFIX)) return undefined;
+  return spki.subarray(n);
+}
+
 /**
  * Imports a public key from SPKI DER. EC keys go through JWK coordinates:
  * OpenSSL 3's DER decoder costs ~190 µs a key here, the JWK path ~65 µs, and

@@ -77,6 +77,11 @@ export interface CertificateIssuer {
   keyId: Buffer;
   privateKey: KeyObject;
   algorithm: SignatureAlgorithm;
+  /**
+   * Signs with privateKey under `algorithm` by other means than node:crypto
+   * (server/ca's native P-256 signer); absent: node:crypto signs.
+   */
+  sign?: (tbs: Buffer) => Buffer;
 }
 
 export function issuerFromKey(subject: Buffer, keyId: Buffer, privateKey: KeyObject): CertificateIssuer {
@@ -148,7 +153,7 @@ export function mintCertificate(fields: CertificateFields, issuer: CertificateIs
     fields.publicKeySpki,
     explicit(3, seq(...exts)),
   );
-  const signature = cryptoSign(issuer.algorithm.hash, tbs, issuer.privateKey);
+  const signature = issuer.sign ? issuer.sign(tbs) : cryptoSign(issuer.algorithm.hash, tbs, issuer.privateKey);
   return seq(tbs, issuer.algorithm.algorithmIdentifier, bitString(signature));
 }
 

@@ -1,6 +1,5 @@
 /** Admin minting of SVIDs (like `spire-server x509 mint` and `jwt mint`): the key stays with the caller. */
 import { performance } from 'node:perf_hooks';
-import { parseCsr } from '../../spiffe/csr.js';
 import { InvalidArgument, InvalidCsr } from '../../spiffe/errors.js';
 import { pemFromDer } from '../../spiffe/x509.js';
 import { dnsNameError } from '../registration/index.js';
@@ -39,7 +38,7 @@ export function svidRoutes(ctx: RouteContext): Route[] {
         const ttl = present(body, 'ttl') ? seconds(body.ttl, 'ttl', 0, registration.limits.maxX509SvidTtl) : 0;
         const names = present(body, 'dns_names') ? dnsNames(body.dns_names) : [];
         const started = performance.now();
-        const { publicKeySpki } = parseCsr(Buffer.from(csrText, 'base64'));
+        const { publicKeySpki } = ca.parseCsr(Buffer.from(csrText, 'base64'));
         const svid = ca.signX509Svid(spiffeId, publicKeySpki, ttl, names);
         metrics.svidsSigned.inc({ type: 'x509' });
         metrics.signingLatency.observe((performance.now() - started) / 1000);

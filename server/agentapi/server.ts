@@ -10,7 +10,6 @@ import {
   type PublishNodeRequestMsg, type PublishNodeResponseMsg, type RegisterEndpointsRequestMsg, type RegisterEndpointsResponseMsg,
   type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
 } from '../../api/agentproto.js';
-import { parseCsr } from '../../spiffe/csr.js';
 import { InvalidArgument, MeshidError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated } from '../../spiffe/errors.js';
 import { isAgentId, type SpiffeId } from '../../spiffe/id.js';
 import { verifyX509Svid } from '../../spiffe/x509svid.js';
@@ -146,14 +145,14 @@ export class AgentApiServer {
   }
 
   private signAgentSvid(agentId: SpiffeId, csr: Buffer) {
-    const { publicKeySpki } = parseCsr(csr);
+    const { publicKeySpki } = this.opts.ca.parseCsr(csr);
     return this.opts.ca.signX509Svid(agentId, publicKeySpki, this.opts.agentSvidTtlSeconds);
   }
 
   private async attestAgent(req: AttestAgentRequestMsg): Promise<AttestAgentResponseMsg> {
     if (!req.attestation || !req.attestation.type) throw new InvalidArgument('attestation data is missing', 'attestation');
     if (!req.csr || req.csr.length === 0) throw new InvalidArgument('csr is missing', 'csr');
-    const { publicKeySpki } = parseCsr(req.csr); // before the attestor spends a one-time token
+    const { publicKeySpki } = this.opts.ca.parseCsr(req.csr); // before the attestor spends a one-time token
     const result = await this.opts.attestors.get(req.attestation.type).attest(req.attestation.payload);
     const existing = this.opts.store.findAttestedNode(result.agentId);
     if (existing?.banned) throw new PermissionDenied(`agent ${result.agentId} is banned`);
@@ -196,7 +195,7 @@ export class AgentApiServer {
       try {
         const entry = entries.get(p.entry_id);
         if (!entry) throw new PermissionDenied(`entry "${p.entry_id}" does not exist or is not authorised for ${caller.agentId}`);
-        const { publicKeySpki } = parseCsr(p.csr);
+        const { publicKeySpki } = this.opts.ca.parseCsr(p.csr);
         const svid = this.opts.ca.signX509Svid(entry.spiffeId, publicKeySpki, entry.x509SvidTtl, [...entry.dnsNames]);
         this.opts.metrics.svidsSigned.inc({ type: 'x509' });
         this.opts.metrics.signingLatency.observe((performance.now() - started) / 1000);

@@ -2,3 +2,4 @@ export { CertificateAuthority, MemoryCaJournal, PREPARE_AT, ACTIVATE_AT, BACKDAT
 export { DiskKeyManager, MemoryKeyManager, type KeyManager } from './keymanager.js';
 export { DatastoreCaJournal } from './journal.js';
 export { loadUpstreamAuthority, type UpstreamAuthority } from './upstream.js';
+export { P256 } from './p256.js';

@@ -14,7 +14,9 @@ import { publicKeyFromSpki, spkiDer, type KeyType } from '../../spiffe/keys.js';
 import { mintJwtSvid } from '../../spiffe/jwtsvid.js';
 import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, parseCertificate, randomSerial, type CertificateIssuer } from '../../spiffe/x509.js';
 import { mintX509Svid } from '../../spiffe/x509svid.js';
+import { parseCsr, type CertificationRequest, type CsrOptions } from '../../spiffe/csr.js';
 import type { KeyManager } from './keymanager.js';
+import type { P256 } from './p256.js';
 import type { UpstreamAuthority } from './upstream.js';
 
 export type SlotState = 'prepared' | 'active' | 'old';
@@ -68,6 +70,8 @@ export interface CaOptions {
   onBundleChange?: (bundle: Bundle) => void;
   /** Counts rotations (prepared/activated/pruned) for /metrics. */
   onRotation?: (kind: SlotKind, event: 'prepared' | 'activated' | 'pruned') => void;
+  /** Native ECDSA P-256 for CSR checks and X.509 signatures (P256.load()); absent: node:crypto does both. */
+  p256?: P256;
 }
 
 /** A prepared slot becomes active at 5/6 of the active one's life; one is prepared at 1/2. */
@@ -89,11 +93,14 @@ export class CertificateAuthority {
   private currentBundle: Bundle | undefined;
   private sequence = 0;
   private timer: NodeJS.Timeout | undefined;
+  private readonly csrOptions: CsrOptions;
 
   constructor(private readonly opts: CaOptions) {
     if (opts.caTtlSeconds < 60) throw new InvalidArgument('ca_ttl must be at least 60s', 'ca_ttl');
     if (opts.x509SvidTtlSeconds <= 0) throw new InvalidArgument('x509_svid_ttl must be positive', 'x509_svid_ttl');
     if (opts.jwtSvidTtlSeconds <= 0) throw new InvalidArgument('jwt_svid_ttl must be positive', 'jwt_svid_ttl');
+    const p256 = opts.p256;
+    this.csrOptions = p256 ? { verifyP256: (point, message, signature) => p256.verify(point, message, signature) } : {};
   }
 
   /** Loads the journal, makes the keys it lacks, and checks for rotation every few seconds. */
@@ -190,9 +197,9 @@ export class CertificateAuthority {
       if (up) {
         notAfter = Math.min(notAfter, up.cert.notAfter.getTime());
         if (notAfter <= now) throw new FailedPrecondition('the upstream CA certificate has expired', 'upstream_authority');
-        issuer = issuerFromKey(up.cert.subject, up.cert.subjectKeyId ?? keyIdentifier(up.cert.spki), up.key);
+        issuer = this.issuer(up.cert.subject, up.cert.subjectKeyId ?? keyIdentifier(up.cert.spki), up.key);
       } else {
-        issuer = issuerFromKey(subject, keyIdentifier(pub), key);
+        issuer = this.issuer(subject, keyIdentifier(pub), key);
       }
       const cert = mintCertificate({
         subject, notBefore: new Date(notBefore), notAfter: new Date(notAfter), publicKeySpki: pub,
@@ -206,12 +213,19 @@ export class CertificateAuthority {
     return slot;
   }
 
+  /** An issuer that signs natively when its key is P-256 and the accelerator is there. */
+  private issuer(subject: Buffer, keyId: Buffer, key: KeyObject): CertificateIssuer {
+    const issuer = issuerFromKey(subject, keyId, key);
+    const sign = this.opts.p256?.signerFor(key);
+    return sign ? { ...issuer, sign } : issuer;
+  }
+
   private refreshActive(): void {
     const x = this.slots.find((s) => s.kind === 'x509' && s.state === 'active')!;
     const xKey = this.opts.keys.get(x.keyId)!;
     const cert = parseCertificate(Buffer.from(x.certDer!, 'base64'));
     const chainTail = this.opts.upstream ? [cert.der, ...this.opts.upstream.chain] : [];
-    this.x509 = { slot: x, issuer: issuerFromKey(cert.subject, cert.subjectKeyId ?? keyIdentifier(cert.spki), xKey), chainTail, notAfter: cert.notAfter.getTime() };
+    this.x509 = { slot: x, issuer: this.issuer(cert.subject, cert.subjectKeyId ?? keyIdentifier(cert.spki), xKey), chainTail, notAfter: cert.notAfter.getTime() };
     const j = this.slots.find((s) => s.kind === 'jwt' && s.state === 'active')!;
     this.jwt = { slot: j, kid: j.kid!, key: this.opts.keys.get(j.keyId)!, notAfter: j.notAfter };
   }
@@ -248,6 +262,11 @@ export class CertificateAuthority {
    * TTL defaults to the server's; either way the SVID ends no later than the
    * signing certificate.
    */
+  /** Parses a CSR and checks its signature (natively for P-256 keys when the CA has the accelerator). */
+  parseCsr(der: Buffer): CertificationRequest {
+    return parseCsr(der, this.csrOptions);
+  }
+
   signX509Svid(spiffeId: SpiffeId, publicKeySpki: Buffer, ttlSeconds = 0, dnsNames: string[] = []): SignedX509Svid {
     const a = this.x509;
     if (!a) throw new FailedPrecondition('the CA has not started');

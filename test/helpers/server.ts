@@ -8,7 +8,7 @@ import { JsonLogger, MemoryLogSink, silentLogger } from '../../common/log.js';
 import { loadAgentProto } from '../../api/agentproto.js';
 import { AgentApiServer } from '../../server/agentapi/server.js';
 import { AttestorRegistry, JoinTokenAttestor } from '../../server/attestation/index.js';
-import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager } from '../../server/ca/index.js';
+import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager, P256 } from '../../server/ca/index.js';
 import { Datastore } from '../../server/datastore/index.js';
 import { IdentityAllocator } from '../../server/identity/index.js';
 import { ServerMetrics } from '../../server/metrics.js';
@@ -37,11 +37,14 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
   const store = Datastore.open({ path: join(dir, 'ds.sqlite3'), trustDomain: td, now: () => clock.now().getTime() });
   const logs = new MemoryLogSink();
   const logger = new JsonLogger(logs, 'debug');
+  const p256 = P256.load();
   const ca = new CertificateAuthority({
     trustDomain: td, keys: new MemoryKeyManager(), journal: new DatastoreCaJournal(store), clock, logger,
     caTtlSeconds: opts.caTtl ?? 86400, x509SvidTtlSeconds: opts.x509Ttl ?? 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256',
     caSubject: [['O', 'meshid test']],
     onBundleChange: (b) => store.setBundle(td, b.toJwks() as never),
+    // as meshid-server runs it: the native P-256 path when built
+    ...(p256 ? { p256 } : {}),
   });
   ca.start();
   const metrics = new ServerMetrics();

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "p256",
+      "sources": ["p256.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}
