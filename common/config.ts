@@ -1,7 +1,7 @@
 /** Config files (YAML or JSON) checked against a zod schema at the door; errors name the key and the file. */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { InvalidArgument } from '../spiffe/errors.js';
 
 export function readConfigFile(path: string): Record<string, unknown> {
@@ -36,4 +36,18 @@ export function parseDuration(v: string | number, field: string): number {
   const n = Number(m[1]);
   const mult = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 }[m[2] ?? 's']!;
   return n * mult;
+}
+
+/**
+ * A config field holding a duration ("90s", "15m", a number of seconds),
+ * validated to seconds; `positive` also refuses 0.
+ */
+export function durationField(field: string, dflt: string, options: { positive?: boolean } = {}) {
+  return z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
+    try {
+      const s = parseDuration(v, field);
+      if (options.positive && s <= 0) throw new Error(`${field} must be longer than 0`);
+      return s;
+    } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
+  });
 }

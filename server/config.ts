@@ -1,13 +1,10 @@
 /** meshid-server's configuration: one schema, defaults in one place. */
 import { z } from 'zod';
-import { parseDuration, readConfigFile, validateConfig } from '../common/config.js';
+import { durationField, readConfigFile, validateConfig } from '../common/config.js';
 import { TrustDomain } from '../spiffe/id.js';
 import { kubernetesConfigSchema } from './k8s/config.js';
 
-const duration = (field: string, dflt: string) =>
-  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
-    try { return parseDuration(v, field); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
-  });
+const duration = (field: string, dflt: string) => durationField(field, dflt);
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');
 

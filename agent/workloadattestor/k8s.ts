@@ -17,7 +17,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CoreV1Api, V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
 import { z } from 'zod';
-import { parseDuration } from '../../common/config.js';
+import { durationField } from '../../common/config.js';
 import { Unavailable } from '../../spiffe/errors.js';
 import { DEFAULT_PSAT_TOKEN_PATH, K8sPsatPlugin } from '../attestation/k8spsat.js';
 import { Selector } from '../../spiffe/selector.js';
@@ -237,10 +237,7 @@ function selectorsOf({ pod, status, specImage }: Found): Selector[] {
   return out;
 }
 
-const duration = (field: string, dflt: string) =>
-  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
-    try { return parseDuration(v, field); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
-  });
+const duration = (field: string, dflt: string) => durationField(field, dflt);
 
 /** The `kubernetes:` section of meshid-agent's config (agent/config.ts embeds it). */
 export const kubernetesAgentConfigSchema = z.object({

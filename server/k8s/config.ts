@@ -3,16 +3,9 @@
  * one place. server/config.ts embeds it as `kubernetes: kubernetesConfigSchema`.
  */
 import { z } from 'zod';
-import { parseDuration } from '../../common/config.js';
+import { durationField } from '../../common/config.js';
 
-const duration = (field: string, dflt: string) =>
-  z.union([z.string(), z.number()]).default(dflt).transform((v, ctx) => {
-    try {
-      const s = parseDuration(v, field);
-      if (s <= 0) throw new Error(`${field} must be longer than 0`);
-      return s;
-    } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
-  });
+const duration = (field: string, dflt: string) => durationField(field, dflt, { positive: true });
 
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const SA_REF = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?:[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
