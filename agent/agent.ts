@@ -146,7 +146,19 @@ export class MeshidAgent {
         onEvent: (e) => { for (const l of this.eventListeners) l(e); },
       });
       this.datapath.start();
-      this.policy = new PolicyMapSync({ state: this.state, map: this.datapath.datapath.policy, logger: log.child({ component: 'policy' }) });
+      const authMap = this.datapath.datapath.auth;
+      this.policy = new PolicyMapSync({
+        state: this.state, map: this.datapath.datapath.policy, logger: log.child({ component: 'policy' }),
+        // make-before-break: a flow allowed so far keeps passing while its new auth requirement's pair is authenticated
+        ...(config.mutual_auth.enabled ? {
+          authUpgrade: {
+            holdMs: config.mutual_auth.upgrade_grace * 1000,
+            now: () => deps.clock.now().getTime(),
+            ready: (p: AuthRequirement) => [...this.nodesHosting().get(p.remoteIdentity) ?? []]
+              .every((node) => authMap.get({ localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node, authType: p.authType }) !== undefined),
+          },
+        } : {}),
+      });
       this.policy.start();
     }
     if (config.mutual_auth.enabled) {
@@ -218,18 +230,24 @@ export class MeshidAgent {
     return { policies: this.state.policies, identities: this.state.identities, endpoints: this.state.endpoints, localNodeId: this.state.localNodeId };
   }
 
-  /** Asks mutual auth for each required pair with each node where the remote identity has endpoints. */
-  private preauthenticate(pairs: readonly AuthRequirement[]): void {
-    const auth = this.mutualAuth;
-    if (!auth || pairs.length === 0) return;
+  /** Identity -> the nodes where it has endpoints (0: this node), as the auth map names them. */
+  private nodesHosting(): Map<number, Set<number>> {
     const local = this.state.localNodeId;
-    if (local === 0) return;
     const nodesOf = new Map<number, Set<number>>();
     for (const ep of this.state.endpoints.values()) {
       let s = nodesOf.get(ep.identity);
       if (!s) { s = new Set(); nodesOf.set(ep.identity, s); }
       s.add(ep.node_id === local ? 0 : ep.node_id);
     }
+    return nodesOf;
+  }
+
+  /** Asks mutual auth for each required pair with each node where the remote identity has endpoints. */
+  private preauthenticate(pairs: readonly AuthRequirement[]): void {
+    const auth = this.mutualAuth;
+    if (!auth || pairs.length === 0) return;
+    if (this.state.localNodeId === 0) return;
+    const nodesOf = this.nodesHosting();
     const authMap = this.datapath!.datapath.auth;
     const requests: PairRequest[] = [];
     for (const p of pairs) {
@@ -240,7 +258,8 @@ export class MeshidAgent {
         requests.push({ localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node });
       }
     }
-    if (requests.length > 0) void auth.authenticate(requests);
+    // entries held until their pairs are authenticated (make-before-break) may go now
+    if (requests.length > 0) void auth.authenticate(requests).finally(() => this.policy?.recheckHeld());
   }
 
   /** `meshid explain`: from/to are pod names, namespace/pod, or IPs. */

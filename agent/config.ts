@@ -1,7 +1,7 @@
 /** meshid-agent's configuration: one schema, defaults in one place. */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { readConfigFile, validateConfig } from '../common/config.js';
+import { durationField, readConfigFile, validateConfig } from '../common/config.js';
 import { TrustDomain } from '../spiffe/id.js';
 import { kubernetesAgentConfigSchema } from './workloadattestor/k8s.js';
 
@@ -60,7 +60,13 @@ export const agentConfigSchema = z.object({
   mutual_auth: z.object({
     enabled: z.boolean().default(false),
     port: z.number().int().min(1).max(65535).default(4250),
-  }).strict().default({ enabled: false, port: 4250 }),
+    /**
+     * How long a flow that a policy allowed without authentication keeps passing
+     * after the policy starts requiring it, while its pair is authenticated
+     * (make-before-break); enforced at once when the pair is authenticated sooner.
+     */
+    upgrade_grace: durationField('mutual_auth.upgrade_grace', '2s'),
+  }).strict().prefault({}),
 }).strict();
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;

@@ -65,6 +65,16 @@ export interface PolicyMapSyncOptions {
   state: PolicyStateSource;
   map: PolicyMapWriter;
   logger?: Logger;
+  /**
+   * Make-before-break for flows that a policy allowed without authentication
+   * and now allows only with it: their entries keep the old verdict until
+   * `ready` says the pair is authenticated (with every node hosting the remote
+   * identity), or for at most holdMs, so that applying an authentication
+   * requirement to live traffic does not drop it while the handshakes run.
+   * The map never allows more than it did before the change. Absent: such
+   * entries are written at once.
+   */
+  authUpgrade?: { ready: (pair: AuthRequirement) => boolean; holdMs: number; now?: () => number };
 }
 
 const pairText = (p: AuthRequirement): string => `${p.localIdentity}/${p.remoteIdentity}/${p.authType}`;
@@ -91,6 +101,9 @@ export class PolicyMapSync {
   compiled: CompiledPolicies | undefined;
   /** Set when a write failed; the next change (or sync()) retries the whole diff. */
   lastError: Error | undefined;
+  /** Entries held at their unauthenticated verdict (authUpgrade), by key text: since when. */
+  private readonly held = new Map<string, number>();
+  private holdTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: PolicyMapSyncOptions) {}
 
@@ -109,6 +122,16 @@ export class PolicyMapSync {
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+  }
+
+  /** Entries still held at their unauthenticated verdict, waiting for their pairs (authUpgrade). */
+  heldEntries(): number { return this.held.size; }
+
+  /** Re-checks the held entries: call when pairs have been authenticated. */
+  recheckHeld(): void {
+    if (this.held.size > 0 && this.unsubscribe) this.syncSafely();
   }
 
   /** Called with the pairs that appeared and went away after each sync that changed them. */
@@ -134,10 +157,15 @@ export class PolicyMapSync {
     this.reportErrors(compiled.errors);
     const desired = new Map(compiled.entries.map((e) => [policyKeyText(e.key), e]));
     const ops: Array<{ del: boolean; text: string; e: PolicyMapEntry; marker: boolean }> = [];
+    const stillHeld = new Set<string>();
     for (const [text, e] of desired) {
       const old = this.written.get(text);
-      if (!old || !sameEntry(old.entry, e.entry)) ops.push({ del: false, text, e, marker: isMarker(e.key) });
+      if (old && sameEntry(old.entry, e.entry)) continue;
+      if (old && this.holdsBack(text, old.entry, e)) { stillHeld.add(text); continue; }
+      ops.push({ del: false, text, e, marker: isMarker(e.key) });
     }
+    for (const text of this.held.keys()) if (!stillHeld.has(text)) this.held.delete(text);
+    this.scheduleHoldEnd();
     for (const [text, e] of this.written) if (!desired.has(text)) ops.push({ del: true, text, e, marker: isMarker(e.key) });
     ops.sort((a, b) => writeRank({ ...a, entry: a.e.entry }) - writeRank({ ...b, entry: b.e.entry }));
     let upserted = 0;
@@ -159,6 +187,36 @@ export class PolicyMapSync {
       this.opts.logger?.debug('policy map synced', { upserted, deleted, entries: this.written.size });
     }
     return { upserted, deleted, entries: this.written.size, errors: compiled.errors };
+  }
+
+  /** Whether an allow-without-auth entry stays as it is for now, while its new auth requirement's pair is not yet authenticated. */
+  private holdsBack(text: string, old: PolicyEntry, next: PolicyMapEntry): boolean {
+    const upgrade = this.opts.authUpgrade;
+    if (!upgrade || old.verdict !== 'allow' || old.authType !== 0 || next.entry.verdict !== 'allow' || next.entry.authType === 0) return false;
+    // a wildcard remote names no pair to authenticate first
+    if (next.key.remoteIdentity === 0) return false;
+    const now = (upgrade.now ?? Date.now)();
+    const since = this.held.get(text) ?? now;
+    const pair = { localIdentity: next.key.localIdentity, remoteIdentity: next.key.remoteIdentity, authType: next.entry.authType };
+    if (now - since >= upgrade.holdMs || upgrade.ready(pair)) return false;
+    if (!this.held.has(text)) this.opts.logger?.debug('auth requirement held until its pair is authenticated', { key: text, holdMs: upgrade.holdMs });
+    this.held.set(text, since);
+    return true;
+  }
+
+  /** A sync when the oldest hold runs out, so an entry whose pair never authenticates is enforced all the same. */
+  private scheduleHoldEnd(): void {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    const upgrade = this.opts.authUpgrade;
+    if (!upgrade || this.held.size === 0 || !this.unsubscribe) return;
+    const now = (upgrade.now ?? Date.now)();
+    const first = Math.min(...this.held.values());
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.syncSafely();
+    }, Math.max(0, first + upgrade.holdMs - now) + 1);
+    this.holdTimer.unref();
   }
 
   private syncSafely(): void {

@@ -11,7 +11,7 @@ import { request as httpRequest } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DemoCluster, httpFromNamespace, tcpRetransmits } from '../../deploy/devnet/demo.js';
+import { DemoCluster, httpFromNamespace, POLICY_YAML, tcpRetransmits } from '../../deploy/devnet/demo.js';
 import { run } from '../helpers/process.js';
 
 async function freePort(): Promise<number> {
@@ -104,6 +104,54 @@ t.test('the CLI: policy list, auth list and explain read the server and the agen
   t.not(refused.code, 0, 'refused');
   t.match(refused.stderr, /toFQDNs/, 'the message names the unsupported field');
   t.notMatch(run('meshid', [...admin, 'policy', 'list']).stdout, /fqdn/, 'nothing was stored');
+});
+
+t.test('requiring authentication of a flow that is already allowed drops none of its packets: the old verdict holds until the pair is authenticated', async (t) => {
+  const applyPolicy = async (yaml: string): Promise<void> => {
+    const res = await fetch(new URL('/v1/policies:apply', state.adminUrl), {
+      method: 'POST', headers: { authorization: `Bearer ${readFileSync(state.tokenFile, 'utf8').trim()}` }, body: JSON.stringify({ yaml }),
+    });
+    t.equal(res.status, 200, `policy applied: ${await res.text()}`);
+  };
+  // the same policy without its authentication requirement: the flow is allowed, no auth entry is needed
+  const open = POLICY_YAML.replace('      authentication:\n        mode: required\n', '');
+  t.not(open, POLICY_YAML);
+  await applyPolicy(open);
+  await until('n2 to drop its backend ← frontend entry', async () => !hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'));
+  t.ok(httpFromNamespace(pod('frontend').namespace, backendUrl).ok, 'allowed without authentication');
+
+  const flows: { verdict: string; source: { pod?: string } }[] = [];
+  const stream = httpRequest({ socketPath: state.agentSockets['n2']!.admin, path: '/v1/observe?verdict=DROPPED' }, (res) => {
+    let buf = '';
+    res.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { flows.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); } });
+  });
+  stream.end();
+  t.teardown(() => stream.destroy());
+  await new Promise((r) => setTimeout(r, 300));
+
+  // a new TCP connection every 10 ms from frontend while the requirement is applied
+  const script = `const http=require('node:http');const end=Date.now()+Number(process.argv[2]);let ok=0,failed=0;const errors=[];
+(async()=>{while(Date.now()<end){await new Promise(res=>{http.get(process.argv[1],{agent:false,timeout:2000},r=>{r.resume();r.on('end',()=>{ok++;res()})}).on('timeout',function(){this.destroy(new Error('timeout'))}).on('error',e=>{failed++;errors.push(e.message);res()})});await new Promise(r=>setTimeout(r,10));}
+process.stdout.write(JSON.stringify({ok,failed,errors:errors.slice(0,5)})+'\\n');})();`;
+  const retransmitsBefore = tcpRetransmits(pod('frontend').namespace);
+  const child = spawn('nsenter', [`--net=/run/netns/${pod('frontend').namespace}`, process.execPath, '-e', script, backendUrl, '3000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await new Promise((r) => setTimeout(r, 700));
+  await applyPolicy(POLICY_YAML);
+  await exited;
+  const traffic = JSON.parse(out.trim()) as { ok: number; failed: number; errors: string[] };
+  t.ok(traffic.ok > 50, `connections kept being made (${traffic.ok})`);
+  t.equal(traffic.failed, 0, `no connection failed: ${traffic.errors.join('; ')}`);
+  t.equal(tcpRetransmits(pod('frontend').namespace) - retransmitsBefore, 0, 'no segment was retransmitted');
+  t.same(flows.filter((f) => f.source.pod === 'frontend'), [], 'no packet of frontend was dropped');
+  t.ok(hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'), 'the pair is authenticated again');
+  // legacy (app: frontend, but no SVID) was allowed by the open policy too: its flow is held for
+  // mutual_auth.upgrade_grace (2 s), then enforced although its pair never authenticates
+  await until('legacy to be refused again', async () => !httpFromNamespace(pod('legacy').namespace, backendUrl, 1000).ok, 15_000);
+  t.notOk(httpFromNamespace(pod('legacy').namespace, backendUrl, 1000).ok, 'the requirement is enforced: legacy, which cannot authenticate, is refused');
+  t.notOk(hasPair(await cluster.authEntries('n2'), 'backend', 'legacy'), 'and has no auth entry');
 });
 
 t.test('killing the agent on node 2 keeps established flows and new ones', async (t) => {

@@ -174,3 +174,87 @@ t.test('stop() ends following the state; the entries stay for the datapath', asy
   t.doesNotThrow(() => sync.stop(), 'stop twice is harmless');
   t.same(map.take(), [], 'and writes nothing');
 });
+
+/** pay allows order without authentication; then the same rule requires it. */
+const PAY_OPEN = cnp('pay', 'prod', `
+  endpointSelector: {matchLabels: {app: pay}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: order}}]
+`);
+
+function upgradeSync(t: Test, ready: { value: boolean }, holdMs: number, now: () => number) {
+  const state = snapshotState(PAY_OPEN);
+  const map = new RecordingMap();
+  const checked: string[] = [];
+  const sync = new PolicyMapSync({
+    state, map,
+    authUpgrade: { holdMs, now, ready: (p) => { checked.push(`${p.localIdentity}/${p.remoteIdentity}`); return ready.value; } },
+  });
+  const changes: AuthPairsChange[] = [];
+  sync.onAuthPairsChange((c) => changes.push(c));
+  sync.start();
+  t.teardown(() => sync.stop());
+  map.take();
+  return { state, map, sync, changes, checked };
+}
+
+t.test('make-before-break: a flow allowed without authentication keeps its verdict until its new auth requirement\'s pair is authenticated', async (t) => {
+  const ready = { value: false };
+  let now = 1000;
+  const { state, map, sync, changes, checked } = upgradeSync(t, ready, 2000, () => now);
+  t.equal(verdictOf(map.inner, pay.id, order.id, 1, TCP, 'ingress'), 'allow', 'open to begin with');
+  state.apply(update({ policies: policyMsgs(PAY_POLICY) }));
+  t.same(map.take(), [], 'nothing written while the pair is not authenticated');
+  t.equal(verdictOf(map.inner, pay.id, order.id, 1, TCP, 'ingress'), 'allow', 'the flow still passes');
+  t.same(checked, [`${pay.id}/${order.id}`], 'readiness asked for the pair');
+  t.same(changes.at(-1)?.added, [{ localIdentity: pay.id, remoteIdentity: order.id, authType: 1 }], 'the pair is announced at once, so mutual auth starts on it');
+  t.equal(sync.heldEntries(), 1);
+  now += 500;
+  sync.recheckHeld();
+  t.same(map.take(), [], 'still held: not authenticated, not timed out');
+  ready.value = true;
+  sync.recheckHeld();
+  t.same(map.take(), [`+${pay.id}<${order.id}:0/0/ingress=allow+auth`], 'written once the pair is authenticated');
+  t.equal(verdictOf(map.inner, pay.id, order.id, 1, TCP, 'ingress'), 'allow+auth');
+  t.equal(sync.heldEntries(), 0);
+});
+
+t.test('make-before-break ends after holdMs: a pair that never authenticates is enforced all the same, by the sync\'s own timer', async (t) => {
+  const { state, map, sync } = upgradeSync(t, { value: false }, 100, Date.now);
+  state.apply(update({ policies: policyMsgs(PAY_POLICY) }));
+  t.same(map.take(), [], 'held');
+  await new Promise((r) => setTimeout(r, 250));
+  t.same(map.take(), [`+${pay.id}<${order.id}:0/0/ingress=allow+auth`], 'enforced when the hold ran out, without another change');
+  t.equal(sync.heldEntries(), 0);
+});
+
+t.test('make-before-break never allows more than before: new allows with authentication, denials and removals are written at once', async (t) => {
+  const { state, map, sync } = upgradeSync(t, { value: false }, 60_000, Date.now);
+  // web was denied (not selected by any rule of pay's policy): allowing it with auth holds nothing back
+  state.apply(update({ policies: policyMsgs(cnp('pay', 'prod', `
+    endpointSelector: {matchLabels: {app: pay}}
+    ingress:
+    - fromEndpoints: [{matchLabels: {app: order}}]
+    - fromEndpoints: [{matchLabels: {app: web}}]
+      authentication: {mode: required}
+  `)) }));
+  t.same(map.take(), [`+${pay.id}<${web.id}:0/0/ingress=allow+auth`], 'a flow that was denied gets its auth requirement at once');
+  t.equal(sync.heldEntries(), 0);
+  state.apply(update({ policies: policyMsgs(cnp('pay', 'prod', `
+    endpointSelector: {matchLabels: {app: pay}}
+    ingress:
+    - fromEndpoints: [{matchLabels: {app: web}}]
+      authentication: {mode: required}
+  `)) }));
+  t.same(map.take(), [`-${pay.id}<${order.id}:0/0/ingress`], 'taking the allow away is not held');
+  t.equal(verdictOf(map.inner, pay.id, order.id, 1, TCP, 'ingress'), 'deny');
+});
+
+t.test('make-before-break: a hold is dropped when the policy changes back before the pair was authenticated', async (t) => {
+  const { state, map, sync } = upgradeSync(t, { value: false }, 60_000, Date.now);
+  state.apply(update({ policies: policyMsgs(PAY_POLICY) }));
+  t.equal(sync.heldEntries(), 1);
+  state.apply(update({ policies: policyMsgs(PAY_OPEN) }));
+  t.same(map.take(), [], 'the map already holds the open verdict');
+  t.equal(sync.heldEntries(), 0, 'nothing waits any more');
+});
