@@ -50,6 +50,21 @@ const backendUrl = `http://${pod('backend').ip}:8080/`;
 const hasPair = (entries: { local_spiffe_id: string | null; remote_spiffe_id: string | null }[], local: string, remote: string): boolean =>
   entries.some((e) => e.local_spiffe_id?.endsWith(`/sa/${local}`) && e.remote_spiffe_id?.endsWith(`/sa/${remote}`));
 
+interface DroppedFlow { verdict: string; drop_reason_desc?: string; source: { pod?: string } }
+
+/** The DROPPED flows a node's agent reports from now on (`meshid observe`), collected until the test ends. */
+async function droppedFlows(t: { teardown(fn: () => unknown): void }, node: string): Promise<DroppedFlow[]> {
+  const flows: DroppedFlow[] = [];
+  const stream = httpRequest({ socketPath: state.agentSockets[node]!.admin, path: '/v1/observe?verdict=DROPPED' }, (res) => {
+    let buf = '';
+    res.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { flows.push(JSON.parse(buf.slice(0, i)) as DroppedFlow); buf = buf.slice(i + 1); } });
+  });
+  stream.end();
+  t.teardown(() => stream.destroy());
+  await new Promise((r) => setTimeout(r, 300)); // subscribed before the traffic starts
+  return flows;
+}
+
 t.test('the policy\'s pair is authenticated on both nodes before any packet, and the first connection succeeds with no SYN retransmission', async (t) => {
   t.ok(hasPair(await cluster.authEntries('n1'), 'frontend', 'backend'), 'n1 holds frontend → backend');
   t.ok(hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'), 'n2 holds backend ← frontend');
@@ -69,14 +84,7 @@ t.test('cross-node pod traffic crosses the underlay only as WireGuard UDP', asyn
 });
 
 t.test('a pod without an authenticated pair is dropped with reason AUTH_REQUIRED, seen by observe', async (t) => {
-  const flows: { verdict: string; drop_reason_desc?: string; source: { pod?: string } }[] = [];
-  const stream = httpRequest({ socketPath: state.agentSockets['n2']!.admin, path: '/v1/observe?verdict=DROPPED' }, (res) => {
-    let buf = '';
-    res.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { flows.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); } });
-  });
-  stream.end();
-  t.teardown(() => stream.destroy());
-  await new Promise((r) => setTimeout(r, 300));
+  const flows = await droppedFlows(t, 'n2');
   const r = httpFromNamespace(pod('legacy').namespace, backendUrl, 1500);
   t.notOk(r.ok, 'legacy cannot reach backend');
   await until('a drop event', async () => flows.some((f) => f.source.pod === 'legacy'));
@@ -120,14 +128,7 @@ t.test('requiring authentication of a flow that is already allowed drops none of
   await until('n2 to drop its backend ← frontend entry', async () => !hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'));
   t.ok(httpFromNamespace(pod('frontend').namespace, backendUrl).ok, 'allowed without authentication');
 
-  const flows: { verdict: string; source: { pod?: string } }[] = [];
-  const stream = httpRequest({ socketPath: state.agentSockets['n2']!.admin, path: '/v1/observe?verdict=DROPPED' }, (res) => {
-    let buf = '';
-    res.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { flows.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); } });
-  });
-  stream.end();
-  t.teardown(() => stream.destroy());
-  await new Promise((r) => setTimeout(r, 300));
+  const flows = await droppedFlows(t, 'n2');
 
   // a new TCP connection every 10 ms from frontend while the requirement is applied
   const script = `const http=require('node:http');const end=Date.now()+Number(process.argv[2]);let ok=0,failed=0;const errors=[];
