@@ -272,18 +272,18 @@ export class GrpcTransport<Context> {
       return;
     }
     if (timeoutMs !== undefined) call.armDeadline(timeoutMs);
-    this.readRequest(stream, call, headers, (request) => {
+    this.readRequest(stream, call, method, headers, (request) => {
       try {
         method.handle(call, request);
       } catch (err) {
         this.logger.error('workload API handler failed', { method: name, error: (err as Error).message });
         call.finish(Status.INTERNAL, 'internal error');
       }
-    }, method);
+    });
   }
 
   /** Collects the request body (bounded) and hands over its one message, decoded. */
-  private readRequest(stream: ServerHttp2Stream, call: GrpcCall<Context>, headers: IncomingHttpHeaders, deliver: (request: unknown) => void, method: GrpcMethod<Context>): void {
+  private readRequest(stream: ServerHttp2Stream, call: GrpcCall<Context>, method: GrpcMethod<Context>, headers: IncomingHttpHeaders, deliver: (request: unknown) => void): void {
     const chunks: Buffer[] = [];
     let size = 0;
     stream.on('data', (chunk: Buffer) => {
