@@ -6,7 +6,7 @@
 import type { Change, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { SyncUpdateMsg } from '../../api/agentproto.js';
 import { PermissionDenied, Unauthenticated } from '../../spiffe/errors.js';
-import type { SpiffeId } from '../../spiffe/id.js';
+import { serverId, type SpiffeId } from '../../spiffe/id.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
 import { endpointMsg, entryMsg, identityMsg, nodeMsg, policyMsg } from './convert.js';
 
@@ -24,6 +24,9 @@ const emptyUpdate = (revision: number, snapshot: boolean): SyncUpdateMsg => ({
 export class AgentSyncStream {
   /** entry id → revision last sent */
   private sent = new Map<string, number>();
+  /** The parents whose entries this agent gets: its own ID and its node aliases' IDs (refreshed with every full recompute). */
+  private parents = new Set<string>();
+  private readonly serverIdText: string;
   private pending: Change[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -37,6 +40,7 @@ export class AgentSyncStream {
     private readonly coalesceMs = 20,
   ) {
     this.nodeSelectors = nodeSelectors;
+    this.serverIdText = serverId(agentId.trustDomain).toString();
   }
 
   start(): void {
@@ -65,7 +69,38 @@ export class AgentSyncStream {
       .map((b) => ({ trust_domain: b.trustDomain.name, document: Buffer.from(JSON.stringify(b.document)) }));
   }
 
-  private entries(): RegistrationEntry[] { return this.store.entriesForAgent(this.agentId, this.nodeSelectors); }
+  /** Every entry this agent gets, read afresh (and the parents that make it get them). */
+  private entries(): RegistrationEntry[] {
+    this.parents = new Set([this.agentId.toString(), ...this.store.nodeAliasesOf(this.nodeSelectors)]);
+    return this.store.entriesForAgent(this.agentId, this.nodeSelectors);
+  }
+
+  /**
+   * Entry changes as a delta without re-reading every entry of the agent: a
+   * change whose parents are not this agent's (nor of an entry it was sent)
+   * costs nothing, and a relevant one is one lookup. Undefined when only a
+   * full recompute can tell: a change read back without its parents, or one
+   * to a node alias (parented by the server), which can change which entries
+   * the agent gets.
+   */
+  private entryDelta(changes: readonly Change[], msg: SyncUpdateMsg): boolean {
+    if (changes.some((c) => !c.parents || c.parents.includes(this.serverIdText))) return false;
+    const now = this.store.nowSeconds();
+    for (const c of changes) {
+      if (!c.parents!.some((p) => this.parents.has(p)) && !this.sent.has(c.id)) continue;
+      const entry = c.op === 'delete' ? undefined : this.store.findEntry(c.id);
+      const visible = entry && this.parents.has(entry.parentId.toString()) && (entry.expiresAt === 0 || entry.expiresAt > now);
+      if (visible) {
+        if (this.sent.get(c.id) !== entry.revision) {
+          msg.entries.push(entryMsg(entry));
+          this.sent.set(c.id, entry.revision);
+        }
+      } else if (this.sent.delete(c.id)) {
+        msg.removed_entries.push(c.id);
+      }
+    }
+    return true;
+  }
 
   snapshot(): SyncUpdateMsg {
     const td = this.store.trustDomain;
@@ -110,7 +145,8 @@ export class AgentSyncStream {
       if (self.banned) throw new PermissionDenied('agent is banned');
       this.nodeSelectors = self.selectors;
     }
-    if (kinds.has('entry') || kinds.has('agent')) {
+    const entryChanges = [...latest.values()].filter((c) => c.kind === 'entry');
+    if (kinds.has('agent') || (entryChanges.length > 0 && !this.entryDelta(entryChanges, msg))) {
       const now = new Map<string, RegistrationEntry>(this.entries().map((e) => [e.id, e]));
       for (const [id, e] of now) if (this.sent.get(id) !== e.revision) msg.entries.push(entryMsg(e));
       for (const id of this.sent.keys()) if (!now.has(id)) msg.removed_entries.push(id);

@@ -133,12 +133,12 @@ export class Core {
   }
 
   /** Bumps the global revision and logs the change; call inside write(). Returns the new revision. */
-  recordChange(kind: ChangeKind, id: string, op: ChangeOp): number {
+  recordChange(kind: ChangeKind, id: string, op: ChangeOp, parents?: readonly string[]): number {
     if (!this.pending) throw new MeshidError('internal', 'recordChange outside a write transaction');
     const { value: revision } = this.stmt("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value").get() as { value: number };
     const at = this.nowSeconds();
     this.stmt('INSERT INTO changes (revision, kind, object_id, op, at) VALUES (?, ?, ?, ?, ?)').run(revision, kind, id, op, at);
-    this.pending.push({ revision, kind, id, op, at });
+    this.pending.push(parents ? { revision, kind, id, op, at, parents } : { revision, kind, id, op, at });
     return revision;
   }
 

@@ -81,6 +81,9 @@ export class Datastore {
   // Revisions and changes
 
   currentRevision(): number { return this.core.currentRevision(); }
+  /** The datastore's clock in Unix seconds, as entry expiry is compared. */
+  nowSeconds(): number { return this.core.nowSeconds(); }
+
   /** Changes with revision > `revision`, oldest first. FailedPrecondition when that part of the log was compacted. */
   changesSince(revision: number, limit = 1000): Change[] { return this.core.changesSince(revision, limit); }
   compactChanges(throughRevision: number): number { return this.core.compactChanges(throughRevision); }
@@ -98,11 +101,14 @@ export class Datastore {
   createEntry(spec: EntrySpec): RegistrationEntry { return this.entries.create(spec); }
   batchCreateEntries(specs: readonly EntrySpec[]): BatchResult<RegistrationEntry>[] { return this.entries.batchCreate(specs); }
   getEntry(id: string): RegistrationEntry { return this.entries.get(id); }
+  findEntry(id: string): RegistrationEntry | undefined { return this.entries.find(id); }
   updateEntry(id: string, patch: EntryPatch): RegistrationEntry { return this.entries.update(id, patch); }
   deleteEntry(id: string): RegistrationEntry { return this.entries.delete(id); }
   batchDeleteEntries(ids: readonly string[]): BatchResult<RegistrationEntry>[] { return this.entries.batchDelete(ids); }
   listEntries(opts: ListEntriesOptions = {}): Page<RegistrationEntry> { return this.entries.list(opts); }
   entriesForAgent(agentId: SpiffeId, nodeSelectors: SelectorSet): RegistrationEntry[] { return this.entries.forAgent(agentId, nodeSelectors); }
+  /** The SPIFFE IDs of the node aliases an agent with these node selectors belongs to. */
+  nodeAliasesOf(nodeSelectors: SelectorSet): string[] { return this.entries.aliasesOfNode(this.trustDomain, nodeSelectors); }
   pruneExpiredEntries(): number { return this.entries.pruneExpired(); }
 
   // Attested nodes

@@ -40,6 +40,13 @@ const SELECT_ENTRY = `SELECT e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_t
 /** Rows of (type, value) from a JSON array of [type, value] pairs bound as one parameter. */
 const SELECTOR_PAIRS = "SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) j";
 
+/** Node aliases a node belongs to: entries parented by the server whose every selector the node has (params: server ID, now, selector pairs). */
+const ALIASES_OF_NODE = `SELECT a.spiffe_id FROM registered_entries a
+        JOIN entry_selectors s ON s.entry_pk = a.pk
+        WHERE a.parent_id = ? AND (a.expires_at = 0 OR a.expires_at > ?)
+          AND (s.type, s.value) IN (${SELECTOR_PAIRS})
+        GROUP BY a.pk HAVING COUNT(*) = MAX(a.selector_count)`;
+
 function selectorsParam(set: SelectorSet): string {
   return JSON.stringify(set.items.map((s) => [s.type, s.value]));
 }
@@ -115,9 +122,14 @@ export class EntryStore {
   }
 
   get(id: string): RegistrationEntry {
+    const entry = this.find(id);
+    if (!entry) throw new NotFound(`entry ${JSON.stringify(id)} not found`, 'id');
+    return entry;
+  }
+
+  find(id: string): RegistrationEntry | undefined {
     const row = this.core.stmt(`${SELECT_ENTRY} WHERE e.id = ?`).get(id) as EntryRow | undefined;
-    if (!row) throw new NotFound(`entry ${JSON.stringify(id)} not found`, 'id');
-    return rowToEntry(row);
+    return row && rowToEntry(row);
   }
 
   update(id: string, patch: EntryPatch): RegistrationEntry {
@@ -127,7 +139,8 @@ export class EntryStore {
       const next = checkFields({ ...current, ...definedOnly(patch) });
       const selectorsKey = next.selectors.key();
       this.refuseDuplicate(next.spiffeId, next.parentId, selectorsKey, id);
-      const revision = this.core.recordChange('entry', id, 'upsert');
+      const parents = [...new Set([current.parentId.toString(), next.parentId.toString()])];
+      const revision = this.core.recordChange('entry', id, 'upsert', parents);
       this.core.stmt(`UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, selectors_key = ?, selector_count = ?,
           x509_svid_ttl = ?, jwt_svid_ttl = ?, hint = ?, admin = ?, downstream = ?, expires_at = ?, revision = ?
         WHERE pk = ?`).run(next.spiffeId.toString(), next.parentId.toString(), selectorsKey, next.selectors.size,
@@ -193,19 +206,19 @@ export class EntryStore {
    */
   forAgent(agentId: SpiffeId, nodeSelectors: SelectorSet): RegistrationEntry[] {
     const now = this.core.nowSeconds();
-    const rows = this.core.stmt(`WITH aliases AS (
-        SELECT a.spiffe_id FROM registered_entries a
-        JOIN entry_selectors s ON s.entry_pk = a.pk
-        WHERE a.parent_id = ? AND (a.expires_at = 0 OR a.expires_at > ?)
-          AND (s.type, s.value) IN (${SELECTOR_PAIRS})
-        GROUP BY a.pk HAVING COUNT(*) = MAX(a.selector_count)
-      )
+    const rows = this.core.stmt(`WITH aliases AS (${ALIASES_OF_NODE})
       ${SELECT_ENTRY}
       WHERE (e.parent_id = ? OR e.parent_id IN (SELECT spiffe_id FROM aliases))
         AND (e.expires_at = 0 OR e.expires_at > ?)
       ORDER BY e.pk`).all(serverId(agentId.trustDomain).toString(), now, selectorsParam(nodeSelectors),
       agentId.toString(), now) as EntryRow[];
     return rows.map(rowToEntry);
+  }
+
+  /** The SPIFFE IDs of the node aliases (entries parented by the server) whose selectors a node with `nodeSelectors` has: forAgent's second kind of parent. */
+  aliasesOfNode(trustDomain: TrustDomain, nodeSelectors: SelectorSet): string[] {
+    return this.core.stmt(ALIASES_OF_NODE).pluck()
+      .all(serverId(trustDomain).toString(), this.core.nowSeconds(), selectorsParam(nodeSelectors)) as string[];
   }
 
   /** Deletes entries whose expiry has passed; returns how many. */
@@ -244,7 +257,7 @@ export class EntryStore {
     }
     const selectorsKey = fields.selectors.key();
     this.refuseDuplicate(fields.spiffeId, fields.parentId, selectorsKey, undefined);
-    const revision = this.core.recordChange('entry', id, 'upsert');
+    const revision = this.core.recordChange('entry', id, 'upsert', [fields.parentId.toString()]);
     let pk: number;
     try {
       pk = this.core.stmt(`INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_key, selector_count,
@@ -264,7 +277,7 @@ export class EntryStore {
   private deleteInTx(id: string): RegistrationEntry {
     const entry = this.get(id);
     this.core.stmt('DELETE FROM registered_entries WHERE id = ?').run(id);
-    this.core.recordChange('entry', id, 'delete');
+    this.core.recordChange('entry', id, 'delete', [entry.parentId.toString()]);
     return entry;
   }
 

@@ -226,6 +226,13 @@ export interface Change {
   id: string;
   op: ChangeOp;
   at: UnixSeconds;
+  /**
+   * Entry changes delivered to onChange listeners: the parent IDs the change
+   * concerns (the new parent, and the old one when it moved or was deleted), so
+   * a Sync stream can tell whether its agent is concerned without reading the
+   * entry. Not stored: absent on changes read back with changesSince.
+   */
+  parents?: readonly string[];
 }
 
 export type ChangeListener = (changes: readonly Change[]) => void;

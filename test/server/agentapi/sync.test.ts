@@ -1,0 +1,89 @@
+// server/agentapi/sync.ts: one agent's Sync stream over a real SQLite datastore,
+// with a sink that records the messages.
+import t from 'tap';
+import type { SyncUpdateMsg } from '../../../api/agentproto.js';
+import { AgentSyncStream } from '../../../server/agentapi/sync.js';
+import type { Datastore } from '../../../server/datastore/index.js';
+import { agentId, serverId } from '../../../spiffe/id.js';
+import { SelectorSet } from '../../../spiffe/selector.js';
+import { openTemp, td } from '../datastore/fixtures/tempdb.js';
+
+const me = agentId(td, 'join_token', 'node-1');
+const other = agentId(td, 'join_token', 'node-2');
+const nodeSelectors = SelectorSet.parse(['k8s_psat:cluster:c1', 'k8s_psat:agent_node_label:zone:a']);
+const sel = (s: string): SelectorSet => SelectorSet.parse([s]);
+
+/** The stream's messages; `next()` waits for the following one (the stream coalesces over 5 ms here). */
+function started(t: { teardown(fn: () => unknown): void }, ds: Datastore) {
+  const messages: SyncUpdateMsg[] = [];
+  let wake: (() => void) | undefined;
+  const stream = new AgentSyncStream(ds, me, nodeSelectors, { write: (m) => { messages.push(m); wake?.(); }, fail: (err) => { throw err; } }, 5);
+  stream.start();
+  t.teardown(() => stream.stop());
+  let read = 0;
+  const next = async (): Promise<SyncUpdateMsg> => {
+    while (messages.length <= read) await new Promise<void>((r) => { wake = r; setTimeout(r, 2000); });
+    if (messages.length <= read) throw new Error('no message');
+    return messages[read++]!;
+  };
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 40));
+  return { messages, next, settle, skipTo: () => { read = messages.length; } };
+}
+
+/** Counts the datastore reads a stream makes for entries. */
+function countReads(ds: Datastore): { full: number; one: number } {
+  const counts = { full: 0, one: 0 };
+  const forAgent = ds.entriesForAgent.bind(ds);
+  const find = ds.findEntry.bind(ds);
+  ds.entriesForAgent = (...a) => { counts.full++; return forAgent(...a); };
+  ds.findEntry = (id) => { counts.one++; return find(id); };
+  return counts;
+}
+
+t.test('changes to other agents\' entries cost the stream no datastore read and no message', async (t) => {
+  const { ds } = openTemp(t, 'sync-others');
+  const mine = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'mine'), parentId: me, selectors: sel('unix:uid:1') });
+  const s = started(t, ds);
+  t.same((await s.next()).entries.map((e) => e.id), [mine.id], 'snapshot');
+  const reads = countReads(ds);
+  for (let i = 0; i < 50; i++) ds.createEntry({ spiffeId: td.child('ns', 'b', 'sa', `x${i}`), parentId: other, selectors: sel('unix:uid:2') });
+  await s.settle();
+  t.same(reads, { full: 0, one: 0 }, '50 entries of another agent: nothing read');
+  t.equal(s.messages.length, 1, 'and nothing sent');
+  ds.updateEntry(mine.id, { x509SvidTtl: 120 });
+  const update = await s.next();
+  t.same(update.entries.map((e) => [e.id, e.x509_svid_ttl]), [[mine.id, 120]], 'its own entry changed: sent');
+  t.same(reads, { full: 0, one: 1 }, 'one lookup for it, no full re-read');
+});
+
+t.test('an entry moving to another agent is removed from this one, and added back when it returns', async (t) => {
+  const { ds } = openTemp(t, 'sync-move');
+  const e = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'mover'), parentId: me, selectors: sel('unix:uid:1') });
+  const s = started(t, ds);
+  await s.next();
+  ds.updateEntry(e.id, { parentId: other });
+  t.same((await s.next()).removed_entries, [e.id], 'moved away: removed');
+  ds.updateEntry(e.id, { parentId: me });
+  t.same((await s.next()).entries.map((x) => x.id), [e.id], 'moved back: sent again');
+  ds.deleteEntry(e.id);
+  t.same((await s.next()).removed_entries, [e.id], 'deleted: removed');
+  const ghost = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'ghost'), parentId: me, selectors: sel('unix:uid:3') });
+  ds.deleteEntry(ghost.id);
+  await s.settle();
+  const last = s.messages.at(-1)!;
+  t.notOk(last.entries.some((x) => x.id === ghost.id) && !last.removed_entries.includes(ghost.id), 'created and deleted within one window: never left behind as present');
+});
+
+t.test('entries under a node alias arrive with the alias; an alias the node stops matching takes its entries away (full recompute)', async (t) => {
+  const { ds } = openTemp(t, 'sync-alias');
+  const alias = ds.createEntry({ spiffeId: td.child('meshid', 'zone-a'), parentId: serverId(td), selectors: sel('k8s_psat:agent_node_label:zone:a') });
+  const s = started(t, ds);
+  t.same((await s.next()).entries, [], 'snapshot: nothing yet');
+  const viaAlias = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'web'), parentId: alias.spiffeId, selectors: sel('k8s:sa:web') });
+  t.same((await s.next()).entries.map((x) => x.id), [viaAlias.id], 'an entry under the alias reaches this agent incrementally');
+  ds.updateEntry(alias.id, { selectors: sel('k8s_psat:agent_node_label:zone:b') });
+  t.same((await s.next()).removed_entries, [viaAlias.id], 'the node no longer matches the alias: its entries go');
+  ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'api'), parentId: alias.spiffeId, selectors: sel('k8s:sa:api') });
+  await s.settle();
+  t.equal(s.messages.length, 3, 'and new entries under it do not come');
+});
