@@ -135,7 +135,8 @@ export class AgentSyncStream {
   /** What changed for this agent; undefined when nothing it sees did. */
   private delta(changes: readonly Change[]): SyncUpdateMsg | undefined {
     const td = this.store.trustDomain;
-    const msg = emptyUpdate(this.store.currentRevision(), false);
+    // the revision is read only for a message that is sent (below): most flushes send nothing
+    const msg = emptyUpdate(0, false);
     const kinds = new Set(changes.map((c) => c.kind));
     const latest = new Map<string, Change>();
     for (const c of changes) latest.set(`${c.kind}\0${c.id}`, c);
@@ -187,7 +188,10 @@ export class AgentSyncStream {
     const empty = msg.entries.length + msg.removed_entries.length + msg.bundles.length + msg.identities.length +
       msg.removed_identities.length + msg.endpoints.length + msg.removed_endpoints.length + msg.nodes.length +
       msg.removed_nodes.length + msg.policies.length + msg.removed_policies.length === 0;
-    return empty && !kinds.has('node') ? undefined : msg;
+    if (empty && !kinds.has('node')) return undefined;
+    // nothing can be written between the reads above and this one (the datastore is synchronous)
+    msg.revision = this.store.currentRevision();
+    return msg;
   }
 }
 

@@ -53,6 +53,7 @@ t.test('changes to other agents\' entries cost the stream no datastore read and 
   ds.updateEntry(mine.id, { x509SvidTtl: 120 });
   const update = await s.next();
   t.same(update.entries.map((e) => [e.id, e.x509_svid_ttl]), [[mine.id, 120]], 'its own entry changed: sent');
+  t.equal(update.revision, ds.currentRevision(), 'at the datastore\'s revision');
   t.same(reads, { full: 0, one: 1 }, 'one lookup for it, no full re-read');
 });
 
