@@ -52,3 +52,4 @@ node -e "new (require('better-sqlite3'))(':memory:').prepare('select 1').get()" 
 
 if [ -f Makefile ]; then make -s all >&2; fi
 npx tsc -p tsconfig.json
+node scripts/prune-dist.mjs
