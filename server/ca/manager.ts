@@ -257,16 +257,16 @@ export class CertificateAuthority {
   /** The slots, for the admin API and tests. */
   listSlots(): readonly CaSlot[] { return this.slots.map((s) => ({ ...s })); }
 
-  /**
-   * Signs an X509-SVID for `spiffeId` with the active signing certificate. The
-   * TTL defaults to the server's; either way the SVID ends no later than the
-   * signing certificate.
-   */
   /** Parses a CSR and checks its signature (natively for P-256 keys when the CA has the accelerator). */
   parseCsr(der: Buffer): CertificationRequest {
     return parseCsr(der, this.csrOptions);
   }
 
+  /**
+   * Signs an X509-SVID for `spiffeId` with the active signing certificate. The
+   * TTL defaults to the server's; either way the SVID ends no later than the
+   * signing certificate.
+   */
   signX509Svid(spiffeId: SpiffeId, publicKeySpki: Buffer, ttlSeconds = 0, dnsNames: string[] = []): SignedX509Svid {
     const a = this.x509;
     if (!a) throw new FailedPrecondition('the CA has not started');
