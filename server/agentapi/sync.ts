@@ -78,10 +78,10 @@ export class AgentSyncStream {
   /**
    * Entry changes as a delta without re-reading every entry of the agent: a
    * change whose parents are not this agent's (nor of an entry it was sent)
-   * costs nothing, and a relevant one is one lookup. Undefined when only a
-   * full recompute can tell: a change read back without its parents, or one
-   * to a node alias (parented by the server), which can change which entries
-   * the agent gets.
+   * costs nothing, and a relevant one is one lookup. False (nothing added to
+   * msg) when only a full recompute can tell: a change read back without its
+   * parents, or one to a node alias (parented by the server), which can change
+   * which entries the agent gets.
    */
   private entryDelta(changes: readonly Change[], msg: SyncUpdateMsg): boolean {
     if (changes.some((c) => !c.parents || c.parents.includes(this.serverIdText))) return false;
