@@ -31,6 +31,7 @@ import { generateKeyPair, pkcs8Der, privateKeyFromPkcs8, privateKeyPem, spkiDer 
 import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, pemFromDer, type CertificateIssuer } from '../spiffe/x509.js';
 import { mintX509Svid, verifyX509Svid } from '../spiffe/x509svid.js';
 import type { KeyObject } from 'node:crypto';
+import { median } from './stats.js';
 
 const IDS = Number(process.env.BENCH_IDS ?? 200);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -39,7 +40,6 @@ const BASELINE_PAIRS = Number(process.env.BENCH_BASELINE_PAIRS ?? 600);
 const BASELINE_CONCURRENCY = Number(process.env.BENCH_BASELINE_CONCURRENCY ?? 8);
 const TD = TrustDomain.parse('example.org');
 
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 // ---- the cluster both processes agree on ----

@@ -44,6 +44,7 @@ import { SpiffeId, TrustDomain } from '../spiffe/id.js';
 import { generateKeyPair } from '../spiffe/keys.js';
 import { SelectorSet } from '../spiffe/selector.js';
 import { agentClient, call, csrFor, startServerParts, type ServerParts } from '../test/helpers/server.js';
+import { median, percentile } from './stats.js';
 
 const AGENTS = Number(process.env['BENCH_AGENTS'] ?? 200);
 const ENTRIES = Number(process.env['BENCH_ENTRIES'] ?? 20_000);
@@ -59,8 +60,6 @@ const SELECTORS = ['unix:uid:1000'];
 
 /** Milliseconds on the wall clock with sub-ms resolution, comparable between this process and its children. */
 const now = (): number => performance.timeOrigin + performance.now();
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 const cpuUs = (u: NodeJS.CpuUsage): number => u.user + u.system;
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 

@@ -17,8 +17,8 @@ import { generateKeyPair } from '../spiffe/keys.js';
 import { agentClient, attestAgent, call, startServerParts } from '../test/helpers/server.js';
 import { SelectorSet } from '../spiffe/selector.js';
 import type { BatchNewX509SvidResponseMsg } from '../api/agentproto.js';
+import { median } from './stats.js';
 
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 
 function opensslLimit(): { sign: number; verify: number } | undefined {
   try {

@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { credentials, Server as GrpcServer, ServerCredentials, type Client, type ClientReadableStream, type ServerWritableStream } from '@grpc/grpc-js';
 import { loadWorkloadProto, SECURITY_HEADER, workloadCallMetadata, type X509SVIDResponseMessage } from '../agent/workloadapi/index.js';
 import { Daemon, run } from '../test/helpers/process.js';
+import { percentile } from './stats.js';
 
 const SAMPLES = Number(process.env['BENCH_SAMPLES'] ?? 5000);
 const CONNECTION_SAMPLES = Number(process.env['BENCH_CONNECTION_SAMPLES'] ?? 1000);
@@ -48,7 +49,6 @@ const TRUST_DOMAIN = 'bench.test';
 type Judged = 'target' | 'reference' | 'reported';
 type FetchClient = Client & { FetchX509SVID(req: object, md: unknown): ClientReadableStream<X509SVIDResponseMessage> };
 
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 const proto = loadWorkloadProto();
 const connectTo = (path: string): FetchClient => new proto.Client(`unix:${path}`, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }) as unknown as FetchClient;
 

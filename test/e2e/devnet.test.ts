@@ -6,21 +6,12 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DemoCluster, httpFromNamespace, POLICY_YAML, tcpRetransmits } from '../../deploy/devnet/demo.js';
-import { run } from '../helpers/process.js';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { freePort, run } from '../helpers/process.js';
 
 const until = async (what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> => {
   const end = Date.now() + ms;

@@ -1,5 +1,6 @@
 /** Runs meshid's real binaries (bin/*.js) as child processes for end-to-end tests. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { packageRoot } from '../../api/assets.js';
 
@@ -54,4 +55,13 @@ export class Daemon {
     clearTimeout(t);
     return code;
   }
+}
+
+/** A loopback TCP port that was free a moment ago (for a process that binds it next). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
