@@ -170,6 +170,7 @@ export class MeshidAgent {
         workloadSvid: (id) => { const h = this.cache.svidFor(id); return h && { chain: h.svid.certChainDer, key: h.key }; },
         authMap: this.datapath.datapath.auth, clock: deps.clock, logger: log.child({ component: 'mutualauth' }),
         listen: { host: config.node.address, port: config.mutual_auth.port },
+        ...(this.wireguard && this.membership ? { tunnel: this.membership } : {}),
       });
       this.mutualAuth = auth;
       await auth.start();

@@ -54,6 +54,14 @@ export class PairFailure extends Error {
   constructor(readonly reason: FailureReason, message: string) { super(message); this.name = 'PairFailure'; }
 }
 
+/** Whether this node's tunnel to a peer node can carry traffic yet (NodeMembership, with WireGuard). */
+export interface TunnelReadiness {
+  /** True once the tunnel to the node is configured here as the node registry describes it. */
+  ready(nodeId: number): boolean;
+  /** Resolves true when ready(nodeId), false when timeoutMs pass first or the node leaves the registry. */
+  wait(nodeId: number, timeoutMs: number): Promise<boolean>;
+}
+
 export interface SvidMaterial { chain: readonly Buffer[]; key: KeyObject }
 
 /** An own workload SVID, validated and ready to sign with. */

@@ -10,6 +10,7 @@
  *     agentSvid: () => identity.current(),                     // AgentSvid has chain and key
  *     workloadSvid: (id) => { const h = cache.svidFor(id); return h && { chain: h.svid.certChainDer, key: h.key }; },
  *     listen: { host: <this node's address>, port: MUTUAL_AUTH_PORT },
+ *     tunnel: membership,                                      // with WireGuard: pairs wait for the peer to be configured
  *   });
  *   await auth.start();   // reconciles the pinned map once the first Sync snapshot is in
  *   auth.authenticate([{ localIdentity, remoteIdentity, remoteNodeId }]) // on policy/identity/endpoint changes and signals
@@ -17,6 +18,6 @@
  *   await auth.stop();
  */
 export { MutualAuth, type MutualAuthOptions, type PairRequest, type AuthResult } from './service.js';
-export { FailureReason, type MutualAuthStats, type SvidMaterial } from './core.js';
+export { FailureReason, type MutualAuthStats, type SvidMaterial, type TunnelReadiness } from './core.js';
 export { MemoryAuthMap, authPairKey, type AuthMapWriter } from './authmap.js';
 export { DEFAULT_PORT as MUTUAL_AUTH_PORT } from './protocol.js';

@@ -4,7 +4,7 @@
  * (unknown agents are refused), and answers authenticate batches.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload } from './core.js';
+import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload, type TunnelReadiness } from './core.js';
 import { decodeAuthenticate, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof, type ResultMsg, type WirePair } from './protocol.js';
 import { acceptSession, SecureContextCache, type Session } from './session.js';
 
@@ -14,6 +14,9 @@ export interface AuthServerOptions {
   handshakeTimeoutMs: number;
   idleTimeoutMs: number;
   maxSessions: number;
+  /** Batches from a node wait (up to tunnelWaitMs) for the tunnel to it to be configured here. */
+  tunnel?: TunnelReadiness;
+  tunnelWaitMs?: number;
 }
 
 interface ServerSession {
@@ -22,6 +25,8 @@ interface ServerSession {
   agentId: string;
   /** Batch ids must increase within a session: a proof is never accepted twice. */
   lastBatch: number;
+  /** Batches waiting, in order, for the tunnel to the client's node. */
+  waiting?: unknown[];
 }
 
 /** Stop reading from a client while this much of our answers is still unsent. */
@@ -121,7 +126,7 @@ export class AuthServer {
     void session.closed.then(() => { this.sessions.delete(s); core.stats.sessions.server = this.sessions.size; });
     session.socket.setTimeout(this.opts.idleTimeoutMs, () => void session.close());
     session.listen(
-      (msg) => this.onBatch(s, msg),
+      (msg) => this.receive(s, msg),
       (err) => { core.countFailure(FailureReason.malformed); core.log.warn('mutual-auth session broken', { node_id: nodeId, detail: err.message }); },
     );
   }
@@ -130,6 +135,25 @@ export class AuthServer {
     this.core.countFailure(reason);
     this.core.log.warn('mutual-auth session ended', { node_id: s.nodeId, agent_id: s.agentId, reason, detail });
     void s.session.close({ type: 'refused', reason });
+  }
+
+  /**
+   * Answers at once when the tunnel to the client's node is configured here;
+   * otherwise holds this and later batches, in order, until it is (or the wait
+   * ends), so an accepted pair finds the tunnel on this side too.
+   */
+  private receive(s: ServerSession, msg: unknown): void {
+    const tunnel = this.opts.tunnel;
+    if (s.waiting) { s.waiting.push(msg); return; }
+    if (!tunnel || tunnel.ready(s.nodeId)) { this.onBatch(s, msg); return; }
+    const waiting = [msg];
+    s.waiting = waiting;
+    const waitMs = this.opts.tunnelWaitMs ?? 5_000;
+    void tunnel.wait(s.nodeId, waitMs).then((ok) => {
+      if (!ok) this.core.log.warn('the tunnel to the node is not configured yet; answering its batches all the same', { node_id: s.nodeId, waited_ms: waitMs });
+      s.waiting = undefined;
+      for (const m of waiting) if (s.session.isOpen) this.onBatch(s, m);
+    });
   }
 
   private onBatch(s: ServerSession, msg: unknown): void {

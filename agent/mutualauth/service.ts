@@ -14,7 +14,7 @@ import type { SpiffeId } from '../../spiffe/id.js';
 import type { AgentState, StateChange } from '../sync/state.js';
 import { authPairKey, type AuthMapWriter } from './authmap.js';
 import { PeerClient, planBatches, type PairOutcome } from './client.js';
-import { AuthCore, earliest, FailureReason, PairFailure, type MutualAuthStats, type SvidMaterial } from './core.js';
+import { AuthCore, earliest, FailureReason, PairFailure, type MutualAuthStats, type SvidMaterial, type TunnelReadiness } from './core.js';
 import { DEFAULT_PORT, isU16, isU32, MAX_BATCH_PAIRS, type WirePair } from './protocol.js';
 import { AuthServer } from './server.js';
 import { SecureContextCache } from './session.js';
@@ -30,6 +30,15 @@ export interface MutualAuthOptions {
   logger: Logger;
   /** Where this agent's service listens: the node address, port 4250. Port 0 picks a free port (tests). */
   listen: { host: string; port: number };
+  /**
+   * With WireGuard: pairs with a node are authenticated only once the tunnel to
+   * it is configured here, on both sides (the server half waits too), so a pair
+   * in the auth map means its first packet finds the tunnel. Waited for up to
+   * tunnelWaitMs; after that the pairs go ahead, and the tunnel follows later.
+   */
+  tunnel?: TunnelReadiness;
+  /** Default 5 s. */
+  tunnelWaitMs?: number;
   /** Where a peer node's service listens; default the node's address, port 4250. */
   peerAddress?: (node: NodeMsg) => { host: string; port: number };
   /** Wall clock → the kernel's boot-time clock (default bpf's wallClockToBootNs), and back. */
@@ -99,7 +108,7 @@ export class MutualAuth {
   private stopped = false;
   private reconciled = false;
   private readonly o: Required<Pick<MutualAuthOptions,
-    'maxBatchPairs' | 'maxInFlightBatches' | 'handshakeTimeoutMs' | 'requestTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'maxAttempts' | 'backoffMs' | 'reauthTickMs' | 'reauthFraction'>>;
+    'maxBatchPairs' | 'maxInFlightBatches' | 'handshakeTimeoutMs' | 'requestTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'maxAttempts' | 'backoffMs' | 'reauthTickMs' | 'reauthFraction' | 'tunnelWaitMs'>>;
 
   constructor(private readonly opts: MutualAuthOptions) {
     this.o = {
@@ -113,6 +122,7 @@ export class MutualAuth {
       backoffMs: opts.backoffMs ?? 200,
       reauthTickMs: opts.reauthTickMs ?? 5_000,
       reauthFraction: opts.reauthFraction ?? 1 / 3,
+      tunnelWaitMs: opts.tunnelWaitMs ?? 5_000,
     };
     this.core = new AuthCore({
       state: opts.state, agentSvid: opts.agentSvid, workloadSvid: opts.workloadSvid, authMap: opts.authMap,
@@ -121,6 +131,7 @@ export class MutualAuth {
     this.server = new AuthServer({
       core: this.core, listen: opts.listen, handshakeTimeoutMs: this.o.handshakeTimeoutMs,
       idleTimeoutMs: this.o.idleTimeoutMs, maxSessions: this.o.maxSessions,
+      ...(opts.tunnel ? { tunnel: opts.tunnel, tunnelWaitMs: this.o.tunnelWaitMs } : {}),
     });
   }
 
@@ -256,6 +267,10 @@ export class MutualAuth {
       if (f) failures.push({ w, reason: f.reason, detail: f.message }); else remaining.push(w);
     }
 
+    const tunnel = this.opts.tunnel;
+    if (remaining.length > 0 && tunnel && !tunnel.ready(nodeId) && !(await tunnel.wait(nodeId, this.o.tunnelWaitMs)) && !this.stopped) {
+      this.opts.logger.warn('the tunnel to the node is not configured yet; authenticating its pairs all the same', { node_id: nodeId, waited_ms: this.o.tunnelWaitMs });
+    }
     const peer = this.peer(nodeId);
     for (let attempt = 1; remaining.length > 0; attempt++) {
       const retry: Waiting[] = [];

@@ -6,6 +6,7 @@
 import type { ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../common/log.js';
 import type { EndpointRegistrationMsg, PublishNodeResponseMsg, RegisterEndpointsResponseMsg } from '../../api/agentproto.js';
+import type { TunnelReadiness } from '../mutualauth/index.js';
 import type { ServerConnection } from '../serverapi/connection.js';
 import type { AgentState, StateChange } from '../sync/state.js';
 import type { WireGuardManager, WireGuardPeer } from '../wireguard/index.js';
@@ -35,8 +36,13 @@ export interface NodeMembershipOptions {
   wireguardPort: number;
 }
 
-export class NodeMembership {
+const peerText = (p: WireGuardPeer): string => `${p.endpoint} ${[...p.allowedIps].sort().join(',')}`;
+
+export class NodeMembership implements TunnelReadiness {
   private unsubscribe: (() => void) | undefined;
+  /** The peers the device was last given successfully: public key → endpoint and allowed IPs. */
+  private applied = new Map<string, string>();
+  private readonly waiters = new Set<{ nodeId: number; done: (ok: boolean) => void }>();
   private retry: NodeJS.Timeout | undefined;
   private published = false;
   private peersQueued = false;
@@ -55,6 +61,49 @@ export class NodeMembership {
     this.stopped = true;
     this.unsubscribe?.();
     if (this.retry) clearTimeout(this.retry);
+    for (const w of [...this.waiters]) w.done(false);
+  }
+
+  /**
+   * Whether traffic to node `nodeId` can take the tunnel: without WireGuard, or
+   * for a node that publishes no tunnel, at once; otherwise once its peer and
+   * route are on the device. Mutual auth waits for it on both sides, so an
+   * authenticated pair means both ends can already carry the first packet
+   * (a handshake initiation to a device that lacks the peer is dropped, and
+   * WireGuard tries again only after 5 s).
+   */
+  ready(nodeId: number): boolean {
+    if (!this.opts.wireguard) return true;
+    const node = this.opts.state.nodes.get(nodeId);
+    if (!node) return false;
+    const want = this.peerOf(node);
+    return want === undefined || this.applied.get(want.publicKey) === peerText(want);
+  }
+
+  wait(nodeId: number, timeoutMs: number): Promise<boolean> {
+    if (this.ready(nodeId)) return Promise.resolve(true);
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const w = {
+        nodeId,
+        done: (ok: boolean) => { clearTimeout(timer); this.waiters.delete(w); resolve(ok); },
+      };
+      const timer = setTimeout(() => w.done(this.ready(nodeId)), timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+
+  private wakeWaiters(): void {
+    for (const w of [...this.waiters]) {
+      if (this.ready(w.nodeId)) w.done(true);
+      else if (!this.opts.state.nodes.has(w.nodeId)) w.done(false);
+    }
+  }
+
+  /** The WireGuard peer a remote node gets; undefined for this node or a node without key, address or pod CIDR. */
+  private peerOf(n: { name: string; wireguard_public_key: string; address: string; pod_cidr: string }): WireGuardPeer | undefined {
+    if (n.name === this.opts.name || !n.wireguard_public_key || !n.address || !n.pod_cidr) return undefined;
+    return { publicKey: n.wireguard_public_key, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.pod_cidr], persistentKeepalive: 25 };
   }
 
   /** Publishes the node and its endpoints; retried until it works (the server may be away). */
@@ -88,7 +137,10 @@ export class NodeMembership {
       this.published = false;
       void this.publish();
     }
-    if (this.opts.wireguard && (c.snapshot || c.nodes.upserted.length + c.nodes.removed.length > 0)) this.queuePeers();
+    if (this.opts.wireguard && (c.snapshot || c.nodes.upserted.length + c.nodes.removed.length > 0)) {
+      this.queuePeers();
+      if (c.nodes.removed.length > 0) this.wakeWaiters();
+    }
   }
 
   private queuePeers(): void {
@@ -106,11 +158,13 @@ export class NodeMembership {
     if (!wg || this.stopped) return;
     const peers: WireGuardPeer[] = [];
     for (const n of this.opts.state.nodes.values()) {
-      if (n.name === this.opts.name || !n.wireguard_public_key || !n.address || !n.pod_cidr) continue;
-      peers.push({ publicKey: n.wireguard_public_key, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.pod_cidr], persistentKeepalive: 25 });
+      const peer = this.peerOf(n);
+      if (peer) peers.push(peer);
     }
     try {
       const changes = await wg.setPeers(peers);
+      this.applied = new Map(peers.map((p) => [p.publicKey, peerText(p)]));
+      this.wakeWaiters();
       if (changes.added.length + changes.updated.length + changes.removed.length > 0) {
         this.opts.logger.info('WireGuard peers updated', { added: changes.added.length, updated: changes.updated.length, removed: changes.removed.length });
       }

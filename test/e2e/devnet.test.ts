@@ -5,7 +5,7 @@
  * seconds), torn down at the end.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,6 +41,15 @@ const backendUrl = `http://${pod('backend').ip}:8080/`;
 const hasPair = (entries: { local_spiffe_id: string | null; remote_spiffe_id: string | null }[], local: string, remote: string): boolean =>
   entries.some((e) => e.local_spiffe_id?.endsWith(`/sa/${local}`) && e.remote_spiffe_id?.endsWith(`/sa/${remote}`));
 
+/** What a failed connection leaves to read: each node's WireGuard peers and routes, and the end of each agent's log. */
+function diagnosis(): string {
+  const inNode = (ns: string, argv: string[]): string => spawnSync('nsenter', [`--net=/run/netns/${ns}`, ...argv], { encoding: 'utf8' }).stdout;
+  return state.devnet.nodes.map((n) => {
+    const log = readFileSync(join(cluster.stateDir, `agent-${n.name}.log`), 'utf8').trim().split('\n').slice(-15).join('\n');
+    return `--- ${n.name}\n${inNode(n.namespace, ['wg', 'show', 'all', 'dump'])}${inNode(n.namespace, ['ip', 'route'])}${log}`;
+  }).join('\n');
+}
+
 interface DroppedFlow { verdict: string; drop_reason_desc?: string; source: { pod?: string } }
 
 /** The DROPPED flows a node's agent reports from now on (`meshid observe`), collected until the test ends. */
@@ -61,9 +70,11 @@ t.test('the policy\'s pair is authenticated on both nodes before any packet, and
   t.ok(hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'), 'n2 holds backend ← frontend');
   const before = tcpRetransmits(pod('frontend').namespace);
   const r = httpFromNamespace(pod('frontend').namespace, backendUrl);
-  t.ok(r.ok, `frontend reached backend: ${r.body}`);
+  const retransmitted = tcpRetransmits(pod('frontend').namespace) - before;
+  const why = r.ok && retransmitted === 0 ? '' : `\n${diagnosis()}`;
+  t.ok(r.ok, `frontend reached backend: ${r.body}${why}`);
   t.match(r.body, /hello from backend/);
-  t.equal(tcpRetransmits(pod('frontend').namespace) - before, 0, 'no retransmitted segment (no SYN was dropped)');
+  t.equal(retransmitted, 0, `no retransmitted segment (no SYN was dropped)${why}`);
 });
 
 t.test('cross-node pod traffic crosses the underlay only as WireGuard UDP', async (t) => {

@@ -105,6 +105,8 @@ export interface ClusterOptions {
   clock?: Clock;
   ca?: Ca;
   options?: Partial<MutualAuthOptions>;
+  /** Options for one agent only (node 1: A, node 2: B), after `options`. */
+  optionsFor?: (nodeId: number) => Partial<MutualAuthOptions>;
   /** Change an agent before it starts (e.g. give it another agent SVID). */
   prepare?: (agent: Omit<Agent, 'auth'>, ca: Ca) => void;
 }
@@ -133,6 +135,7 @@ export async function cluster(t: { teardown(fn: () => unknown): void }, opts: Cl
       peerAddress: (n) => ({ host: '127.0.0.1', port: ports.get(n.id) ?? 1 }),
       backoffMs: 20, maxAttempts: 2, reauthTickMs: 3_600_000,
       ...opts.options,
+      ...opts.optionsFor?.(nodeId),
     });
     return agent;
   };

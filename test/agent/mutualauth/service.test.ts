@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { FakeClock } from '../../../common/clock.js';
 import { wallClockToBootNs } from '../../../bpf/index.js';
 import { AuthType, type AuthMap } from '../../../bpf/index.js';
-import type { AuthMapWriter } from '../../../agent/mutualauth/index.js';
+import type { AuthMapWriter, TunnelReadiness } from '../../../agent/mutualauth/index.js';
 import { MetricsRegistry } from '../../../common/metrics.js';
 import { parseCertificate } from '../../../spiffe/x509.js';
 import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, until, type Svid } from './fixtures.js';
@@ -226,4 +226,52 @@ t.test('the counters are exposed as metrics: pairs by role, failures by reason, 
   t.match(text, /meshid_agent_mutual_auth_sessions\{side="client"\} 1/);
   t.match(text, /meshid_agent_mutual_auth_entries 1/);
   void b;
+});
+
+/** A tunnel the test opens by hand, node by node. */
+class ManualTunnel implements TunnelReadiness {
+  private readonly open = new Set<number>();
+  private readonly waiting: { nodeId: number; done: (ok: boolean) => void }[] = [];
+  readonly waitedFor: number[] = [];
+  ready(nodeId: number): boolean { return this.open.has(nodeId); }
+  wait(nodeId: number, timeoutMs: number): Promise<boolean> {
+    this.waitedFor.push(nodeId);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.waiting.push({ nodeId, done: (ok) => { clearTimeout(timer); resolve(ok); } });
+    });
+  }
+  openTo(nodeId: number): void {
+    this.open.add(nodeId);
+    for (const w of this.waiting.splice(0)) if (w.nodeId === nodeId) w.done(true); else this.waiting.push(w);
+  }
+}
+
+t.test('pairs wait for the tunnel to the peer node on both sides: nothing is written, on either agent, until both have it configured', async (t) => {
+  for (const [closedOn, side] of [[1, 'client (A)'], [2, 'server (B)']] as const) {
+    const tunnels = new Map([[1, new ManualTunnel()], [2, new ManualTunnel()]]);
+    tunnels.get(1)!.openTo(2);
+    tunnels.get(2)!.openTo(1);
+    const late = new ManualTunnel();
+    tunnels.set(closedOn, late);
+    const { a, b } = await cluster(t, { optionsFor: (n) => ({ tunnel: tunnels.get(n)!, tunnelWaitMs: 30_000 }) });
+    let settled = false;
+    const results = a.auth.authenticate([pair(101, 201, 2)]).finally(() => { settled = true; });
+    await until(() => late.waitedFor.length > 0);
+    await new Promise((r) => setTimeout(r, 200));
+    t.notOk(settled, `the pair waits while the ${side} lacks the tunnel`);
+    t.same([entryKeys(a.map), entryKeys(b.map)], [[], []], 'neither agent wrote an entry');
+    late.openTo(closedOn === 1 ? 2 : 1);
+    t.same((await results).map((r) => r.ok), [true], `authenticated once the ${side} has the tunnel`);
+    t.same([entryKeys(a.map), entryKeys(b.map)], [['101/201/2'], ['201/101/1']]);
+  }
+});
+
+t.test('a tunnel that is not configured within tunnelWaitMs does not block authentication for good: the pairs go ahead, with a warning on each side', async (t) => {
+  const { a, b } = await cluster(t, { options: { tunnel: new ManualTunnel(), tunnelWaitMs: 50 } });
+  const results = await a.auth.authenticate([pair(101, 201, 2)]);
+  t.same(results.map((r) => r.ok), [true]);
+  t.same([entryKeys(a.map), entryKeys(b.map)], [['101/201/2'], ['201/101/1']]);
+  t.ok(a.logs.lines.some((l) => l.msg === 'the tunnel to the node is not configured yet; authenticating its pairs all the same' && l.node_id === 2), 'A warned');
+  t.ok(b.logs.lines.some((l) => l.msg === 'the tunnel to the node is not configured yet; answering its batches all the same' && l.node_id === 1), 'B warned');
 });
