@@ -140,7 +140,7 @@ export class MeshidAgent {
     if (config.datapath.enabled) {
       this.datapath = new DatapathManager({
         state: this.state, logger: log.child({ component: 'datapath' }), registry: this.registry, pinDir: config.datapath.pin_dir,
-        interfaces: config.endpoints.map((e) => e.interface),
+        interfaces: config.endpoints.map((e) => e.interface), discoverInterfaces: config.datapath.discover_interfaces,
         ...(this.wireguard ? { wireguardDevice: this.wireguard.device } : {}),
         onSignal: (pair) => this.onSignal(pair),
         onEvent: (e) => { for (const l of this.eventListeners) l(e); },
@@ -231,8 +231,11 @@ export class MeshidAgent {
     return { policies: this.state.policies, identities: this.state.identities, endpoints: this.state.endpoints, localNodeId: this.state.localNodeId };
   }
 
-  /** Identity -> the nodes where it has endpoints (0: this node), as the auth map names them. */
+  private hosting: { applied: number; nodesOf: Map<number, Set<number>> } | undefined;
+
+  /** Identity -> the nodes where it has endpoints (0: this node), as the auth map names them; rebuilt once per state change. */
   private nodesHosting(): Map<number, Set<number>> {
+    if (this.hosting?.applied === this.state.applied) return this.hosting.nodesOf;
     const local = this.state.localNodeId;
     const nodesOf = new Map<number, Set<number>>();
     for (const ep of this.state.endpoints.values()) {
@@ -240,6 +243,7 @@ export class MeshidAgent {
       if (!s) { s = new Set(); nodesOf.set(ep.identity, s); }
       s.add(ep.node_id === local ? 0 : ep.node_id);
     }
+    this.hosting = { applied: this.state.applied, nodesOf };
     return nodesOf;
   }
 

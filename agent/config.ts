@@ -46,7 +46,9 @@ export const agentConfigSchema = z.object({
   datapath: z.object({
     enabled: z.boolean().default(false),
     pin_dir: z.string().default('/sys/fs/bpf/meshid'),
-  }).strict().default({ enabled: false, pin_dir: '/sys/fs/bpf/meshid' }),
+    /** Local endpoints without a configured interface (Kubernetes pods) get the programs on the device their IP is routed to. */
+    discover_interfaces: z.boolean().default(true),
+  }).strict().default({ enabled: false, pin_dir: '/sys/fs/bpf/meshid', discover_interfaces: true }),
   wireguard: z.object({
     enabled: z.boolean().default(false),
     device: z.string().min(1).max(15).default('meshid-wg'),

@@ -83,6 +83,7 @@ export class AgentAdminServer {
       sync: a.sync.status, revision: a.state.revision, svids: a.cache.size, entries: a.state.entries.size,
       identities: a.state.identities.size, endpoints: a.state.endpoints.size, nodes: a.state.nodes.size,
       wireguard: a.wireguard ? { device: a.wireguard.device, public_key: a.wireguard.publicKey } : null,
+      datapath: a.datapath ? { discovered_interfaces: Object.fromEntries(a.datapath.discoveredInterfaces()) } : null,
       mutual_auth: a.mutualAuth ? a.mutualAuth.stats() : null,
     };
   }

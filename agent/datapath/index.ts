@@ -3,7 +3,13 @@
  * and programs, attaches them to the local endpoints' node-side interfaces,
  * keeps `meshid_ipcache` equal to the endpoints the server knows, reads the
  * signal and event ring buffers, and exposes the drop counters.
+ *
+ * Interfaces come from the config (the devnet names each endpoint's veth) and,
+ * for local endpoints that the config does not name (Kubernetes pods, which the
+ * server learns from the API and the primary CNI wires up), from the node's
+ * routing table: the device the node routes the endpoint's IP to directly.
  */
+import { execFile } from 'node:child_process';
 import { isIPv6 } from 'node:net';
 import type { Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
@@ -15,8 +21,14 @@ export interface DatapathManagerOptions {
   logger: Logger;
   registry: MetricsRegistry;
   pinDir: string;
-  /** Node-side interfaces of the local endpoints. */
+  /** Node-side interfaces of the local endpoints, from the config. */
   interfaces: string[];
+  /** Attach to the interface each other local endpoint's IP is routed to (default true). */
+  discoverInterfaces?: boolean;
+  /** Run in this network namespace (a path such as /run/netns/node1) instead of the agent's own; tests. */
+  netns?: string;
+  /** First retry delay for an endpoint whose route is not there yet (doubling up to 5 s; default 200 ms). */
+  discoverRetryMs?: number;
   /** The WireGuard device: cross-node traffic that needs authentication must arrive through it. */
   wireguardDevice?: string;
   /** Each (pair, node) a packet needed and had no auth entry for. */
@@ -34,9 +46,19 @@ export class DatapathManager {
   private unsubscribe: (() => void) | undefined;
   private written = new Map<string, string>();
   ipcacheWrites = 0;
+  /** Local endpoint IP → the interface found for it and attached. */
+  private readonly discovered = new Map<string, string>();
+  private readonly configured: ReadonlySet<string>;
+  private discovering: Promise<void> | undefined;
+  private rediscover = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs: number;
+  private stopped = false;
 
   constructor(private readonly opts: DatapathManagerOptions) {
-    this.datapath = new Datapath({ pinDir: opts.pinDir });
+    this.datapath = new Datapath({ pinDir: opts.pinDir, ...(opts.netns ? { netns: opts.netns } : {}) });
+    this.configured = new Set(opts.interfaces);
+    this.retryMs = opts.discoverRetryMs ?? 200;
   }
 
   start(): void {
@@ -50,7 +72,7 @@ export class DatapathManager {
     // What an earlier agent wrote stays until we know better: reconcile from the kernel's view.
     for (const { cidr, entry } of dp.ipcache.entries()) this.written.set(cidr, key(entry));
     this.unsubscribe = this.opts.state.onChange((c) => this.onStateChange(c));
-    if (this.opts.state.revision > 0) this.syncIpcache();
+    if (this.opts.state.revision > 0) { this.syncIpcache(); this.discoverInterfaces(); }
     this.signals = new SignalReader({ pinDir: this.opts.pinDir, onError: (err) => this.opts.logger.error('signal reader', { err }) }, this.opts.onSignal);
     this.signals.start();
     this.events = new EventReader({ pinDir: this.opts.pinDir, onError: (err) => this.opts.logger.error('event reader', { err }) }, (e) => this.opts.onEvent?.(e));
@@ -60,6 +82,8 @@ export class DatapathManager {
 
   /** Releases handles; programs and pinned maps stay so traffic keeps being policed across a restart. */
   stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
     this.unsubscribe?.();
     this.signals?.stop();
     this.events?.stop();
@@ -67,7 +91,83 @@ export class DatapathManager {
   }
 
   private onStateChange(c: StateChange): void {
-    if (c.snapshot || c.endpoints.upserted.length + c.endpoints.removed.length > 0 || c.nodes.upserted.length > 0) this.syncIpcache();
+    if (c.snapshot || c.endpoints.upserted.length + c.endpoints.removed.length > 0 || c.nodes.upserted.length > 0) {
+      this.syncIpcache();
+      this.discoverInterfaces();
+    }
+  }
+
+  /** Local endpoint IP → interface, for the endpoints whose interface was found in the routing table. */
+  discoveredInterfaces(): ReadonlyMap<string, string> { return this.discovered; }
+
+  /**
+   * Attaches the programs to the interface of every local endpoint the config
+   * does not name, and detaches them from interfaces no endpoint uses any more.
+   * Runs one pass at a time; a change during a pass queues one more. An IP
+   * without a direct route yet (the CNI is still wiring the pod) is tried again,
+   * from discoverRetryMs doubling up to 5 s.
+   */
+  discoverInterfaces(): Promise<void> {
+    if (this.opts.discoverInterfaces === false || this.stopped) return Promise.resolve();
+    if (this.discovering) { this.rediscover = true; return this.discovering; }
+    this.discovering = (async () => {
+      do {
+        this.rediscover = false;
+        await this.discoverPass().catch((err) => this.opts.logger.error('discovering endpoint interfaces failed', { err }));
+      } while (this.rediscover && !this.stopped);
+    })().finally(() => { this.discovering = undefined; });
+    return this.discovering;
+  }
+
+  private async discoverPass(): Promise<void> {
+    const { state, logger } = this.opts;
+    const local = state.localNodeId;
+    const ips = local === 0 ? [] : [...state.endpoints.values()].filter((ep) => ep.node_id === local).map((ep) => ep.ip);
+    const found = await Promise.all(ips.map((ip) => routeInterface(ip, this.opts.netns)));
+    if (this.stopped) return;
+    const missing: string[] = [];
+    const next = new Map<string, string>();
+    ips.forEach((ip, i) => {
+      const ifname = found[i];
+      if (ifname === undefined) { missing.push(ip); return; }
+      if (ifname === this.opts.wireguardDevice || this.configured.has(ifname)) return;
+      next.set(ip, ifname);
+    });
+    // Asked of the kernel, not remembered: a pod re-created between two passes has a new veth of the same name, without programs.
+    const ours = this.datapath.programIds();
+    const attached = new Set<string>();
+    const isAttached = (ifname: string): boolean => {
+      try { const a = this.datapath.attachment(ifname); return a.fromEndpoint === ours.fromEndpoint && a.toEndpoint === ours.toEndpoint; } catch { return false; }
+    };
+    for (const [ip, ifname] of next) {
+      if (attached.has(ifname) || isAttached(ifname)) { attached.add(ifname); continue; }
+      try {
+        this.datapath.attachEndpoint(ifname);
+        attached.add(ifname);
+        logger.info('datapath attached', { interface: ifname, endpoint: ip, found: 'route' });
+      } catch (err) {
+        missing.push(ip); // the link went away between the lookup and the attach
+        next.delete(ip);
+        logger.warn('attaching the datapath failed; will retry', { interface: ifname, endpoint: ip, err });
+      }
+    }
+    const inUse = new Set(next.values());
+    for (const [ip, ifname] of this.discovered) {
+      if (inUse.has(ifname)) continue;
+      try {
+        if (this.datapath.detachEndpoint(ifname)) logger.info('datapath detached', { interface: ifname, endpoint: ip });
+      } catch { /* the link is gone with its pod, and the programs with it */ }
+      inUse.add(ifname); // once per interface
+    }
+    this.discovered.clear();
+    for (const [ip, ifname] of next) this.discovered.set(ip, ifname);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (missing.length === 0) { this.retryMs = this.opts.discoverRetryMs ?? 200; return; }
+    logger.debug('no direct route to local endpoints yet; will look again', { endpoints: missing, retry_ms: this.retryMs });
+    this.retryTimer = setTimeout(() => { this.retryTimer = undefined; void this.discoverInterfaces(); }, this.retryMs);
+    this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, 5_000);
   }
 
   /** Makes `meshid_ipcache` hold exactly one /32 (/128) per known endpoint, with node 0 for local ones. */
@@ -106,6 +206,25 @@ export class DatapathManager {
       }
     });
   }
+}
+
+/**
+ * The interface the node routes `ip` to directly (`ip route get`: no gateway,
+ * not a local address); undefined when there is none, e.g. before the CNI has
+ * wired the pod.
+ */
+export function routeInterface(ip: string, netns?: string): Promise<string | undefined> {
+  const argv = ['ip', '-j', isIPv6(ip) ? '-6' : '-4', 'route', 'get', ip];
+  const [cmd, ...args] = netns ? ['nsenter', `--net=${netns}`, ...argv] : argv;
+  return new Promise((resolve) => {
+    execFile(cmd!, args, { encoding: 'utf8', timeout: 5_000 }, (err, stdout) => {
+      if (err) { resolve(undefined); return; }
+      try {
+        const [route] = JSON.parse(stdout) as { dev?: string; gateway?: string; type?: string }[];
+        resolve(route?.dev && !route.gateway && route.type !== 'local' && route.dev !== 'lo' ? route.dev : undefined);
+      } catch { resolve(undefined); }
+    });
+  });
 }
 
 const key = (e: IpcacheEntry): string => `${e.identity}/${e.nodeId}/${e.flags ?? 0}`;

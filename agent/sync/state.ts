@@ -45,6 +45,8 @@ export class AgentState {
   readonly policies = new Map<string, PolicyMsg>();
   localNodeId = 0;
   revision = 0;
+  /** Messages applied so far: a cache key for what is derived from the state. */
+  applied = 0;
   private listeners: ((c: StateChange) => void)[] = [];
 
   constructor(readonly trustDomain: TrustDomain) {}
@@ -90,6 +92,7 @@ export class AgentState {
     }
     if (msg.snapshot || msg.local_node_id) this.localNodeId = msg.local_node_id;
     this.revision = Number(msg.revision);
+    this.applied++;
     for (const l of this.listeners) l(change);
     return change;
   }
