@@ -1,7 +1,9 @@
 /**
  * One agent's Sync stream: a snapshot of what the agent may see, then deltas
- * computed from the datastore's change log, coalesced over a short window so
- * a burst of admin writes becomes one message.
+ * computed from the datastore's change log. A change after a quiet spell goes
+ * out at once (after the writes of the same tick); changes while one went out
+ * less than `coalesceMs` ago wait for the rest of that window, so a burst of
+ * admin writes becomes few messages and a lone change is not held back.
  */
 import type { Change, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { SyncUpdateMsg } from '../../api/agentproto.js';
@@ -29,6 +31,7 @@ export class AgentSyncStream {
   private readonly serverIdText: string;
   private pending: Change[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
+  private lastFlushAt = -Infinity;
   private unsubscribe: (() => void) | undefined;
   private nodeSelectors: SelectorSet;
 
@@ -46,7 +49,7 @@ export class AgentSyncStream {
   start(): void {
     this.unsubscribe = this.store.onChange((changes) => {
       this.pending.push(...changes);
-      if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), this.coalesceMs);
+      if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), Math.max(0, this.lastFlushAt + this.coalesceMs - performance.now()));
     });
     this.sink.write(this.snapshot());
   }
@@ -120,6 +123,7 @@ export class AgentSyncStream {
 
   private flush(): void {
     this.flushTimer = undefined;
+    this.lastFlushAt = performance.now();
     const changes = this.pending;
     this.pending = [];
     if (changes.length === 0 || !this.unsubscribe) return;

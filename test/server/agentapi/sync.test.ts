@@ -14,10 +14,10 @@ const nodeSelectors = SelectorSet.parse(['k8s_psat:cluster:c1', 'k8s_psat:agent_
 const sel = (s: string): SelectorSet => SelectorSet.parse([s]);
 
 /** The stream's messages; `next()` waits for the following one (the stream coalesces over 5 ms here). */
-function started(t: { teardown(fn: () => unknown): void }, ds: Datastore) {
+function started(t: { teardown(fn: () => unknown): void }, ds: Datastore, coalesceMs = 5) {
   const messages: SyncUpdateMsg[] = [];
   let wake: (() => void) | undefined;
-  const stream = new AgentSyncStream(ds, me, nodeSelectors, { write: (m) => { messages.push(m); wake?.(); }, fail: (err) => { throw err; } }, 5);
+  const stream = new AgentSyncStream(ds, me, nodeSelectors, { write: (m) => { messages.push(m); wake?.(); }, fail: (err) => { throw err; } }, coalesceMs);
   stream.start();
   t.teardown(() => stream.stop());
   let read = 0;
@@ -87,4 +87,26 @@ t.test('entries under a node alias arrive with the alias; an alias the node stop
   ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'api'), parentId: alias.spiffeId, selectors: sel('k8s:sa:api') });
   await s.settle();
   t.equal(s.messages.length, 3, 'and new entries under it do not come');
+});
+
+t.test('a lone change goes out at once; changes in the window after a message wait for its end and go out as one', async (t) => {
+  const { ds } = openTemp(t, 'sync-window');
+  const a = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'a'), parentId: me, selectors: sel('unix:uid:1') });
+  const b = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'b'), parentId: me, selectors: sel('unix:uid:2') });
+  const s = started(t, ds, 3_000);
+  await s.next();
+  ds.updateEntry(a.id, { x509SvidTtl: 100 });
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(s.messages.length, 2, 'sent without waiting for the 3 s window');
+  t.same(s.messages[1]!.entries.map((e) => [e.id, e.x509_svid_ttl]), [[a.id, 100]]);
+  s.skipTo();
+  for (const [id, ttl] of [[a.id, 200], [b.id, 300], [a.id, 400]] as const) {
+    ds.updateEntry(id, { x509SvidTtl: ttl });
+    await new Promise((r) => setImmediate(r));
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(s.messages.length, 2, 'the burst waits for the window');
+  const burst = await s.next();
+  t.same(burst.entries.map((e) => [e.id, e.x509_svid_ttl]).sort(), [[a.id, 400], [b.id, 300]].sort(), 'one message with the latest of each');
+  t.equal(s.messages.length, 3);
 });
