@@ -8,6 +8,10 @@ const duration = (field: string, dflt: string) => durationField(field, dflt);
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');
 
+const issuerUrl = z.string().refine((v) => {
+  try { const u = new URL(v); return (u.protocol === 'https:' || u.protocol === 'http:') && !u.search && !u.hash && !u.username; } catch { return false; }
+}, 'must be an http(s) URL without query, fragment or credentials');
+
 export const serverConfigSchema = z.object({
   trust_domain: z.string().default('example.org').transform((v, ctx) => {
     try { return TrustDomain.parse(v); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
@@ -24,6 +28,18 @@ export const serverConfigSchema = z.object({
   /** "disk": CA keys in <data_dir>/keys (0600); "memory": never written. */
   key_manager: z.enum(['disk', 'memory']).default('disk'),
   upstream_authority: z.object({ cert_file: z.string(), key_file: z.string(), bundle_file: z.string().optional() }).strict().optional(),
+  /** The `iss` claim of every JWT-SVID (an http(s) URL; cloud OIDC federation wants https); absent: no iss. */
+  jwt_issuer: issuerUrl.optional(),
+  /** Serve OIDC discovery (/.well-known/openid-configuration, /keys) for the JWT-SVID keys, like SPIRE's oidc-discovery-provider. */
+  oidc_discovery: z.object({
+    bind: hostPort,
+    /** Host names it answers for; empty: any. */
+    domains: z.array(z.string().min(1)).default([]),
+    /** Default: /keys at the requested host. */
+    jwks_uri: issuerUrl.optional(),
+    /** http:// in the document when asked over plain HTTP; labs and tests only. */
+    allow_insecure_scheme: z.boolean().default(false),
+  }).strict().optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   /** Bearer token file for the admin API; created (0600) under data_dir when absent. */
   admin_token_file: z.string().optional(),

@@ -13,6 +13,7 @@ import type { ServerConfig } from './config.js';
 import { Datastore } from './datastore/index.js';
 import { IdentityAllocator } from './identity/index.js';
 import { ServerMetrics } from './metrics.js';
+import { OidcDiscoveryServer } from './oidc.js';
 import { Registration } from './registration/index.js';
 import type { KubernetesIntegration } from './k8s/index.js';
 
@@ -30,10 +31,13 @@ export class MeshidServer {
   registration!: Registration;
   private agentApi: AgentApiServer | undefined;
   private adminApi: AdminApi | undefined;
+  private oidc: OidcDiscoveryServer | undefined;
   kubernetes: KubernetesIntegration | undefined;
   private ready = false;
   agentPort = 0;
   adminPort = 0;
+  /** The OIDC discovery port, when oidc_discovery is configured. */
+  oidcPort = 0;
 
   constructor(readonly config: ServerConfig, private readonly deps: MeshidServerDeps) {}
 
@@ -61,6 +65,7 @@ export class MeshidServer {
       onBundleChange: (bundle) => this.store.setBundle(config.trust_domain, bundle.toJwks() as never),
       onRotation: (kind, event) => this.metrics.caRotations.inc({ kind, event }),
       ...(p256 ? { p256 } : {}),
+      ...(config.jwt_issuer ? { jwtIssuer: config.jwt_issuer } : {}),
     });
     this.ca.start();
     this.registration = new Registration({ datastore: this.store, trustDomain: config.trust_domain, now: () => deps.clock.now().getTime() });
@@ -99,6 +104,15 @@ export class MeshidServer {
       ready: () => this.ready,
     });
     this.adminPort = await this.adminApi.start();
+    if (config.oidc_discovery) {
+      const o = config.oidc_discovery;
+      this.oidc = new OidcDiscoveryServer({
+        bind: o.bind, bundle: () => this.ca.bundle(), domains: o.domains, allowInsecureScheme: o.allow_insecure_scheme,
+        ...(config.jwt_issuer ? { issuer: config.jwt_issuer } : {}), ...(o.jwks_uri ? { jwksUri: o.jwks_uri } : {}),
+        logger: log.child({ component: 'oidc' }),
+      });
+      this.oidcPort = await this.oidc.start();
+    }
     await this.kubernetes?.start();
     this.ready = true;
     log.info('meshid-server started', { trust_domain: config.trust_domain.name, agent_port: this.agentPort, admin_port: this.adminPort, data_dir: config.data_dir });
@@ -107,6 +121,7 @@ export class MeshidServer {
   async stop(): Promise<void> {
     this.ready = false;
     await this.kubernetes?.stop();
+    await this.oidc?.stop();
     await this.adminApi?.stop();
     await this.agentApi?.stop();
     this.ca?.stop();

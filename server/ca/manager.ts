@@ -70,6 +70,8 @@ export interface CaOptions {
   onBundleChange?: (bundle: Bundle) => void;
   /** Counts rotations (prepared/activated/pruned) for /metrics. */
   onRotation?: (kind: SlotKind, event: 'prepared' | 'activated' | 'pruned') => void;
+  /** The `iss` claim of JWT-SVIDs (jwt_issuer); absent: none. */
+  jwtIssuer?: string;
   /** Native ECDSA P-256 for CSR checks and X.509 signatures (P256.load()); absent: node:crypto does both. */
   p256?: P256;
 }
@@ -286,7 +288,8 @@ export class CertificateAuthority {
     const now = this.opts.clock.now();
     const ttl = (ttlSeconds > 0 ? ttlSeconds : this.opts.jwtSvidTtlSeconds) * 1000;
     const expiresAt = new Date(Math.min(now.getTime() + ttl, j.notAfter));
-    return { token: mintJwtSvid({ kid: j.kid, privateKey: j.key }, spiffeId, audience, now, expiresAt), issuedAt: now, expiresAt };
+    const extra = this.opts.jwtIssuer ? { iss: this.opts.jwtIssuer } : {};
+    return { token: mintJwtSvid({ kid: j.kid, privateKey: j.key }, spiffeId, audience, now, expiresAt, extra), issuedAt: now, expiresAt };
   }
 }
 
