@@ -1,6 +1,6 @@
-/** The meshid-agent binary: run, api fetch, healthcheck. */
+/** The meshid-agent binary: run, api fetch, api watch, healthcheck. */
 import { Command, CommanderError, Option } from 'commander';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { systemClock } from '../common/clock.js';
@@ -70,12 +70,37 @@ function firstMessage<T>(client: Record<string, Function>, method: string, timeo
   });
 }
 
+/** Writes a file whole or not at all: a temporary file in the same directory, then rename (readers never see half a key). */
 function writeOut(dir: string, name: string, content: string, mode = 0o644): string {
   mkdirSync(dir, { recursive: true });
   const path = join(dir, name);
-  writeFileSync(path, content, { mode });
-  chmodSync(path, mode);
+  const tmp = join(dir, `.${name}.${process.pid}.tmp`);
+  writeFileSync(tmp, content, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
   return path;
+}
+
+/** Prints each SVID of an X509-SVID response and, with `dir`, writes svid.pem, svid.key and bundle.pem (svid.1.pem … for more), as spire-agent does. */
+function showX509(res: X509SVIDResponseMessage, dir: string | undefined): void {
+  res.svids.forEach((s, i) => {
+    const chain = splitConcatenatedDer(s.x509_svid);
+    const leaf = parseCertificate(chain[0]!);
+    const bundle = splitConcatenatedDer(s.bundle);
+    process.stdout.write(`SPIFFE ID:\t${s.spiffe_id}\nExpires:\t${leaf.notAfter.toISOString()}\nSerial:\t\t${leaf.serialHex}\nChain:\t\t${chain.length} certificate(s)\nBundle:\t\t${bundle.length} authorit${bundle.length === 1 ? 'y' : 'ies'}\n${s.hint ? `Hint:\t\t${s.hint}\n` : ''}\n`);
+    if (dir) {
+      const suffix = i === 0 ? '' : `.${i}`;
+      const keyPem = `-----BEGIN PRIVATE KEY-----\n${s.x509_svid_key.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
+      // the key first: a reader that sees the new certificate finds its key already there
+      writeOut(dir, `svid${suffix}.key`, keyPem, 0o600);
+      writeOut(dir, `svid${suffix}.pem`, chain.map((d) => pemFromDer(d)).join(''));
+      writeOut(dir, `bundle${suffix}.pem`, bundle.map((d) => pemFromDer(d)).join(''));
+    }
+  });
+  for (const [td, der] of Object.entries(res.federated_bundles ?? {})) {
+    if (dir) writeOut(dir, `federated_bundle.${td}.pem`, splitConcatenatedDer(der).map((d) => pemFromDer(d)).join(''));
+  }
+  if (dir) process.stdout.write(`Wrote ${res.svids.length} SVID(s) to ${dir}\n`);
 }
 
 const api = program.command('api').description('call the Workload API like any workload would');
@@ -91,23 +116,7 @@ fetch.command('x509')
     const c = workloadClient(o.socket);
     try {
       const res = await firstMessage<X509SVIDResponseMessage>(c, 'FetchX509SVID', Number(o.timeout) * 1000);
-      res.svids.forEach((s, i) => {
-        const chain = splitConcatenatedDer(s.x509_svid);
-        const leaf = parseCertificate(chain[0]!);
-        const bundle = splitConcatenatedDer(s.bundle);
-        process.stdout.write(`SPIFFE ID:\t${s.spiffe_id}\nExpires:\t${leaf.notAfter.toISOString()}\nChain:\t\t${chain.length} certificate(s)\nBundle:\t\t${bundle.length} authorit${bundle.length === 1 ? 'y' : 'ies'}\n${s.hint ? `Hint:\t\t${s.hint}\n` : ''}\n`);
-        if (o.write) {
-          const suffix = i === 0 ? '' : `.${i}`;
-          const keyPem = `-----BEGIN PRIVATE KEY-----\n${s.x509_svid_key.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
-          writeOut(o.write, `svid${suffix}.pem`, chain.map((d) => pemFromDer(d)).join(''));
-          writeOut(o.write, `svid${suffix}.key`, keyPem, 0o600);
-          writeOut(o.write, `bundle${suffix}.pem`, bundle.map((d) => pemFromDer(d)).join(''));
-        }
-      });
-      for (const [td, der] of Object.entries(res.federated_bundles ?? {})) {
-        if (o.write) writeOut(o.write, `federated_bundle.${td}.pem`, splitConcatenatedDer(der).map((d) => pemFromDer(d)).join(''));
-      }
-      if (o.write) process.stdout.write(`Wrote ${res.svids.length} SVID(s) to ${o.write}\n`);
+      showX509(res, o.write);
     } finally { c.close(); }
   });
 
@@ -139,6 +148,44 @@ fetch.command('bundles')
       }
     } finally { c.close(); }
   });
+
+api.command('watch')
+  .description('follow X509-SVID updates (rotation, entry and bundle changes) until SIGINT or SIGTERM; --write DIR rewrites svid.pem, svid.key and bundle.pem on each, atomically')
+  .addOption(socketOpt())
+  .option('--write <dir>', 'write the SVID, key and bundle as PEM files on every update')
+  .action((o: { socket: string; write?: string }) => new Promise<void>((resolve) => {
+    const c = workloadClient(o.socket);
+    let stream: (NodeJS.EventEmitter & { cancel(): void }) | undefined;
+    let retryMs = 1000;
+    let retry: NodeJS.Timeout | undefined;
+    let stopped = false;
+    const open = (): void => {
+      const s = c['FetchX509SVID']!({}, workloadCallMetadata()) as NodeJS.EventEmitter & { cancel(): void };
+      stream = s;
+      s.on('data', (res: X509SVIDResponseMessage) => {
+        retryMs = 1000;
+        process.stdout.write(`Received ${res.svids.length} SVID(s) at ${new Date().toISOString()}\n`);
+        showX509(res, o.write);
+      });
+      // the agent restarting, or not there yet: keep trying, as a workload would
+      s.on('error', (err: ServiceError) => {
+        if (stopped) return;
+        process.stderr.write(`meshid-agent: the Workload API stream ended (${err.details || err.message}); again in ${retryMs / 1000}s\n`);
+        retry = setTimeout(open, retryMs);
+        retryMs = Math.min(retryMs * 2, 30_000);
+      });
+    };
+    const stop = (): void => {
+      stopped = true;
+      clearTimeout(retry);
+      stream?.cancel();
+      c.close();
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    open();
+  }));
 
 program.command('healthcheck')
   .description('exit 0 when the agent is ready (GET /ready)')

@@ -3,11 +3,11 @@
  * CLI, agent, and a workload fetching its SVID through the Workload API.
  */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Daemon, run } from '../helpers/process.js';
+import { bin, Daemon, run } from '../helpers/process.js';
 
 t.test('server, CLI and agent binaries: an admin creates an entry, the agent attests, and `api fetch x509 --write` output passes openssl verify; entries survive SIGKILL', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-e2e-'));
@@ -56,6 +56,36 @@ t.test('server, CLI and agent binaries: an admin creates an entry, the agent att
   t.equal(statSync(join(out, 'svid.key')).mode & 0o777, 0o600, 'svid.key is written 0600');
   const health = run('meshid-agent', ['healthcheck', '--health', `127.0.0.1:${agentStarted['health_port']}`]);
   t.equal(health.code, 0, health.stdout + health.stderr);
+
+  // `api watch --write`: the files follow the SVID (here an entry update re-issues it), whole at every step
+  const watched = join(dir, 'watched');
+  const watcher = spawn(process.execPath, [bin('meshid-agent'), 'api', 'watch', '--socket', socket, '--write', watched], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let watchOut = '';
+  watcher.stdout.on('data', (d: Buffer) => { watchOut += d; });
+  const exited = new Promise<number | null>((r) => watcher.once('exit', (code) => r(code)));
+  const writes = (): number => watchOut.split('Wrote 1 SVID(s)').length - 1;
+  const until = async (what: string, cond: () => boolean): Promise<void> => {
+    for (const end = Date.now() + 20_000; !cond();) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; watch printed: ${watchOut}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await until('the first write', () => writes() >= 1);
+  const serialOf = (): string => execFileSync('openssl', ['x509', '-noout', '-serial', '-in', join(watched, 'svid.pem')]).toString().trim();
+  const first = serialOf();
+  const entryId = (JSON.parse(run('meshid', [...admin(), '-o', 'json', 'entry', 'list']).stdout) as { entries: { id: string }[] }).entries[0]!.id;
+  const updated = run('meshid', [...admin(), 'entry', 'update', entryId, '--dns', 'web.default.svc']);
+  t.equal(updated.code, 0, updated.stderr);
+  await until('the re-issued SVID', () => writes() >= 2);
+  t.not(serialOf(), first, 'svid.pem now holds the new certificate');
+  t.match(execFileSync('openssl', ['x509', '-noout', '-ext', 'subjectAltName', '-in', join(watched, 'svid.pem')]).toString(), /DNS:web\.default\.svc/, 'with the new DNS name');
+  t.match(execFileSync('openssl', ['verify', '-CAfile', join(watched, 'bundle.pem'), join(watched, 'svid.pem')]).toString(), /OK/);
+  const certKey = execFileSync('openssl', ['x509', '-noout', '-pubkey', '-in', join(watched, 'svid.pem')]).toString();
+  t.equal(execFileSync('openssl', ['pkey', '-pubout', '-in', join(watched, 'svid.key')]).toString(), certKey, 'svid.key is the key of the new certificate');
+  t.equal(statSync(join(watched, 'svid.key')).mode & 0o777, 0o600, 'svid.key stays 0600');
+  t.same(readdirSync(watched).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
+  watcher.kill('SIGTERM');
+  t.equal(await exited, 0, 'watch ends cleanly on SIGTERM');
 
   // SIGKILL the server: committed entries are still there after a restart
   await server.stop('SIGKILL');
