@@ -19,6 +19,7 @@ import { WorkloadApiServer } from './workloadapi/index.js';
 import { NetnsAttestor, UnixAttestor, type WorkloadAttestor } from './workloadattestor/index.js';
 import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
+import { LocalEndpoints } from './endpoints.js';
 import { WireGuardManager } from './wireguard/index.js';
 import type { AuthPair, FlowEvent } from '../bpf/index.js';
 import { compileState, explainFlow, PolicyDecoder, PolicyMapSync, type AuthRequirement } from './policy/index.js';
@@ -54,6 +55,8 @@ export class MeshidAgent {
   private health: HealthServer | undefined;
   wireguard: WireGuardManager | undefined;
   membership: NodeMembership | undefined;
+  /** Endpoints added and removed at run time (admin socket), and their readiness. */
+  endpoints: LocalEndpoints | undefined;
   datapath: DatapathManager | undefined;
   /** Listeners of datapath events (the admin socket's observe streams). */
   readonly eventListeners = new Set<(e: FlowEvent) => void>();
@@ -193,13 +196,33 @@ export class MeshidAgent {
       void auth.reconcile();
       this.preauthenticate(this.policy.authPairs());
     }
-    if (this.datapath || this.mutualAuth) {
+    if (this.membership) {
+      this.endpoints = new LocalEndpoints({
+        state: this.state, membership: this.membership, nodesHosting: () => this.nodesHosting(),
+        authPairsOf: (nodeId) => this.authPairsOf(nodeId),
+        ...(this.datapath ? { datapath: this.datapath, authMap: this.datapath.datapath.auth } : {}),
+      });
+    }
+    if (this.datapath || this.mutualAuth || this.endpoints) {
       this.admin = new AgentAdminServer(this, config.admin_socket);
       await this.admin.start();
     }
   }
 
   private readonly decoder = new PolicyDecoder();
+  private remotePairs: { applied: number; byNode: Map<number, AuthRequirement[]> } | undefined;
+
+  /** The pairs node `nodeId`'s policies require: this node's from the policy map sync, another's compiled here (every agent has every policy); once per state change. */
+  private authPairsOf(nodeId: number): readonly AuthRequirement[] {
+    if (nodeId === this.state.localNodeId && this.policy) return this.policy.authPairs();
+    if (this.remotePairs?.applied !== this.state.applied) this.remotePairs = { applied: this.state.applied, byNode: new Map() };
+    let pairs = this.remotePairs.byNode.get(nodeId);
+    if (!pairs) {
+      pairs = compileState({ ...this.stateView(), localNodeId: nodeId }, this.decoder).authPairs;
+      this.remotePairs.byNode.set(nodeId, pairs);
+    }
+    return pairs;
+  }
 
   /**
    * Removes auth entries that no policy needs any more: an entry (L, R, node N)
@@ -215,7 +238,7 @@ export class MeshidAgent {
     const needsOf = (node: number): Set<string> => {
       let set = remoteNeeds.get(node);
       if (!set) {
-        set = new Set(compileState({ ...this.stateView(), localNodeId: node }, this.decoder).authPairs.map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
+        set = new Set(this.authPairsOf(node).map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
         remoteNeeds.set(node, set);
       }
       return set;

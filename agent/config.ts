@@ -8,6 +8,18 @@ import { kubernetesAgentConfigSchema } from './workloadattestor/k8s.js';
 const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IP address');
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');
 
+/** One endpoint this node hosts: in the config (the devnet), or added at run time through the admin socket (a CNI's ADD). */
+export const endpointSchema = z.object({
+  name: z.string().min(1),
+  namespace: z.string().min(1).default('default'),
+  service_account: z.string().min(1).default('default'),
+  labels: z.record(z.string(), z.string()).default({}),
+  ip: ipAddress,
+  /** The node-side interface of the endpoint (its veth's node end): where the tc programs go. */
+  interface: z.string().min(1).max(15),
+}).strict();
+export type EndpointConfig = z.infer<typeof endpointSchema>;
+
 export const agentConfigSchema = z.object({
   server: hostPort,
   trust_domain: z.string().default('example.org').transform((v, ctx) => {
@@ -35,14 +47,7 @@ export const agentConfigSchema = z.object({
     pod_cidr: z.string().regex(/^[0-9a-fA-F.:]+\/\d{1,3}$/, 'must be a CIDR like 10.201.1.0/24').optional(),
   }).strict().default({}),
   /** Endpoints (pods) this node hosts, where no orchestrator reports them (the devnet). */
-  endpoints: z.array(z.object({
-    name: z.string().min(1),
-    namespace: z.string().min(1).default('default'),
-    service_account: z.string().min(1).default('default'),
-    labels: z.record(z.string(), z.string()).default({}),
-    ip: ipAddress,
-    interface: z.string().min(1).max(15),
-  }).strict()).default([]),
+  endpoints: z.array(endpointSchema).default([]),
   datapath: z.object({
     enabled: z.boolean().default(false),
     pin_dir: z.string().default('/sys/fs/bpf/meshid'),

@@ -1,6 +1,7 @@
 /** The meshid-agent binary: run, api fetch, api watch, healthcheck. */
 import { Command, CommanderError, Option } from 'commander';
 import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { systemClock } from '../common/clock.js';
@@ -186,6 +187,99 @@ api.command('watch')
     process.once('SIGTERM', stop);
     open();
   }));
+
+/** One request to the agent's admin socket; the JSON answer and its status. */
+function adminCall(socketPath: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = httpRequest({ socketPath, path, method, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => { text += d; });
+      res.on('end', () => {
+        try { resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }); } catch { reject(new Error(`the agent answered ${res.statusCode} with no JSON`)); }
+      });
+    });
+    req.on('error', (err) => reject(new Error(`cannot reach the agent's admin socket ${socketPath}: ${err.message}`)));
+    req.end(payload);
+  });
+}
+
+interface EndpointStatusJson { ip: string; name: string; namespace: string; interface: string; identity: number | null; ready: boolean; waiting_for: string[]; auth_entries: { needed: number; present: number } }
+
+function printEndpoint(e: EndpointStatusJson): void {
+  process.stdout.write(`${e.namespace}/${e.name}\t${e.ip}\t${e.interface}\tidentity ${e.identity ?? '-'}\t${e.ready ? 'ready' : 'not ready'}\tauth entries ${e.auth_entries.present}/${e.auth_entries.needed}\n`);
+  for (const w of e.waiting_for) process.stdout.write(`  waiting for: ${w}\n`);
+}
+
+/** Prints an error answer the way the other commands do, and exits 1. */
+function failWith(r: { status: number; json: Record<string, unknown> }): never {
+  const err = r.json['error'] as { message?: string; field?: string } | undefined;
+  if (err) {
+    process.stderr.write(`meshid-agent: ${err.message}${err.field ? ` (${err.field})` : ''}\n`);
+  } else {
+    printEndpoint(r.json as unknown as EndpointStatusJson);
+    process.stderr.write('meshid-agent: the endpoint is not ready yet\n');
+  }
+  process.exit(1);
+}
+
+const adminSocketOpt = (): Option => new Option('--admin-socket <path>', 'the agent\'s admin socket').default('/run/meshid/admin.sock');
+const collectLabel = (v: string, acc: Record<string, string>): Record<string, string> => {
+  const i = v.indexOf('=');
+  if (i <= 0) throw new MeshidError('invalid_argument', `--label must be KEY=VALUE, not "${v}"`, 'labels');
+  return { ...acc, [v.slice(0, i)]: v.slice(i + 1) };
+};
+const waitSeconds = (flag: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 300) throw new MeshidError('invalid_argument', `${flag} must be seconds from 0 to 300, not "${v}"`, 'wait');
+  return n;
+};
+
+const endpoint = program.command('endpoint').description('endpoints of this node added at run time (what a CNI plugin does on ADD and DEL), and their readiness');
+endpoint.command('add')
+  .description('add an endpoint; --wait S returns once its identity is registered, the datapath polices it and every pair a policy requires for it is authenticated')
+  .addOption(adminSocketOpt())
+  .requiredOption('--name <name>', 'the pod\'s name')
+  .option('--namespace <ns>', 'the pod\'s namespace', 'default')
+  .option('--service-account <sa>', 'its ServiceAccount (which SPIFFE ID it gets)', 'default')
+  .option('--label <key=value>', 'a label (repeatable)', collectLabel, {})
+  .requiredOption('--ip <ip>', 'its IP')
+  .requiredOption('--interface <ifname>', 'the node end of its veth, where the tc programs go')
+  .option('--wait <seconds>', 'wait up to this long for readiness (exit 1 if not ready by then)', waitSeconds('--wait'), 0)
+  .action(async (o: { adminSocket: string; name: string; namespace: string; serviceAccount: string; label: Record<string, string>; ip: string; interface: string; wait: number }) => {
+    const r = await adminCall(o.adminSocket, 'POST', `/v1/endpoints${o.wait > 0 ? `?wait=${o.wait}` : ''}`, {
+      name: o.name, namespace: o.namespace, service_account: o.serviceAccount, labels: o.label, ip: o.ip, interface: o.interface,
+    });
+    if (r.status !== 200 && r.status !== 201) failWith(r);
+    printEndpoint(r.json as unknown as EndpointStatusJson);
+  });
+endpoint.command('remove')
+  .description('remove an endpoint (its interface loses the tc programs)')
+  .addOption(adminSocketOpt())
+  .requiredOption('--ip <ip>', 'its IP')
+  .action(async (o: { adminSocket: string; ip: string }) => {
+    const r = await adminCall(o.adminSocket, 'DELETE', `/v1/endpoints/${encodeURIComponent(o.ip)}`);
+    if (r.status !== 200) failWith(r);
+    process.stdout.write(`removed ${o.ip}\n`);
+  });
+endpoint.command('list')
+  .description('this node\'s endpoints and whether each is ready')
+  .addOption(adminSocketOpt())
+  .action(async (o: { adminSocket: string }) => {
+    const r = await adminCall(o.adminSocket, 'GET', '/v1/endpoints');
+    if (r.status !== 200) failWith(r);
+    for (const e of r.json['endpoints'] as EndpointStatusJson[]) printEndpoint(e);
+  });
+endpoint.command('wait')
+  .description('exit 0 once the endpoint is ready, 1 if it is not after --timeout')
+  .addOption(adminSocketOpt())
+  .requiredOption('--ip <ip>', 'its IP')
+  .option('--timeout <seconds>', 'how long to wait', waitSeconds('--timeout'), 30)
+  .action(async (o: { adminSocket: string; ip: string; timeout: number }) => {
+    const r = await adminCall(o.adminSocket, 'GET', `/v1/endpoints/${encodeURIComponent(o.ip)}?wait=${o.timeout}`);
+    if (r.status !== 200) failWith(r);
+    printEndpoint(r.json as unknown as EndpointStatusJson);
+  });
 
 program.command('healthcheck')
   .description('exit 0 when the agent is ready (GET /ready)')

@@ -5,12 +5,18 @@
  *   GET /v1/auth       the auth map, with the SPIFFE IDs of each pair
  *   GET /v1/observe    datapath events as NDJSON, live (filters: verdict, identity, namespace)
  *   GET /v1/explain    ?from=POD|IP&to=POD|IP&port=N&protocol=TCP
+ *   GET    /v1/endpoints              this node's endpoints and their readiness
+ *   POST   /v1/endpoints[?wait=S]     add one (a CNI's ADD): {name, namespace, service_account, labels, ip, interface};
+ *                                     with wait, answers when it is ready (200) or after S seconds (504)
+ *   DELETE /v1/endpoints/IP           remove one (a CNI's DEL)
+ *   GET    /v1/endpoints/IP[?wait=S]  its readiness (200 ready, 503 not yet), waiting up to S seconds
  */
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { bootNsToWallClock, type FlowEvent } from '../../bpf/index.js';
 import { errorResponse } from '../../common/httpstatus.js';
+import { FailedPrecondition, InvalidArgument, ResourceExhausted } from '../../spiffe/errors.js';
 import type { MeshidAgent } from '../agent.js';
 
 export interface ObservedFlow {
@@ -25,6 +31,35 @@ export interface ObservedFlow {
   auth_type: 'SPIRE' | 'DISABLED';
 }
 interface FlowPeer { ip: string; port: number; identity: number; namespace?: string; pod?: string; labels?: string[] }
+
+/** The largest request body (one endpoint). */
+const MAX_BODY_BYTES = 64 * 1024;
+/** The longest ?wait= (seconds). */
+const MAX_WAIT_SECONDS = 300;
+
+function waitParam(url: URL): number {
+  const v = url.searchParams.get('wait');
+  if (v === null) return 0;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > MAX_WAIT_SECONDS) throw new InvalidArgument(`wait must be seconds from 0 to ${MAX_WAIT_SECONDS}, not "${v}"`, 'wait');
+  return n * 1000;
+}
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(d); // past the limit the rest is read and dropped, so the answer can still be sent
+    });
+    req.on('end', () => {
+      if (size > MAX_BODY_BYTES) { reject(new ResourceExhausted(`the request body is larger than ${MAX_BODY_BYTES} bytes`, 'body')); return; }
+      try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (err) { reject(new InvalidArgument(`the body is not JSON: ${(err as Error).message}`, 'body')); }
+    });
+    req.on('error', reject);
+  });
+}
 
 const PROTO: Record<number, string> = { 1: 'ICMPv4', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
 
@@ -62,6 +97,10 @@ export class AgentAdminServer {
   private route(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://agent');
     try {
+      if (url.pathname === '/v1/endpoints' || url.pathname.startsWith('/v1/endpoints/')) {
+        this.endpointRoute(req, url, res).catch((err: unknown) => { const { status, body } = errorResponse(err); this.json(res, status, body); });
+        return;
+      }
       if (req.method !== 'GET') return this.json(res, 405, { error: { code: 'method_not_allowed', message: 'GET only' } });
       switch (url.pathname) {
         case '/v1/status': return this.json(res, 200, this.status());
@@ -86,6 +125,30 @@ export class AgentAdminServer {
       datapath: a.datapath ? { discovered_interfaces: Object.fromEntries(a.datapath.discoveredInterfaces()) } : null,
       mutual_auth: a.mutualAuth ? a.mutualAuth.stats() : null,
     };
+  }
+
+  private async endpointRoute(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
+    const endpoints = this.agent.endpoints;
+    if (!endpoints) throw new FailedPrecondition('this agent manages no endpoints (no node section in its config)', 'endpoints');
+    const waitMs = waitParam(url);
+    const ip = url.pathname === '/v1/endpoints' ? undefined : decodeURIComponent(url.pathname.slice('/v1/endpoints/'.length));
+    if (ip === undefined && req.method === 'GET') return this.json(res, 200, { endpoints: endpoints.list() });
+    if (ip === undefined && req.method === 'POST') {
+      const added = await endpoints.add(await readJson(req));
+      if (waitMs === 0) return this.json(res, 201, added);
+      const s = await endpoints.waitReady(added.ip, waitMs);
+      return this.json(res, s.ready ? 200 : 504, s);
+    }
+    if (ip !== undefined && req.method === 'DELETE') {
+      await endpoints.remove(ip);
+      return this.json(res, 200, { removed: ip });
+    }
+    if (ip !== undefined && req.method === 'GET') {
+      const s = await endpoints.waitReady(ip, waitMs);
+      return this.json(res, s.ready ? 200 : 503, s);
+    }
+    res.setHeader('allow', ip === undefined ? 'GET, POST' : 'GET, DELETE');
+    return this.json(res, 405, { error: { code: 'method_not_allowed', message: `${req.method} is not allowed on ${url.pathname}` } });
   }
 
   private authEntries(): Record<string, unknown>[] {

@@ -48,7 +48,8 @@ export class DatapathManager {
   ipcacheWrites = 0;
   /** Local endpoint IP → the interface found for it and attached. */
   private readonly discovered = new Map<string, string>();
-  private readonly configured: ReadonlySet<string>;
+  /** Interfaces named by the config or by endpoints added at run time: never detached by discovery. */
+  private readonly configured: Set<string>;
   private discovering: Promise<void> | undefined;
   private rediscover = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -97,6 +98,25 @@ export class DatapathManager {
     }
   }
 
+  /** Attaches the programs to a named interface (an endpoint added at run time); discovery leaves it alone from then on. */
+  attachInterface(ifname: string): void {
+    this.datapath.attachEndpoint(ifname);
+    this.configured.add(ifname);
+    this.opts.logger.info('datapath attached', { interface: ifname });
+  }
+
+  /** Detaches the programs from a named interface; false when none were attached (or the link is gone). */
+  detachInterface(ifname: string): boolean {
+    this.configured.delete(ifname);
+    try { return this.datapath.detachEndpoint(ifname); } catch { return false; }
+  }
+
+  /** Whether this datapath's programs (not an older loader's) police the interface now, by the kernel. */
+  isAttached(ifname: string): boolean {
+    const ours = this.datapath.programIds();
+    try { const a = this.datapath.attachment(ifname); return a.fromEndpoint === ours.fromEndpoint && a.toEndpoint === ours.toEndpoint; } catch { return false; }
+  }
+
   /** Local endpoint IP → interface, for the endpoints whose interface was found in the routing table. */
   discoveredInterfaces(): ReadonlyMap<string, string> { return this.discovered; }
 
@@ -134,13 +154,9 @@ export class DatapathManager {
       next.set(ip, ifname);
     });
     // Asked of the kernel, not remembered: a pod re-created between two passes has a new veth of the same name, without programs.
-    const ours = this.datapath.programIds();
     const attached = new Set<string>();
-    const isAttached = (ifname: string): boolean => {
-      try { const a = this.datapath.attachment(ifname); return a.fromEndpoint === ours.fromEndpoint && a.toEndpoint === ours.toEndpoint; } catch { return false; }
-    };
     for (const [ip, ifname] of next) {
-      if (attached.has(ifname) || isAttached(ifname)) { attached.add(ifname); continue; }
+      if (attached.has(ifname) || this.isAttached(ifname)) { attached.add(ifname); continue; }
       try {
         this.datapath.attachEndpoint(ifname);
         attached.add(ifname);

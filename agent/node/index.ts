@@ -6,6 +6,7 @@
 import type { ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../common/log.js';
 import type { EndpointRegistrationMsg, PublishNodeResponseMsg, RegisterEndpointsResponseMsg } from '../../api/agentproto.js';
+import { FailedPrecondition } from '../../spiffe/errors.js';
 import type { TunnelReadiness } from '../mutualauth/index.js';
 import type { ServerConnection } from '../serverapi/connection.js';
 import type { AgentState, StateChange } from '../sync/state.js';
@@ -48,9 +49,51 @@ export class NodeMembership implements TunnelReadiness {
   private peersQueued = false;
   private stopped = false;
 
-  constructor(private readonly opts: NodeMembershipOptions) {}
+  /** The local endpoints this agent registers: the config's, and those added at run time. */
+  private local: LocalEndpoint[];
+  /** Registrations run one at a time, each with the whole set at its turn. */
+  private registering: Promise<unknown> = Promise.resolve();
 
-  get endpoints(): readonly LocalEndpoint[] { return this.opts.endpoints; }
+  constructor(private readonly opts: NodeMembershipOptions) {
+    this.local = [...opts.endpoints];
+  }
+
+  get endpoints(): readonly LocalEndpoint[] { return this.local; }
+
+  /**
+   * Adds a local endpoint (or replaces the one with its IP) and registers the
+   * node's endpoints with the server. When the server cannot be reached the
+   * endpoint stays and goes with the next successful publish; the error is thrown.
+   */
+  async addEndpoint(e: LocalEndpoint): Promise<void> {
+    this.refuseWhenOwnedElsewhere();
+    this.local = [...this.local.filter((x) => x.ip !== e.ip), e];
+    await this.registerEndpoints();
+  }
+
+  /** Removes a local endpoint by IP and registers the rest; false when there was none. */
+  async removeEndpoint(ip: string): Promise<boolean> {
+    this.refuseWhenOwnedElsewhere();
+    const before = this.local.length;
+    this.local = this.local.filter((x) => x.ip !== ip);
+    if (this.local.length === before) return false;
+    await this.registerEndpoints();
+    return true;
+  }
+
+  private refuseWhenOwnedElsewhere(): void {
+    if (this.opts.endpointsOwnedElsewhere) {
+      throw new FailedPrecondition('this node\'s endpoints come from the Kubernetes API; they are not added or removed through the agent', 'endpoints');
+    }
+  }
+
+  private registerEndpoints(): Promise<RegisterEndpointsResponseMsg> {
+    const run = this.registering.then(() => this.opts.connection.unary<RegisterEndpointsResponseMsg>('RegisterEndpoints', {
+      endpoints: this.local.map((e): EndpointRegistrationMsg => ({ ip: e.ip, namespace: e.namespace, name: e.name, service_account: e.serviceAccount, labels: e.labels })),
+    }));
+    this.registering = run.catch(() => {});
+    return run;
+  }
 
   start(): void {
     this.unsubscribe = this.opts.state.onChange((c) => this.onStateChange(c));
@@ -114,11 +157,8 @@ export class NodeMembership implements TunnelReadiness {
         name: this.opts.name, address: this.opts.address, pod_cidr: this.opts.podCidr,
         wireguard_public_key: this.opts.wireguard?.publicKey ?? '',
       });
-      if (this.opts.endpoints.length === 0 && this.opts.endpointsOwnedElsewhere) { this.published = true; return; }
-      const regs: EndpointRegistrationMsg[] = this.opts.endpoints.map((e) => ({
-        ip: e.ip, namespace: e.namespace, name: e.name, service_account: e.serviceAccount, labels: e.labels,
-      }));
-      const res = await this.opts.connection.unary<RegisterEndpointsResponseMsg>('RegisterEndpoints', { endpoints: regs });
+      if (this.local.length === 0 && this.opts.endpointsOwnedElsewhere) { this.published = true; return; }
+      const res = await this.registerEndpoints();
       this.published = true;
       this.opts.logger.info('node and endpoints published', { node: this.opts.name, endpoints: res.endpoints.map((e) => `${e.ip}=${e.identity}`) });
     } catch (err) {

@@ -18,7 +18,7 @@ import { packageRoot } from '../../api/assets.js';
 import { FailedPrecondition } from '../../spiffe/errors.js';
 import { Datapath } from '../../bpf/index.js';
 import { Devnet } from './devnet.js';
-import type { DevnetState } from './spec.js';
+import type { DevnetPod, DevnetState } from './spec.js';
 
 export interface DemoOptions {
   prefix?: string;
@@ -153,6 +153,23 @@ export class DemoCluster {
       if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}; logs are in ${this.stateDir}`);
       await sleep(100);
     }
+  }
+
+  /**
+   * A new pod on a running demo: a registration entry for its ServiceAccount
+   * (selected by its network namespace) and its namespace and veth on the node.
+   * The agent is not told: that is the CNI's part (`meshid-agent endpoint add`).
+   */
+  async addPod(name: string, node: string, serviceAccount: string): Promise<DevnetPod> {
+    const s = this.state();
+    const td = this.opts.trustDomain ?? 'example.org';
+    const pod = await this.devnet.addPod(name, node);
+    s.devnet = this.devnet.describe();
+    this.save(s);
+    await this.admin(s, 'POST', '/v1/entries', {
+      spiffe_id: `spiffe://${td}/ns/default/sa/${serviceAccount}`, parent_id: `spiffe://${td}/meshid/agent/join_token/${node}`, selectors: [`netns:name:${pod.namespace}`],
+    });
+    return pod;
   }
 
   async authEntries(node: string): Promise<{ local_spiffe_id: string | null; remote_spiffe_id: string | null; remote_node: string | null; expires_at: string }[]> {

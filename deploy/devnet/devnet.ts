@@ -3,9 +3,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AlreadyExists, InvalidArgument, MeshidError, NotFound } from '../../spiffe/errors.js';
+import { AlreadyExists, FailedPrecondition, InvalidArgument, MeshidError, NotFound } from '../../spiffe/errors.js';
+import { formatIpv4, isHostOf, parseIpv4Cidr } from './ipv4.js';
 import { OwnedProcess, type SpawnOptions } from './process.js';
-import { planDevnet, PREFIX_PATTERN, type DevnetSpec, type DevnetState } from './spec.js';
+import { planDevnet, podNameSchema, PREFIX_PATTERN, type DevnetPod, type DevnetSpec, type DevnetState } from './spec.js';
 
 export const DEFAULT_STATE_DIR = '/run/meshid/devnet';
 
@@ -228,23 +229,55 @@ export class Devnet {
       ]);
     }
 
-    for (const pod of state.pods) {
-      const node = state.nodes.find((n) => n.name === pod.node)!;
-      await addNamespace(pod.namespace, ['net/ipv6/conf/all/disable_ipv6=1', 'net/ipv6/conf/default/disable_ipv6=1']);
-      await ipBatch(node.namespace, [
-        ['link', 'add', pod.hostVeth, 'type', 'veth', 'peer', 'name', pod.interface, 'netns', pod.namespace],
-        // The gateway address on each pod veth answers the pod's ARP for its default gateway.
-        ['address', 'add', `${node.gatewayIp}/32`, 'dev', pod.hostVeth],
-        ['link', 'set', pod.hostVeth, 'up'],
-        ['route', 'add', `${pod.ip}/32`, 'dev', pod.hostVeth, 'src', node.gatewayIp],
-      ]);
-      await ipBatch(pod.namespace, [
-        ['address', 'add', `${pod.ip}/32`, 'dev', pod.interface],
-        ['link', 'set', pod.interface, 'up'],
-        ['route', 'add', `${node.gatewayIp}/32`, 'dev', pod.interface, 'scope', 'link'],
-        ['route', 'add', 'default', 'via', node.gatewayIp, 'dev', pod.interface],
-      ]);
+    for (const pod of state.pods) await this.buildPod(state, pod);
+  }
+
+  /** A pod's namespace, its veth to the node, and the routes both ways (what a CNI plugin's ADD does). */
+  private async buildPod(state: DevnetState, pod: DevnetPod): Promise<void> {
+    const node = state.nodes.find((n) => n.name === pod.node)!;
+    await addNamespace(pod.namespace, ['net/ipv6/conf/all/disable_ipv6=1', 'net/ipv6/conf/default/disable_ipv6=1']);
+    await ipBatch(node.namespace, [
+      ['link', 'add', pod.hostVeth, 'type', 'veth', 'peer', 'name', pod.interface, 'netns', pod.namespace],
+      // The gateway address on each pod veth answers the pod's ARP for its default gateway.
+      ['address', 'add', `${node.gatewayIp}/32`, 'dev', pod.hostVeth],
+      ['link', 'set', pod.hostVeth, 'up'],
+      ['route', 'add', `${pod.ip}/32`, 'dev', pod.hostVeth, 'src', node.gatewayIp],
+    ]);
+    await ipBatch(pod.namespace, [
+      ['address', 'add', `${pod.ip}/32`, 'dev', pod.interface],
+      ['link', 'set', pod.interface, 'up'],
+      ['route', 'add', `${node.gatewayIp}/32`, 'dev', pod.interface, 'scope', 'link'],
+      ['route', 'add', 'default', 'via', node.gatewayIp, 'dev', pod.interface],
+    ]);
+  }
+
+  /**
+   * Adds a pod to a devnet that is up: the next free address of its node's pod
+   * CIDR, its namespace and veth. The agent learns of it separately (as from a
+   * CNI plugin: `meshid-agent endpoint add`).
+   */
+  async addPod(name: string, nodeName: string): Promise<DevnetPod> {
+    const state = this.state ?? this.readState();
+    if (state === undefined || state.status !== 'ready') throw new NotFound(`no ready devnet with prefix ${this.prefix}`, 'prefix');
+    const parsed = podNameSchema.safeParse(name);
+    if (!parsed.success) throw new InvalidArgument(`pod name "${name}": ${parsed.error.issues[0]!.message}`, 'name');
+    if (state.pods.some((p) => p.name === name) || state.nodes.some((n) => n.name === name) || name === 'ul') {
+      throw new AlreadyExists(`devnet name "${name}" is taken`, 'name');
     }
+    const node = state.nodes.find((n) => n.name === nodeName);
+    if (!node) throw new NotFound(`the devnet has no node "${nodeName}"`, 'node');
+    const cidr = parseIpv4Cidr(node.podCidr)!;
+    const taken = new Set([node.gatewayIp, ...state.pods.map((p) => p.ip)]);
+    let ip: string | undefined;
+    for (let addr = cidr.network + 2; isHostOf(cidr, addr) && ip === undefined; addr++) {
+      if (!taken.has(formatIpv4(addr))) ip = formatIpv4(addr);
+    }
+    if (ip === undefined) throw new FailedPrecondition(`node ${nodeName}'s pod CIDR ${node.podCidr} is full`, 'node');
+    const pod: DevnetPod = { name, node: nodeName, namespace: `${this.prefix}-${name}`, ip, interface: 'eth0', hostVeth: `v-${name}` };
+    this.state = { ...state, pods: [...state.pods, pod] };
+    this.writeState(); // before anything exists: destroy() finds it even if the build stops halfway
+    await this.buildPod(this.state, pod);
+    return structuredClone(pod);
   }
 
 }

@@ -3,6 +3,8 @@ import { InvalidArgument } from '../../spiffe/errors.js';
 import { formatCidr, formatIpv4, isHostOf, overlaps, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from './ipv4.js';
 
 /** What a devnet should hold. Names become namespace and link names, hence their short alphabets. */
+export const podNameSchema = z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, 'a pod name is 1-12 characters of [a-z0-9-], starting with a letter');
+
 export const devnetSpecSchema = z.object({
   /** The underlay subnet shared by the host end and every node. */
   underlayCidr: z.string().default('192.168.77.0/24'),
@@ -16,7 +18,7 @@ export const devnetSpecSchema = z.object({
     podCidr: z.string().optional(),
   }).strict()).min(1),
   pods: z.array(z.object({
-    name: z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, 'a pod name is 1-12 characters of [a-z0-9-], starting with a letter'),
+    name: podNameSchema,
     node: z.string(),
     ip: z.string().optional(),
   }).strict()).default([]),

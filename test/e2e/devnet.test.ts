@@ -157,6 +157,51 @@ process.stdout.write(JSON.stringify({ok,failed,errors:errors.slice(0,5)})+'\\n')
   t.notOk(hasPair(await cluster.authEntries('n2'), 'backend', 'legacy'), 'and has no auth entry');
 });
 
+t.test('a pod added at run time: `meshid-agent endpoint add --wait` returns once its pairs are authenticated, and its first connection has no retransmission', async (t) => {
+  // a new ServiceAccount, so its identity, SVID and pair are all new: nothing was authenticated before
+  const fresh = await cluster.addPod('frontend2', 'n1', 'frontend2');
+  const admin = state.agentSockets['n1']!.admin;
+  const add = (extra: string[] = []) => run('meshid-agent', ['endpoint', 'add', '--admin-socket', admin, '--name', 'frontend2', '--service-account', 'frontend2',
+    '--label', 'app=frontend', '--ip', fresh.ip, '--interface', fresh.hostVeth, ...extra]);
+
+  const bad = run('meshid-agent', ['endpoint', 'add', '--admin-socket', admin, '--name', 'x', '--ip', '10.999.0.1', '--interface', fresh.hostVeth]);
+  t.not(bad.code, 0, 'a bad IP is refused');
+  t.match(bad.stderr, /\(ip\)/, 'naming the field');
+  const noLink = run('meshid-agent', ['endpoint', 'add', '--admin-socket', admin, '--name', 'x', '--ip', fresh.ip, '--interface', 'nosuchveth']);
+  t.not(noLink.code, 0, 'an interface that does not exist is refused');
+  t.match(noLink.stderr, /nosuchveth.*\(interface\)/);
+  const raw = (method: string, path: string, body?: string): Promise<number> => new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: admin, path, method }, (res) => { res.resume(); resolve(res.statusCode!); });
+    req.on('error', reject);
+    req.end(body);
+  });
+  t.equal(await raw('POST', '/v1/endpoints', '{not json'), 400, 'a body that is not JSON: 400');
+  t.equal(await raw('PUT', '/v1/endpoints'), 405);
+  t.equal(await raw('POST', '/v1/endpoints?wait=forever', '{}'), 400, 'a bad wait: 400');
+  t.notMatch(run('meshid-agent', ['endpoint', 'list', '--admin-socket', admin]).stdout, new RegExp(fresh.ip.replace(/\./g, '\\.')), 'nothing was added');
+
+  const before = tcpRetransmits(fresh.namespace);
+  const added = add(['--wait', '30']);
+  t.equal(added.code, 0, added.stdout + added.stderr);
+  t.match(added.stdout, /default\/frontend2.*ready/);
+  t.ok(hasPair(await cluster.authEntries('n2'), 'backend', 'frontend2'), 'n2 authenticated backend ← frontend2 before the pod sent anything');
+  const r = httpFromNamespace(fresh.namespace, backendUrl);
+  const retransmitted = tcpRetransmits(fresh.namespace) - before;
+  const why = r.ok && retransmitted === 0 ? '' : `\n${diagnosis()}`;
+  t.ok(r.ok, `frontend2 reached backend at once: ${r.body}${why}`);
+  t.equal(retransmitted, 0, `its first SYN was not dropped${why}`);
+
+  const listed = run('meshid-agent', ['endpoint', 'list', '--admin-socket', admin]);
+  t.match(listed.stdout, new RegExp(`default/frontend2\\s+${fresh.ip.replace(/\./g, '\\.')}\\s+${fresh.hostVeth}.*ready`));
+  const removed = run('meshid-agent', ['endpoint', 'remove', '--admin-socket', admin, '--ip', fresh.ip]);
+  t.equal(removed.code, 0, removed.stderr);
+  await until('n2 to drop backend ← frontend2', async () => !hasPair(await cluster.authEntries('n2'), 'backend', 'frontend2'));
+  t.notOk(httpFromNamespace(fresh.namespace, backendUrl, 1500).ok, 'removed: its traffic is no longer let in');
+  const again = run('meshid-agent', ['endpoint', 'remove', '--admin-socket', admin, '--ip', fresh.ip]);
+  t.not(again.code, 0);
+  t.match(again.stderr, /no endpoint/);
+});
+
 t.test('killing the agent on node 2 keeps established flows and new ones', async (t) => {
   // one long-lived TCP connection from frontend to backend (HTTP keep-alive), request before and after the kill
   const script = `const http=require('node:http');const a=new http.Agent({keepAlive:true,maxSockets:1});

@@ -34,6 +34,8 @@ t.test('the leader publishes the trust bundle into a ConfigMap and republishes i
   const doc = parts.store.getBundle(parts.td).document;
   parts.store.setBundle(parts.td, { ...doc, spiffe_sequence: (doc.spiffe_sequence ?? 0) + 7 });
   await until(() => JSON.parse((fake.get(CM, 'meshid', 'meshid-bundle') as unknown as { data: Record<string, string> }).data['bundle.spiffe']!).spiffe_sequence === (doc.spiffe_sequence ?? 0) + 7, 'the update');
+  // the fake holds the update once the PUT arrives; the publisher counts it once the answer does
+  await publisher.settled();
   const writes = publisher.writes;
   publisher.kick();
   await publisher.settled();
