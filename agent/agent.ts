@@ -17,6 +17,7 @@ import { SyncClient } from './sync/client.js';
 import { AgentState } from './sync/state.js';
 import { WorkloadApiServer } from './workloadapi/index.js';
 import { NetnsAttestor, UnixAttestor, type WorkloadAttestor } from './workloadattestor/index.js';
+import type { PeerProcess } from './workloadattestor/attestor.js';
 import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
 import { LocalEndpoints } from './endpoints.js';
@@ -109,6 +110,7 @@ export class MeshidAgent {
       socketPath: config.socket, source: this.cache, logger: log.child({ component: 'workloadapi' }), metricsRegistry: this.registry,
       attestors: [new UnixAttestor({ workloadSha256: config.workload_sha256 }), new NetnsAttestor(), ...(deps.workloadAttestors ?? [])],
       allowUnauthenticatedVerifiers: config.allow_unauthenticated_verifiers,
+      ...(this.endpoints ? { readiness: (caller: PeerProcess) => this.endpoints!.callerReadiness(caller.pid) } : {}),
     });
     await this.workloadApi.start();
     this.registerMetrics();

@@ -6,6 +6,7 @@
  * A CNI ADD that waits for readiness before the pod's containers start gives a
  * new pod a first packet that is never dropped for want of authentication.
  */
+import { readFileSync } from 'node:fs';
 import type { ServiceError } from '@grpc/grpc-js';
 import type { AuthPair } from '../bpf/index.js';
 import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from '../spiffe/errors.js';
@@ -19,7 +20,8 @@ export interface EndpointStatus {
   ip: string;
   name: string;
   namespace: string;
-  interface: string;
+  /** Where the datapath polices it; null while none is known. */
+  interface: string | null;
   /** The security identity the server gave it; null before it has. */
   identity: number | null;
   ready: boolean;
@@ -100,21 +102,52 @@ export class LocalEndpoints {
     }
   }
 
+  /** Every endpoint of this node: those added here and those the server reports (Kubernetes pods). */
   list(): EndpointStatus[] {
-    return this.opts.membership.endpoints.map((e) => this.status(e.ip));
+    return this.localIps().map((ip) => this.status(ip));
   }
 
-  /** The endpoint's readiness now; NotFound for an IP this node does not host. */
+  private localIps(): string[] {
+    const { state } = this.opts;
+    const ips = new Set(this.opts.membership.endpoints.map((e) => e.ip));
+    if (state.localNodeId !== 0) for (const ep of state.endpoints.values()) if (ep.node_id === state.localNodeId) ips.add(ep.ip);
+    return [...ips];
+  }
+
+  /**
+   * The readiness of the endpoints a calling process is: those of this node
+   * whose IP is an address of the caller's network namespace (a pod's init
+   * container asks for its pod). Not ready while there is none yet: the
+   * server may not have learnt the pod's IP.
+   */
+  callerReadiness(pid: number, procRoot = '/proc'): { ready: boolean; endpoints: string[]; waiting_for: string[] } {
+    const addresses = namespaceAddresses(pid, procRoot);
+    const mine = this.localIps().filter((ip) => addresses.includes(ip));
+    if (mine.length === 0) {
+      return { ready: false, endpoints: [], waiting_for: [`no endpoint of this node has an address of the caller's network namespace yet (${addresses.join(', ') || 'it has none'})`] };
+    }
+    const statuses = mine.map((ip) => this.status(ip));
+    return { ready: statuses.every((s) => s.ready), endpoints: mine, waiting_for: statuses.flatMap((s) => s.waiting_for.map((w) => `${s.ip}: ${w}`)) };
+  }
+
+  /**
+   * The endpoint's readiness now: one added here, or one the server reports on
+   * this node (a Kubernetes pod, its interface found by the datapath's route
+   * lookup). NotFound for an IP this node does not host.
+   */
   status(ip: string): EndpointStatus {
-    const ep = this.opts.membership.endpoints.find((x) => x.ip === ip);
-    if (!ep) throw new NotFound(`this node has no endpoint ${ip}`, 'ip');
     const { state, datapath } = this.opts;
-    const waiting: string[] = [];
+    const added = this.opts.membership.endpoints.find((x) => x.ip === ip);
     const known = state.endpoints.get(ip);
     const local = state.localNodeId;
-    const identity = known && local !== 0 && known.node_id === local ? known.identity : null;
+    const hostedHere = known !== undefined && local !== 0 && known.node_id === local;
+    if (!added && !hostedHere) throw new NotFound(`this node has no endpoint ${ip}`, 'ip');
+    const waiting: string[] = [];
+    const identity = hostedHere ? known.identity : null;
     if (identity === null) waiting.push('the server has not given it an identity yet');
-    if (datapath && !datapath.isAttached(ep.interface)) waiting.push(`the datapath is not attached to ${ep.interface}`);
+    const iface = added?.interface ?? datapath?.discoveredInterfaces().get(ip) ?? null;
+    if (datapath && iface === null) waiting.push('no interface found for it yet (the node has no direct route to it)');
+    else if (datapath && iface !== null && !datapath.isAttached(iface)) waiting.push(`the datapath is not attached to ${iface}`);
     let needed = 0;
     let present = 0;
     if (identity !== null && this.opts.authMap) {
@@ -125,7 +158,7 @@ export class LocalEndpoints {
       }
     }
     return {
-      ip, name: ep.name, namespace: ep.namespace, interface: ep.interface, identity,
+      ip, name: added?.name ?? known!.name, namespace: added?.namespace ?? known!.namespace, interface: iface, identity,
       ready: waiting.length === 0, waiting_for: waiting, auth_entries: { needed, present },
     };
   }
@@ -174,4 +207,48 @@ export class LocalEndpoints {
   private nodeName(nodeId: number): string {
     return nodeId === 0 ? 'this node' : `node ${this.opts.state.nodes.get(nodeId)?.name ?? nodeId}`;
   }
+}
+
+/** The addresses of a process's network namespace, from /proc/<pid>/net (no need to enter it): IPv4 from fib_trie, IPv6 from if_inet6; loopback and link-local left out. */
+export function namespaceAddresses(pid: number, procRoot = '/proc'): string[] {
+  const read = (name: string): string => { try { return readFileSync(`${procRoot}/${pid}/net/${name}`, 'utf8'); } catch { return ''; } };
+  return [...new Set([...localIpv4FromFibTrie(read('fib_trie')), ...ipv6FromIfInet6(read('if_inet6'))])];
+}
+
+/** The host-local IPv4 addresses in /proc/net/fib_trie ("|-- A.B.C.D" followed by "/32 host LOCAL"), loopback left out. */
+export function localIpv4FromFibTrie(text: string): string[] {
+  const out = new Set<string>();
+  let last: string | undefined;
+  for (const line of text.split('\n')) {
+    const leaf = /\|-- (\d+\.\d+\.\d+\.\d+)\s*$/.exec(line);
+    if (leaf) { last = leaf[1]; continue; }
+    if (last && /\/32 host LOCAL/.test(line) && !last.startsWith('127.')) out.add(last);
+  }
+  return [...out];
+}
+
+/** The addresses in /proc/net/if_inet6 (32 hex digits each), in the usual text form; loopback and link-local (fe80::/10) left out. */
+export function ipv6FromIfInet6(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const hex = line.trim().split(/\s+/)[0] ?? '';
+    if (!/^[0-9a-f]{32}$/.test(hex) || hex === '0'.repeat(31) + '1' || /^fe[89ab]/.test(hex)) continue;
+    const groups = hex.match(/.{4}/g)!.map((g) => g.replace(/^0+(?=.)/, ''));
+    out.push(compressIpv6(groups));
+  }
+  return out;
+}
+
+/** RFC 5952 text: the longest run (two or more) of zero groups becomes "::". */
+function compressIpv6(groups: string[]): string {
+  let best = { start: -1, len: 0 };
+  for (let i = 0; i < groups.length;) {
+    if (groups[i] !== '0') { i++; continue; }
+    let j = i;
+    while (j < groups.length && groups[j] === '0') j++;
+    if (j - i > best.len) best = { start: i, len: j - i };
+    i = j;
+  }
+  if (best.len < 2) return groups.join(':');
+  return `${groups.slice(0, best.start).join(':')}::${groups.slice(best.start + best.len).join(':')}`;
 }

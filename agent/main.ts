@@ -13,7 +13,8 @@ import { loadAgentConfig } from './config.js';
 import { kubernetesAgentParts } from './workloadattestor/k8s.js';
 import { hostname } from 'node:os';
 import {
-  DEFAULT_SOCKET_PATH, loadWorkloadProto, workloadCallMetadata,
+  DEFAULT_SOCKET_PATH, loadReadinessProto, loadWorkloadProto, workloadCallMetadata,
+  type WaitReadyResponseMessage,
   type JWTSVIDResponseMessage, type X509BundlesResponseMessage, type X509SVIDResponseMessage,
 } from './workloadapi/index.js';
 import { credentials } from '@grpc/grpc-js';
@@ -108,6 +109,11 @@ const api = program.command('api').description('call the Workload API like any w
 const fetch = api.command('fetch').description('fetch SVIDs or bundles from the Workload API');
 const socketOpt = (): Option => new Option('--socket <path>', 'Workload API socket').default(DEFAULT_SOCKET_PATH);
 const timeoutOpt = (): Option => new Option('--timeout <seconds>', 'give up after this long').default('10');
+const waitSeconds = (flag: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 300) throw new MeshidError('invalid_argument', `${flag} must be seconds from 0 to 300, not "${v}"`, 'wait');
+  return n;
+};
 
 fetch.command('x509')
   .description('fetch X509-SVIDs; --write DIR writes svid.pem, svid.key and bundle.pem')
@@ -147,6 +153,24 @@ fetch.command('bundles')
         if (o.write) writeOut(o.write, `${td}.pem`, pem);
         else process.stdout.write(`# ${td}\n${pem}`);
       }
+    } finally { c.close(); }
+  });
+
+api.command('wait-ready')
+  .description('wait until this process\'s pod is ready in the mesh: its endpoint known, policed, and every pair a policy requires for it authenticated (run it as the pod\'s init container); exit 1 if not ready after --timeout')
+  .addOption(socketOpt())
+  .option('--timeout <seconds>', 'how long to wait', waitSeconds('--timeout'), 60)
+  .action(async (o: { socket: string; timeout: number }) => {
+    const { Client } = loadReadinessProto();
+    const c = new Client(`unix:${o.socket}`, credentials.createInsecure());
+    try {
+      const res = await new Promise<WaitReadyResponseMessage>((resolve, reject) => {
+        (c as unknown as Record<string, Function>)['WaitReady']!({ timeout_seconds: o.timeout }, workloadCallMetadata(), { deadline: Date.now() + (o.timeout + 10) * 1000 },
+          (err: Error | null, r: WaitReadyResponseMessage) => (err ? reject(err) : resolve(r)));
+      });
+      process.stdout.write(`${res.ready ? 'ready' : 'not ready'}: endpoint(s) ${res.endpoints.join(', ') || 'none'}\n`);
+      for (const w of res.waiting_for) process.stdout.write(`  waiting for: ${w}\n`);
+      if (!res.ready) process.exit(1);
     } finally { c.close(); }
   });
 
@@ -228,11 +252,6 @@ const collectLabel = (v: string, acc: Record<string, string>): Record<string, st
   const i = v.indexOf('=');
   if (i <= 0) throw new MeshidError('invalid_argument', `--label must be KEY=VALUE, not "${v}"`, 'labels');
   return { ...acc, [v.slice(0, i)]: v.slice(i + 1) };
-};
-const waitSeconds = (flag: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0 || n > 300) throw new MeshidError('invalid_argument', `${flag} must be seconds from 0 to 300, not "${v}"`, 'wait');
-  return n;
 };
 
 const endpoint = program.command('endpoint').description('endpoints of this node added at run time (what a CNI plugin does on ADD and DEL), and their readiness');

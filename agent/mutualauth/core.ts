@@ -60,6 +60,12 @@ export interface TunnelReadiness {
   ready(nodeId: number): boolean;
   /** Resolves true when ready(nodeId), false when timeoutMs pass first or the node leaves the registry. */
   wait(nodeId: number, timeoutMs: number): Promise<boolean>;
+  /**
+   * The peer node has its side of the tunnel configured too: it answered a
+   * batch, or sent one, after waiting for it. The side that leads the pair of
+   * nodes may start the tunnel's handshake now.
+   */
+  peerConfigured?(nodeId: number): void;
 }
 
 export interface SvidMaterial { chain: readonly Buffer[]; key: KeyObject }

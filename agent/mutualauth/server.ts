@@ -145,6 +145,8 @@ export class AuthServer {
   private receive(s: ServerSession, msg: unknown): void {
     const tunnel = this.opts.tunnel;
     if (s.waiting) { s.waiting.push(msg); return; }
+    // the client sent this after waiting for its own side of the tunnel
+    tunnel?.peerConfigured?.(s.nodeId);
     if (!tunnel || tunnel.ready(s.nodeId)) { this.onBatch(s, msg); return; }
     const waiting = [msg];
     s.waiting = waiting;

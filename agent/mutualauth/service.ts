@@ -280,6 +280,7 @@ export class MutualAuth {
         try {
           if (this.stopped) throw new PairFailure(FailureReason.stopped, 'mutual auth stopped');
           outcomes = await peer.exchange(batch.map((w) => w.wire));
+          tunnel?.peerConfigured?.(nodeId);
         } catch (err) {
           const f = err instanceof PairFailure ? err : new PairFailure(FailureReason.sessionClosed, (err as Error).message);
           if (!last && TRANSIENT.has(f.reason) && f.reason !== FailureReason.stopped) retry.push(...batch);

@@ -43,6 +43,8 @@ export class NodeMembership implements TunnelReadiness {
   private unsubscribe: (() => void) | undefined;
   /** The peers the device was last given successfully: public key → endpoint and allowed IPs. */
   private applied = new Map<string, string>();
+  /** Peers (public keys) whose handshake this node leads and has started: they get the persistent keepalive. */
+  private readonly handshakeLed = new Set<string>();
   private readonly waiters = new Set<{ nodeId: number; done: (ok: boolean) => void }>();
   private retry: NodeJS.Timeout | undefined;
   private published = false;
@@ -143,10 +145,31 @@ export class NodeMembership implements TunnelReadiness {
     }
   }
 
+  /**
+   * Mutual auth learnt that node `nodeId` has its side of the tunnel configured.
+   * Of two nodes, the one with the lower id leads: it turns on the persistent
+   * keepalive then, which sends its first handshake at once, to a peer that
+   * knows it. The other never starts one on its own: two handshakes that
+   * cross are each refused by the other side (both end as responders), and
+   * WireGuard tries again only after 5 s; nor does a handshake go out before
+   * the peer can take it.
+   */
+  peerConfigured(nodeId: number): void {
+    const local = this.opts.state.localNodeId;
+    if (!this.opts.wireguard || local === 0 || local >= nodeId) return;
+    const key = this.opts.state.nodes.get(nodeId)?.wireguard_public_key;
+    if (!key || this.handshakeLed.has(key)) return;
+    this.handshakeLed.add(key);
+    this.queuePeers();
+  }
+
   /** The WireGuard peer a remote node gets; undefined for this node or a node without key, address or pod CIDR. */
-  private peerOf(n: { name: string; wireguard_public_key: string; address: string; pod_cidr: string }): WireGuardPeer | undefined {
+  private peerOf(n: { id: number; name: string; wireguard_public_key: string; address: string; pod_cidr: string }): WireGuardPeer | undefined {
     if (n.name === this.opts.name || !n.wireguard_public_key || !n.address || !n.pod_cidr) return undefined;
-    return { publicKey: n.wireguard_public_key, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.pod_cidr], persistentKeepalive: 25 };
+    return {
+      publicKey: n.wireguard_public_key, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.pod_cidr],
+      ...(this.handshakeLed.has(n.wireguard_public_key) ? { persistentKeepalive: 25 } : {}),
+    };
   }
 
   /** Publishes the node and its endpoints; retried until it works (the server may be away). */

@@ -1,9 +1,13 @@
-export { WorkloadApiServer, type WorkloadApiServerOptions } from './server.js';
+export { WorkloadApiServer, type WorkloadApiServerOptions, type ReadinessAnswer } from './server.js';
 export type { WorkloadSource, CachedX509Svid } from './source.js';
 export { WorkloadApiMetrics, type CallCount } from './metrics.js';
 export { toServiceError, statusName } from './status.js';
 export { toStruct, fromStruct } from './struct.js';
 export {
+  loadReadinessProto,
+  WAIT_READY_PATH,
+  type WaitReadyRequestMessage,
+  type WaitReadyResponseMessage,
   loadWorkloadProto,
   newWorkloadClient,
   workloadCallMetadata,

@@ -51,6 +51,18 @@ export function loadWorkloadProto(): WorkloadProto {
   return { packageDefinition, service: Client.service, Client };
 }
 
+export interface WaitReadyRequestMessage { timeout_seconds: number }
+export interface WaitReadyResponseMessage { ready: boolean; endpoints: string[]; waiting_for: string[] }
+/** The path of meshid's readiness call on the Workload API socket (api/proto/readiness.proto). */
+export const WAIT_READY_PATH = '/meshid.agent.v1.Readiness/WaitReady';
+
+/** Loads api/proto/readiness.proto: meshid's Readiness service, served beside the Workload API. */
+export function loadReadinessProto(): { service: ServiceDefinition; Client: ServiceClientConstructor } {
+  const def = loadSync('readiness.proto', { includeDirs: [protoDir], keepCase: true, defaults: true, longs: Number });
+  const Client = (loadPackageDefinition(def) as unknown as { meshid: { agent: { v1: { Readiness: ServiceClientConstructor } } } }).meshid.agent.v1.Readiness;
+  return { service: Client.service, Client };
+}
+
 /** The metadata every Workload API call needs. */
 export function workloadCallMetadata(): Metadata {
   const md = new Metadata();

@@ -12,7 +12,10 @@ import { loadPeercredAddon, type PeerCredentials } from '../workloadattestor/pee
 import { WorkloadApiMetrics } from './metrics.js';
 import {
   DEFAULT_SOCKET_PATH,
+  loadReadinessProto,
   loadWorkloadProto,
+  WAIT_READY_PATH,
+  type WaitReadyRequestMessage,
   SECURITY_HEADER,
   type JWTBundlesResponseMessage,
   type JWTSVIDMessage,
@@ -47,9 +50,19 @@ export interface WorkloadApiServerOptions {
   procRoot?: string;
   /** Reads the peer of an accepted connection. Default SO_PEERCRED through the native addon. */
   peerCredentials?: (socket: Socket) => PeerCredentials;
+  /**
+   * meshid's Readiness service on the same socket (api/proto/readiness.proto):
+   * the caller's endpoint readiness, from the caller process. Absent: not served.
+   */
+  readiness?: (caller: PeerProcess) => ReadinessAnswer;
   /** How long stop() waits for streams to deliver their final status before it cuts connections. Default 2000 ms. */
   stopGraceMs?: number;
 }
+
+export interface ReadinessAnswer { ready: boolean; endpoints: string[]; waiting_for: string[] }
+
+/** The longest WaitReady wait, seconds. */
+const MAX_WAIT_READY_SECONDS = 600;
 
 type StreamKind = 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles';
 type Call = GrpcCall<PeerProcess>;
@@ -88,6 +101,7 @@ export class WorkloadApiServer {
   private readonly stopGraceMs: number;
   private readonly proto: WorkloadProto;
   private readonly customPeerCredentials: boolean;
+  private readonly readiness: ((caller: PeerProcess) => ReadinessAnswer) | undefined;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopped: Promise<void> | undefined;
   private transport: GrpcTransport<PeerProcess> | undefined;
@@ -119,6 +133,7 @@ export class WorkloadApiServer {
     });
     this.proto = loadWorkloadProto();
     this.customPeerCredentials = options.peerCredentials !== undefined;
+    this.readiness = options.readiness;
   }
 
   /** Listens on the socket (mode 0777, any workload may connect); removes a stale socket file left by a dead agent. */
@@ -240,7 +255,7 @@ export class WorkloadApiServer {
       decodeRequest: decoder(kind),
       handle: (call) => { void this.serveStream(kind, call); },
     });
-    return new Map<string, GrpcMethod<PeerProcess>>([
+    const methods = new Map<string, GrpcMethod<PeerProcess>>([
       ['FetchX509SVID', stream('FetchX509SVID')],
       ['FetchX509Bundles', stream('FetchX509Bundles')],
       ['FetchJWTBundles', stream('FetchJWTBundles')],
@@ -255,6 +270,31 @@ export class WorkloadApiServer {
         handle: (call, request) => { this.unary(call, 'ValidateJWTSVID', () => this.validateJwtSvid(call, request as ValidateJWTSVIDRequestMessage)); },
       }],
     ]);
+    const readiness = this.readiness;
+    if (readiness) {
+      const def = loadReadinessProto().service['WaitReady']!;
+      methods.set(WAIT_READY_PATH, {
+        kind: 'unary',
+        decodeRequest: def.requestDeserialize,
+        handle: (call, request) => {
+          this.waitReady(call, request as WaitReadyRequestMessage, readiness)
+            .then((answer) => { if (!call.done) call.reply(grpcFrame(def.responseSerialize(answer))); }, (err: unknown) => this.finishWithError(call, err));
+        },
+      });
+    }
+    return methods;
+  }
+
+  /** Looks at the caller's readiness until it is ready, the wait ends, or the caller goes away. */
+  private async waitReady(call: Call, request: WaitReadyRequestMessage, readiness: (caller: PeerProcess) => ReadinessAnswer): Promise<ReadinessAnswer> {
+    if (call.metadata(SECURITY_HEADER) !== 'true') throw new InvalidArgument('security header missing from request', SECURITY_HEADER);
+    if (request.timeout_seconds > MAX_WAIT_READY_SECONDS) throw new InvalidArgument(`timeout_seconds must be at most ${MAX_WAIT_READY_SECONDS}`, 'timeout_seconds');
+    const end = Date.now() + request.timeout_seconds * 1000;
+    for (;;) {
+      const answer = readiness(call.context);
+      if (answer.ready || Date.now() >= end || call.done || this.state !== 'running') return answer;
+      await new Promise((r) => setTimeout(r, Math.min(25, Math.max(1, end - Date.now()))));
+    }
   }
 
   private unary<T>(call: Call, method: string, body: () => Promise<T>): void {

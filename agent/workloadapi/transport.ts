@@ -38,7 +38,7 @@ export interface GrpcMethod<Context> {
 }
 
 export interface GrpcTransportOptions<Context> {
-  /** By method name, without the service: the path is /<service>/<method>. */
+  /** By method name for `service` (the path is /<service>/<method>), or by whole path (/<other service>/<method>). */
   methods: ReadonlyMap<string, GrpcMethod<Context>>;
   service: string;
   /** Each call once, with its final status (CANCELLED when the client went away first). Unknown methods count as "unknown". */
@@ -252,7 +252,7 @@ export class GrpcTransport<Context> {
       return;
     }
     const path = headers[':path'] ?? '';
-    const name = path.startsWith(this.pathPrefix) ? path.slice(this.pathPrefix.length) : '';
+    const name = path.startsWith(this.pathPrefix) ? path.slice(this.pathPrefix.length) : path;
     const method = this.methods.get(name);
     const call = new GrpcCall<Context>(stream, method ? name : 'unknown', headers, context, (m, code) => {
       this.calls.delete(call);

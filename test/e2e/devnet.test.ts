@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DemoCluster, httpFromNamespace, POLICY_YAML, tcpRetransmits } from '../../deploy/devnet/demo.js';
-import { freePort, run } from '../helpers/process.js';
+import { bin, freePort, run } from '../helpers/process.js';
 
 const until = async (what: string, cond: () => Promise<boolean>, ms = 30_000): Promise<void> => {
   const end = Date.now() + ms;
@@ -52,13 +52,17 @@ function diagnosis(): string {
 
 interface DroppedFlow { verdict: string; drop_reason_desc?: string; source: { pod?: string } }
 
-/** The DROPPED flows a node's agent reports from now on (`meshid observe`), collected until the test ends. */
-async function droppedFlows(t: { teardown(fn: () => unknown): void }, node: string): Promise<DroppedFlow[]> {
-  const flows: DroppedFlow[] = [];
+/** The DROPPED flows a node's agent reports from now on (`meshid observe`), collected until the test ends; `errors` says if the stream broke. */
+async function droppedFlows(t: { teardown(fn: () => unknown): void }, node: string): Promise<DroppedFlow[] & { errors: string[] }> {
+  const flows = Object.assign([] as DroppedFlow[], { errors: [] as string[] });
+  let stopped = false;
   const stream = httpRequest({ socketPath: state.agentSockets[node]!.admin, path: '/v1/observe?verdict=DROPPED' }, (res) => {
     let buf = '';
     res.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { flows.push(JSON.parse(buf.slice(0, i)) as DroppedFlow); buf = buf.slice(i + 1); } });
   });
+  // a failed stream is this test's failure, with the agent's last words, not an uncaught exception in whichever test runs then
+  stream.on('error', (err) => { if (!stopped) flows.errors.push(`the observe stream of ${node} failed: ${err.message}\n${diagnosis()}`); });
+  t.teardown(() => { stopped = true; });
   stream.end();
   t.teardown(() => stream.destroy());
   await new Promise((r) => setTimeout(r, 300)); // subscribed before the traffic starts
@@ -94,6 +98,7 @@ t.test('a pod without an authenticated pair is dropped with reason AUTH_REQUIRED
   t.equal(drop.verdict, 'DROPPED');
   t.equal(drop.drop_reason_desc, 'AUTH_REQUIRED');
   t.notOk(hasPair(await cluster.authEntries('n2'), 'backend', 'legacy'), 'no auth entry was written for it');
+  t.same(flows.errors, [], 'the observe stream held');
 });
 
 t.test('the CLI: policy list, auth list and explain read the server and the agents; an unsupported policy field is refused by name', async (t) => {
@@ -149,6 +154,7 @@ process.stdout.write(JSON.stringify({ok,failed,errors:errors.slice(0,5)})+'\\n')
   t.equal(traffic.failed, 0, `no connection failed: ${traffic.errors.join('; ')}`);
   t.equal(tcpRetransmits(pod('frontend').namespace) - retransmitsBefore, 0, 'no segment was retransmitted');
   t.same(flows.filter((f) => f.source.pod === 'frontend'), [], 'no packet of frontend was dropped');
+  t.same(flows.errors, [], 'the observe stream held');
   t.ok(hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'), 'the pair is authenticated again');
   // legacy (app: frontend, but no SVID) was allowed by the open policy too: its flow is held for
   // mutual_auth.upgrade_grace (2 s), then enforced although its pair never authenticates
@@ -200,6 +206,35 @@ t.test('a pod added at run time: `meshid-agent endpoint add --wait` returns once
   const again = run('meshid-agent', ['endpoint', 'remove', '--admin-socket', admin, '--ip', fresh.ip]);
   t.not(again.code, 0);
   t.match(again.stderr, /no endpoint/);
+});
+
+t.test('a pod\'s init container: `meshid-agent api wait-ready` inside the pod holds it until its pairs are authenticated; a pod that cannot authenticate is never ready', async (t) => {
+  const fresh = await cluster.addPod('frontend3', 'n1', 'frontend3');
+  const workload = state.agentSockets['n1']!.workload;
+  const waitReady = (namespace: string, timeout: number) => spawnSync('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, bin('meshid-agent'), 'api', 'wait-ready', '--socket', workload, '--timeout', String(timeout)], { encoding: 'utf8', timeout: (timeout + 20) * 1000 });
+
+  // before the CNI has told the agent: the caller's namespace is no endpoint yet
+  const early = waitReady(fresh.namespace, 0);
+  t.equal(early.status, 1, 'not ready');
+  t.match(early.stdout, /no endpoint of this node has an address of the caller's network namespace yet \(.*10\./);
+
+  const added = run('meshid-agent', ['endpoint', 'add', '--admin-socket', state.agentSockets['n1']!.admin, '--name', 'frontend3', '--service-account', 'frontend3',
+    '--label', 'app=frontend', '--ip', fresh.ip, '--interface', fresh.hostVeth]);
+  t.equal(added.code, 0, added.stderr);
+  const before = tcpRetransmits(fresh.namespace);
+  const ready = waitReady(fresh.namespace, 30);
+  t.equal(ready.status, 0, ready.stdout + ready.stderr);
+  t.match(ready.stdout, new RegExp(`^ready: endpoint\\(s\\) ${fresh.ip.replace(/\./g, '\\.')}`));
+  const r = httpFromNamespace(fresh.namespace, backendUrl);
+  const retransmitted = tcpRetransmits(fresh.namespace) - before;
+  const why = r.ok && retransmitted === 0 ? '' : `\n${diagnosis()}`;
+  t.ok(r.ok, `frontend3 reached backend at once: ${r.body}${why}`);
+  t.equal(retransmitted, 0, `its first SYN was not dropped${why}`);
+
+  // legacy (labelled app=frontend, no SVID): backend's policy requires a pair it can never authenticate
+  const legacy = waitReady(pod('legacy').namespace, 2);
+  t.equal(legacy.status, 1, 'legacy is not ready');
+  t.match(legacy.stdout, /waiting for: .*pair .*legacy.*not authenticated yet/);
 });
 
 t.test('killing the agent on node 2 keeps established flows and new ones', async (t) => {

@@ -233,7 +233,9 @@ class ManualTunnel implements TunnelReadiness {
   private readonly open = new Set<number>();
   private readonly waiting: { nodeId: number; done: (ok: boolean) => void }[] = [];
   readonly waitedFor: number[] = [];
+  readonly configuredPeers: number[] = [];
   ready(nodeId: number): boolean { return this.open.has(nodeId); }
+  peerConfigured(nodeId: number): void { this.configuredPeers.push(nodeId); }
   wait(nodeId: number, timeoutMs: number): Promise<boolean> {
     this.waitedFor.push(nodeId);
     return new Promise((resolve) => {
@@ -264,6 +266,8 @@ t.test('pairs wait for the tunnel to the peer node on both sides: nothing is wri
     late.openTo(closedOn === 1 ? 2 : 1);
     t.same((await results).map((r) => r.ok), [true], `authenticated once the ${side} has the tunnel`);
     t.same([entryKeys(a.map), entryKeys(b.map)], [['101/201/2'], ['201/101/1']]);
+    t.ok(tunnels.get(1)!.configuredPeers.includes(2), 'A learnt that B has its side configured (B answered)');
+    t.ok(tunnels.get(2)!.configuredPeers.includes(1), 'B learnt that A has its side configured (A sent a batch)');
   }
 });
 

@@ -84,3 +84,31 @@ t.test('without WireGuard there is no tunnel to wait for', async (t) => {
   t.ok(m.ready(2));
   t.equal(await m.wait(2, 10), true);
 });
+
+t.test('of two nodes the lower id leads the handshake: it turns on the keepalive (which starts one) only once the peer is known to be configured; the other never does', async (t) => {
+  const { state, device, m } = setup(t);
+  state.apply(snapshot(1, makeCa(), { nodes: withKeys() }));
+  await settle();
+  t.same(device.calls[0]!.peers.map((p) => p.persistentKeepalive ?? 0), [0, 0], 'no keepalive before mutual auth says the peer is configured');
+  device.calls[0]!.finish();
+  await settle();
+  m.peerConfigured(2);
+  m.peerConfigured(2);
+  await settle();
+  t.equal(device.calls.length, 2, 'one more setPeers, however often it is told');
+  t.same(device.calls[1]!.peers.map((p) => [p.publicKey, p.persistentKeepalive ?? 0]), [[key(2), 25], [key(3), 0]]);
+  device.calls[1]!.finish();
+  await settle();
+  t.ok(m.ready(2), 'still ready: the keepalive is not part of what makes the tunnel ready');
+
+  // seen from node 3: node 1 and 2 have lower ids, so node 3 starts no handshake
+  const other = setup(t);
+  other.state.apply(snapshot(3, makeCa(), { nodes: withKeys().map((n) => (n.id === 3 ? { ...n, name: 'node-a' } : { ...n, name: `node-${n.id}` })) }));
+  await settle();
+  other.device.calls[0]!.finish();
+  await settle();
+  other.m.peerConfigured(1);
+  other.m.peerConfigured(2);
+  await settle();
+  t.equal(other.device.calls.length, 1, 'no setPeers: node 3 leads no pair');
+});
