@@ -27,7 +27,7 @@ export function agentSockets(flags: string[] | undefined, root = '/run/meshid'):
 
 export function agentGet<T>(socket: string, path: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, method: 'GET', timeout: 10_000 }, (res) => {
+    const req = request({ socketPath: socket, path, method: 'GET', timeout: 10_000, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => { body += d; });
@@ -49,7 +49,7 @@ export function agentGet<T>(socket: string, path: string): Promise<T> {
 
 /** Streams NDJSON lines from an agent until the connection ends or the returned function is called. */
 export function agentStream(socket: string, path: string, onLine: (line: string) => void, onEnd: (err?: Error) => void): () => void {
-  const req = request({ socketPath: socket, path, method: 'GET' }, (res) => {
+  const req = request({ socketPath: socket, path, method: 'GET', agent: false }, (res) => {
     if ((res.statusCode ?? 500) >= 300) {
       let body = '';
       res.on('data', (d: Buffer) => { body += d.toString(); });

@@ -90,7 +90,7 @@ export function tcpRetransmits(namespace: string): number {
 
 function agentGet<T>(socket: string, path: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, timeout: 5000 }, (res) => {
+    const req = request({ socketPath: socket, path, timeout: 5000, agent: false }, (res) => {
       let b = '';
       res.on('data', (d: Buffer) => { b += d; });
       res.on('end', () => { try { resolve(JSON.parse(b)); } catch (err) { reject(err); } });

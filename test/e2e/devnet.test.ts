@@ -56,7 +56,7 @@ interface DroppedFlow { verdict: string; drop_reason_desc?: string; source: { po
 async function droppedFlows(t: { teardown(fn: () => unknown): void }, node: string): Promise<DroppedFlow[] & { errors: string[] }> {
   const flows = Object.assign([] as DroppedFlow[], { errors: [] as string[] });
   let stopped = false;
-  const stream = httpRequest({ socketPath: state.agentSockets[node]!.admin, path: '/v1/observe?verdict=DROPPED' }, (res) => {
+  const stream = httpRequest({ socketPath: state.agentSockets[node]!.admin, path: '/v1/observe?verdict=DROPPED', agent: false }, (res) => {
     let buf = '';
     res.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { flows.push(JSON.parse(buf.slice(0, i)) as DroppedFlow); buf = buf.slice(i + 1); } });
   });
@@ -177,7 +177,7 @@ t.test('a pod added at run time: `meshid-agent endpoint add --wait` returns once
   t.not(noLink.code, 0, 'an interface that does not exist is refused');
   t.match(noLink.stderr, /nosuchveth.*\(interface\)/);
   const raw = (method: string, path: string, body?: string): Promise<number> => new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath: admin, path, method }, (res) => { res.resume(); resolve(res.statusCode!); });
+    const req = httpRequest({ socketPath: admin, path, method, agent: false }, (res) => { res.resume(); resolve(res.statusCode!); });
     req.on('error', reject);
     req.end(body);
   });
