@@ -6,11 +6,15 @@
  *    retransmissions of the first connection to the newly allowed pair, with
  *    Cilium's reference beside it (its first SYN is dropped while the
  *    handshake runs: ≥ 1 s, the kernel's initial retransmission timeout);
+ *  - a pod that appears while the policy is in force: how long `endpoint add`
+ *    takes to report it ready, and its first connection held until then
+ *    against one made right after the add (what a pod does without the gate);
  *  - cross-node TCP throughput through WireGuard with the programs attached
  *    against the same path with them detached.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Datapath } from '../bpf/index.js';
@@ -44,6 +48,36 @@ function iperf(namespace: string, host: string, seconds: number): number {
   const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
   if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? r.stderr}`);
   return j.end.sum_received.bits_per_second;
+}
+
+/** A TCP client started in a namespace and waiting; fire() makes it connect at once and resolves with the connect milliseconds (-1: failed). */
+async function armedConnect(namespace: string, host: string, port: number): Promise<{ fire(): Promise<number> }> {
+  const script = `process.stdout.write('armed\\n');process.stdin.once('data',()=>{const t=process.hrtime.bigint();const s=require('node:net').connect(${port},'${host}',()=>{console.log(Number(process.hrtime.bigint()-t)/1e6);s.destroy();process.exit(0)});s.setTimeout(5000,()=>{console.log(-1);process.exit(0)});s.on('error',()=>{console.log(-1);process.exit(0)})})`;
+  const child = spawn('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d; });
+  while (!out.includes('armed\n')) await sleep(2);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return {
+    async fire() {
+      child.stdin.write('go\n');
+      await exited;
+      return Number(out.split('\n')[1]);
+    },
+  };
+}
+
+/** A POST to the agent's admin socket: the status and the body. */
+function adminSocketPost(socketPath: string, path: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath, path, method: 'POST', agent: false }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
 }
 
 export async function runDevnetBench(): Promise<void> {
@@ -96,6 +130,40 @@ export async function runDevnetBench(): Promise<void> {
     console.log(`  first connection to the newly allowed pair: connect p50 ${f(median(connect))} ms, p99 ${f(pct(connect, 99))} ms; ${retransmits} TCP retransmissions; ${failures} failed`);
     console.log(`  reference, Cilium's design: the first SYN is dropped while the out-of-band handshake runs → ≥ 1,000 ms (initial RTO) for that connection`);
     console.log(`  target: connect p99 < 20 ms and 0 SYN retransmissions: ${pct(connect, 99) < 20 && retransmits === 0 && failures === 0 ? 'met' : 'NOT met'}`);
+
+    // a pod that appears while the policy is in force: held by `endpoint add ?wait` until ready, against not held
+    await admin('/v1/policies:apply', { yaml: POLICY(8080) });
+    while (!(await paired())) await sleep(20);
+    const podRounds = Number(process.env.BENCH_NEWPOD_ROUNDS ?? 5);
+    const readyMs: number[] = [];
+    const held = { connect: [] as number[], retransmits: 0, failed: 0 };
+    const unheld = { connect: [] as number[], retransmits: 0, failed: 0 };
+    for (let r = 0; r < podRounds; r++) {
+      for (const [tag, wait] of [['h', true], ['u', false]] as const) {
+        const sa = `np${tag}${r}`;
+        const pod = await cluster.addPod(sa, 'n1', sa);
+        // the client is up in the pod before the add, so it connects the moment it is told (a pod's app starting)
+        const client = await armedConnect(pod.namespace, backend.ip, 8080);
+        const t0 = performance.now();
+        const added = await adminSocketPost(s.agentSockets['n1']!.admin, `/v1/endpoints${wait ? '?wait=30' : ''}`, {
+          name: sa, service_account: sa, labels: { app: 'frontend' }, ip: pod.ip, interface: pod.hostVeth,
+        });
+        if (wait) {
+          if (added.status !== 200) throw new Error(`${sa} not ready: ${added.body}`);
+          readyMs.push(performance.now() - t0);
+        }
+        const into = wait ? held : unheld;
+        const before = tcpRetransmits(pod.namespace);
+        const ms = await client.fire();
+        into.retransmits += tcpRetransmits(pod.namespace) - before;
+        if (ms < 0) into.failed++; else into.connect.push(ms);
+      }
+    }
+    console.log(`  a new pod (new ServiceAccount: entry, SVID, identity and pair all new) while the policy is in force, ${podRounds} rounds:`);
+    console.log(`    endpoint add → ready (identity, datapath, pair authenticated on both nodes): p50 ${f(median(readyMs))} ms, p99 ${f(pct(readyMs, 99))} ms`);
+    console.log(`    held until ready, first connection: connect p50 ${f(median(held.connect))} ms, p99 ${f(pct(held.connect, 99))} ms; ${held.retransmits} retransmissions; ${held.failed} failed`);
+    console.log(`    not held (connecting right after endpoint add, as without the gate): connect p50 ${f(median(unheld.connect))} ms, p99 ${f(pct(unheld.connect, 99))} ms; ${unheld.retransmits} retransmissions; ${unheld.failed} failed`);
+    await admin('/v1/policies:delete', { namespace: 'default', name: 'bench-auth' });
 
     // throughput through WireGuard, with the programs against without
     await admin('/v1/policies:apply', { yaml: POLICY(5201) });
