@@ -5,7 +5,7 @@ import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { ipv6FromIfInet6, localIpv4FromFibTrie, namespaceAddresses } from '../../agent/endpoints.js';
 
-// /proc/net/fib_trie of a namespace with 10.77.1.5/32 and 10.78.0.1/24 (one table shown; the kernel prints Main and Local)
+// /proc/net/fib_trie of a namespace with 10.77.1.5/32 and 10.78.0.1/24 (shortened: one table, and of loopback only 127.0.0.1)
 const FIB_TRIE = `Main:
   +-- 0.0.0.0/1 2 0 2
      +-- 10.76.0.0/14 2 0 2
@@ -20,13 +20,8 @@ const FIB_TRIE = `Main:
            |-- 10.78.0.255
               /32 link BROADCAST
      +-- 127.0.0.0/8 2 0 2
-        +-- 127.0.0.0/31 1 0 0
-           |-- 127.0.0.0
-              /8 host LOCAL
-           |-- 127.0.0.1
-              /32 host LOCAL
-        |-- 127.255.255.255
-           /32 link BROADCAST
+        |-- 127.0.0.1
+           /32 host LOCAL
 `;
 const IF_INET6 = `00000000000000000000000000000001 01 80 10 80       lo
 fd000001000000000000000000000005 03 80 00 82       d0
