@@ -1,9 +1,12 @@
 // agent/endpoints.ts: which addresses a caller's network namespace has, read
 // from /proc/<pid>/net without entering it (the Readiness call's way to find
-// the caller's pod).
+// the caller's pod), and what an endpoint's readiness waits for.
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
-import { ipv6FromIfInet6, localIpv4FromFibTrie, namespaceAddresses } from '../../agent/endpoints.js';
+import { ipv6FromIfInet6, LocalEndpoints, localIpv4FromFibTrie, namespaceAddresses } from '../../agent/endpoints.js';
+import type { NodeMembership } from '../../agent/node/index.js';
+import { AgentState } from '../../agent/sync/state.js';
+import { makeCa, snapshot } from './mutualauth/fixtures.js';
 
 // /proc/net/fib_trie of a namespace with 10.77.1.5/32 and 10.78.0.1/24 (shortened: one table, and of loopback only 127.0.0.1)
 const FIB_TRIE = `Main:
@@ -57,4 +60,39 @@ t.test('a process in another network namespace: its addresses, read from /proc (
   t.same(namespaceAddresses(child.pid!), ['10.79.3.4']);
   t.notOk(namespaceAddresses(process.pid).includes('10.79.3.4'), 'not ours');
   t.same(namespaceAddresses(999_999_999), [], 'a process that does not exist has none');
+});
+
+t.test('readiness: the identity, and every auth entry the pairs need here, own policies\' and the mirrored ones of other nodes\' policies', async (t) => {
+  // node 1 (here) hosts 101 at 10.0.1.1; node 2 hosts 201; node 3 hosts 301.
+  // Our policies require (101 → 201); node 3's require (301 → 101); node 2's require nothing of 101.
+  const state = new AgentState(makeCa().td);
+  state.apply(snapshot(1, makeCa()));
+  const entries = new Set<string>();
+  const authMap = { get: (p: { localIdentity: number; remoteIdentity: number; remoteNodeId: number; authType: number }) => (entries.has(`${p.localIdentity}/${p.remoteIdentity}/${p.remoteNodeId}`) ? 1n : undefined) };
+  const pairs: Record<number, { localIdentity: number; remoteIdentity: number; authType: number }[]> = {
+    1: [{ localIdentity: 101, remoteIdentity: 201, authType: 1 }],
+    2: [{ localIdentity: 201, remoteIdentity: 102, authType: 1 }],
+    3: [{ localIdentity: 301, remoteIdentity: 101, authType: 1 }],
+  };
+  const membership = { endpoints: [] } as unknown as NodeMembership;
+  const eps = new LocalEndpoints({
+    state, membership, authMap, authPairsOf: (n) => pairs[n] ?? [],
+    nodesHosting: () => new Map([[101, new Set([0])], [102, new Set([0])], [201, new Set([2])], [301, new Set([3])]]),
+  });
+  const s = eps.status('10.0.1.1');
+  t.equal(s.identity, 101);
+  t.notOk(s.ready);
+  t.same(s.auth_entries, { needed: 2, present: 0 }, 'ours with node 2, and the mirror of node 3\'s requirement');
+  t.match(s.waiting_for.join('\n'), /a\/web \(101\) ↔ b\/db \(201\) with node node-b/);
+  t.match(s.waiting_for.join('\n'), /a\/web \(101\) ↔ c\/x \(301\) with node node-c/);
+  entries.add('101/201/2');
+  t.notOk(eps.status('10.0.1.1').ready, 'one of two');
+  entries.add('101/301/3');
+  const ready = eps.status('10.0.1.1');
+  t.ok(ready.ready, 'ready with both');
+  t.same(ready.waiting_for, []);
+  t.match(eps.status('10.0.1.2').waiting_for.join('\n'), /a\/api \(102\) ↔ b\/db \(201\) with node node-b/, 'node 2 requires (201 → 102): 102 waits for its mirror');
+  t.same(eps.status('10.0.1.2').auth_entries, { needed: 1, present: 0 });
+  t.throws(() => eps.status('10.0.2.1'), { code: 'not_found' }, 'another node\'s endpoint is not ours to report');
+  t.same(eps.callerReadiness(999_999_999).endpoints, [], 'a caller whose namespace has none of our endpoints');
 });
