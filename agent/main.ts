@@ -13,8 +13,8 @@ import { loadAgentConfig } from './config.js';
 import { kubernetesAgentParts } from './workloadattestor/k8s.js';
 import { hostname } from 'node:os';
 import {
-  DEFAULT_SOCKET_PATH, loadReadinessProto, loadWorkloadProto, workloadCallMetadata,
-  type WaitReadyResponseMessage,
+  DEFAULT_SOCKET_PATH, fromStruct, loadReadinessProto, statusName, loadWorkloadProto, workloadCallMetadata,
+  type ValidateJWTSVIDResponseMessage, type WaitReadyResponseMessage,
   type JWTSVIDResponseMessage, type X509BundlesResponseMessage, type X509SVIDResponseMessage,
 } from './workloadapi/index.js';
 import { credentials } from '@grpc/grpc-js';
@@ -137,6 +137,21 @@ fetch.command('jwt')
     try {
       const res = await new Promise<JWTSVIDResponseMessage>((resolve, reject) => c['FetchJWTSVID']!({ audience: o.audience, spiffe_id: o.spiffeId ?? '' }, workloadCallMetadata(), { deadline: Date.now() + Number(o.timeout) * 1000 }, (err: Error | null, r: JWTSVIDResponseMessage) => (err ? reject(err) : resolve(r))));
       for (const s of res.svids) process.stdout.write(`token(${s.spiffe_id}):\n${s.svid}\n`);
+    } finally { c.close(); }
+  });
+
+api.command('validate')
+  .description('validate a JWT-SVID through the Workload API (ValidateJWTSVID); exit 0 and print its SPIFFE ID and claims when it is valid for --audience')
+  .argument('<kind>', 'jwt')
+  .addOption(socketOpt()).addOption(timeoutOpt())
+  .requiredOption('--audience <aud>', 'the audience it must carry')
+  .requiredOption('--svid <token>', 'the JWT-SVID')
+  .action(async (kind: string, o: { socket: string; audience: string; svid: string; timeout: string }) => {
+    if (kind !== 'jwt') throw new MeshidError('invalid_argument', `only jwt SVIDs are validated this way, not "${kind}"`, 'kind');
+    const c = workloadClient(o.socket);
+    try {
+      const res = await new Promise<ValidateJWTSVIDResponseMessage>((resolve, reject) => c['ValidateJWTSVID']!({ audience: o.audience, svid: o.svid }, workloadCallMetadata(), { deadline: Date.now() + Number(o.timeout) * 1000 }, (err: Error | null, r: ValidateJWTSVIDResponseMessage) => (err ? reject(err) : resolve(r))));
+      process.stdout.write(`SVID is valid.\nSPIFFE ID:\t${res.spiffe_id}\nClaims:\t\t${JSON.stringify(res.claims ? fromStruct(res.claims) : {})}\n`);
     } finally { c.close(); }
   });
 
@@ -320,7 +335,7 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);
   const se = err as ServiceError;
   if (typeof se.code === 'number' && se.details !== undefined) {
-    process.stderr.write(`meshid-agent: the Workload API answered ${se.code === 7 ? 'PermissionDenied' : `status ${se.code}`}: ${se.details}\n`);
+    process.stderr.write(`meshid-agent: the Workload API answered ${statusName(se.code)}: ${se.details}\n`);
     process.exit(1);
   }
   const field = err instanceof MeshidError && err.field ? ` (${err.field})` : '';

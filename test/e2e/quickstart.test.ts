@@ -57,6 +57,21 @@ t.test('server, CLI and agent binaries: an admin creates an entry, the agent att
   const health = run('meshid-agent', ['healthcheck', '--health', `127.0.0.1:${agentStarted['health_port']}`]);
   t.equal(health.code, 0, health.stdout + health.stderr);
 
+  // `api fetch jwt` then `api validate jwt`, as with spire-agent; a changed token is refused with the Workload API's InvalidArgument
+  const jwt = run('meshid-agent', ['api', 'fetch', 'jwt', '--socket', socket, '--audience', 'db']);
+  t.equal(jwt.code, 0, jwt.stderr);
+  const jwtSvid = /token\(spiffe:\/\/example\.org\/ns\/default\/sa\/web\):\n(\S+)/.exec(jwt.stdout)?.[1] ?? '';
+  const valid = run('meshid-agent', ['api', 'validate', 'jwt', '--socket', socket, '--audience', 'db', '--svid', jwtSvid]);
+  t.equal(valid.code, 0, valid.stderr);
+  t.match(valid.stdout, /SVID is valid\.\nSPIFFE ID:\tspiffe:\/\/example\.org\/ns\/default\/sa\/web\nClaims:.*"aud":\["db"\]/);
+  const otherAudience = run('meshid-agent', ['api', 'validate', 'jwt', '--socket', socket, '--audience', 'cache', '--svid', jwtSvid]);
+  t.equal(otherAudience.code, 1);
+  t.match(otherAudience.stderr, /INVALID_ARGUMENT: .*audience/);
+  const tampered = `${jwtSvid.slice(0, -4)}${jwtSvid.slice(-4) === 'AAAA' ? 'BBBB' : 'AAAA'}`;
+  const forged = run('meshid-agent', ['api', 'validate', 'jwt', '--socket', socket, '--audience', 'db', '--svid', tampered]);
+  t.equal(forged.code, 1, 'a changed signature is refused');
+  t.match(forged.stderr, /INVALID_ARGUMENT/);
+
   // `api watch --write`: the files follow the SVID (here an entry update re-issues it), whole at every step
   const watched = join(dir, 'watched');
   const watcher = spawn(process.execPath, [bin('meshid-agent'), 'api', 'watch', '--socket', socket, '--write', watched], { stdio: ['ignore', 'pipe', 'pipe'] });
