@@ -63,6 +63,8 @@ export class LocalEndpoints {
     const e = parsed.data;
     const ep: LocalEndpoint = { name: e.name, namespace: e.namespace, serviceAccount: e.service_account, labels: e.labels, ip: e.ip, interface: e.interface };
     const { membership, datapath } = this.opts;
+    // before touching any interface: in Kubernetes mode a veth may be a pod's, policed through discovery
+    membership.refuseWhenOwnedElsewhere();
     const previous = membership.endpoints.find((x) => x.ip === ep.ip);
     if (datapath) {
       try { datapath.attachInterface(ep.interface); } catch (err) {
@@ -89,6 +91,7 @@ export class LocalEndpoints {
 
   /** Removes an endpoint: unregistered first, then its interface loses the programs (unless another endpoint uses it). */
   async remove(ip: string): Promise<void> {
+    this.opts.membership.refuseWhenOwnedElsewhere();
     const ep = this.opts.membership.endpoints.find((x) => x.ip === ip);
     if (!ep) throw new NotFound(`this node has no endpoint ${ip}`, 'ip');
     try {

@@ -83,7 +83,8 @@ export class NodeMembership implements TunnelReadiness {
     return true;
   }
 
-  private refuseWhenOwnedElsewhere(): void {
+  /** Throws (FailedPrecondition) when this node's endpoints come from elsewhere (the Kubernetes API). */
+  refuseWhenOwnedElsewhere(): void {
     if (this.opts.endpointsOwnedElsewhere) {
       throw new FailedPrecondition('this node\'s endpoints come from the Kubernetes API; they are not added or removed through the agent', 'endpoints');
     }

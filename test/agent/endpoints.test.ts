@@ -4,7 +4,9 @@
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { ipv6FromIfInet6, LocalEndpoints, localIpv4FromFibTrie, namespaceAddresses } from '../../agent/endpoints.js';
+import type { DatapathManager } from '../../agent/datapath/index.js';
 import type { NodeMembership } from '../../agent/node/index.js';
+import { FailedPrecondition } from '../../spiffe/errors.js';
 import { AgentState } from '../../agent/sync/state.js';
 import { makeCa, snapshot } from './mutualauth/fixtures.js';
 
@@ -95,4 +97,22 @@ t.test('readiness: the identity, and every auth entry the pairs need here, own p
   t.same(eps.status('10.0.1.2').auth_entries, { needed: 1, present: 0 });
   t.throws(() => eps.status('10.0.2.1'), { code: 'not_found' }, 'another node\'s endpoint is not ours to report');
   t.same(eps.callerReadiness(999_999_999).endpoints, [], 'a caller whose namespace has none of our endpoints');
+});
+
+t.test('where the Kubernetes API owns the endpoints, add and remove are refused before any interface is touched', async (t) => {
+  const state = new AgentState(makeCa().td);
+  state.apply(snapshot(1, makeCa()));
+  const touched: string[] = [];
+  const membership = {
+    endpoints: [],
+    refuseWhenOwnedElsewhere() { throw new FailedPrecondition('this node\'s endpoints come from the Kubernetes API', 'endpoints'); },
+  } as unknown as NodeMembership;
+  const datapath = {
+    attachInterface: (i: string) => touched.push(`attach ${i}`), detachInterface: (i: string) => { touched.push(`detach ${i}`); return true; },
+    isAttached: () => false, discoveredInterfaces: () => new Map(),
+  } as unknown as DatapathManager;
+  const eps = new LocalEndpoints({ state, membership, datapath, authPairsOf: () => [], nodesHosting: () => new Map() });
+  await t.rejects(eps.add({ name: 'web', ip: '10.0.1.9', interface: 'lxc-pod' }), { code: 'failed_precondition', field: 'endpoints' });
+  await t.rejects(eps.remove('10.0.1.1'), { code: 'failed_precondition' });
+  t.same(touched, [], 'no attach, no detach');
 });
