@@ -1,13 +1,19 @@
-/** `meshid demo up|down|status`: the whole system on this machine, in network namespaces (root only). */
+/** `meshid demo up|down|status|add-pod`: the whole system on this machine, in network namespaces (root only). */
 import type { Command } from 'commander';
 import { DemoCluster } from '../deploy/devnet/demo.js';
 import { CliError } from './errors.js';
 import { Output, type OutputFormat } from './output.js';
 
-function cluster(flags: { prefix?: string }, say: (l: string) => void): DemoCluster {
+function cluster(flags: { prefix?: string; stateDir?: string }, say: (l: string) => void): DemoCluster {
   if (process.getuid?.() !== 0) throw new CliError('the demo builds network namespaces, eBPF programs and WireGuard devices: run it as root');
-  return new DemoCluster({ ...(flags.prefix ? { prefix: flags.prefix } : {}), say });
+  return new DemoCluster({ ...(flags.prefix ? { prefix: flags.prefix } : {}), ...(flags.stateDir ? { stateDir: flags.stateDir } : {}), say });
 }
+
+const collectLabel = (v: string, acc: Record<string, string>): Record<string, string> => {
+  const i = v.indexOf('=');
+  if (i <= 0) throw new CliError(`--label must be KEY=VALUE, not "${v}" (labels)`);
+  return { ...acc, [v.slice(0, i)]: v.slice(i + 1) };
+};
 
 export function registerDemoCommands(program: Command): void {
   const demo = program.command('demo').description('bring up a two-node meshid cluster in network namespaces on this machine');
@@ -30,6 +36,7 @@ export function registerDemoCommands(program: Command): void {
       say('  meshid auth list                   authenticated identity pairs, from the agents\' auth maps');
       say('  meshid observe --verdict DROPPED   live datapath drops, with reasons');
       say('  meshid explain --from legacy --to backend --port 8080');
+      say('  meshid demo add-pod web2 --label app=frontend   a new pod, held until its pair is authenticated');
       say('  meshid demo status | meshid demo down');
     });
   demo.command('status')
@@ -46,6 +53,21 @@ export function registerDemoCommands(program: Command): void {
         const agents = Object.entries(st['agents'] as Record<string, Record<string, unknown>>).map(([n, a]) => `  ${n}: ${a['error'] ? `unreachable (${a['error']})` : `sync ${a['sync']}, ${a['svids']} SVIDs, node id ${a['node_id']}`}`);
         return ['processes:', ...procs, 'pods:', ...pods, 'agents:', ...agents, ''].join('\n');
       });
+    });
+  demo.command('add-pod')
+    .description('a pod that appears while the policy is in force: its namespace and entry, then its node\'s agent holds it until its pairs are authenticated, and its first request goes to backend')
+    .argument('<name>', 'pod name (1-12 of [a-z0-9-])')
+    .option('--node <node>', 'n1 or n2', 'n1')
+    .option('--service-account <sa>', 'its ServiceAccount (default: the pod name)')
+    .option('--label <key=value>', 'a label (repeatable); app=frontend makes the demo policy apply to it', collectLabel, {})
+    .option('--no-wait', 'do not hold the pod until it is ready (its first SYN may be dropped, as in Cilium)')
+    .option('--prefix <p>', 'namespace prefix', 'md')
+    .option('--state-dir <dir>', 'where the demo keeps its state (default /var/lib/meshid/demo-<prefix>)')
+    .action(async (name: string, flags: { node: string; serviceAccount?: string; label: Record<string, string>; wait: boolean; prefix: string; stateDir?: string }) => {
+      const c = cluster(flags, (l) => { process.stdout.write(l + '\n'); });
+      if (!c.isUp) throw new CliError(`no demo "${flags.prefix}" is up; \`meshid demo up\` brings it up`);
+      const r = await c.joinPod(name, { node: flags.node, labels: flags.label, wait: flags.wait, ...(flags.serviceAccount ? { serviceAccount: flags.serviceAccount } : {}) });
+      if (!r.first.ok) throw new CliError(`${name} did not reach backend: ${r.first.body}`);
     });
   demo.command('down')
     .description('remove everything the demo made (namespaces, links, pinned maps, processes, files)')

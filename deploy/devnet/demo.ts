@@ -15,7 +15,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { packageRoot } from '../../api/assets.js';
-import { FailedPrecondition } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
 import { Datapath } from '../../bpf/index.js';
 import { Devnet } from './devnet.js';
 import type { DevnetPod, DevnetState } from './spec.js';
@@ -86,6 +86,19 @@ export function tcpRetransmits(namespace: string): number {
   const names = lines[0]?.split(/\s+/) ?? [];
   const values = lines[1]?.split(/\s+/) ?? [];
   return Number(values[names.indexOf('RetransSegs')] ?? NaN);
+}
+
+function agentPost<T>(socket: string, path: string, body: unknown): Promise<{ status: number; body: T }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path, method: 'POST', agent: false, timeout: 60_000 }, (res) => {
+      let b = '';
+      res.on('data', (d: Buffer) => { b += d; });
+      res.on('end', () => { try { resolve({ status: res.statusCode ?? 0, body: JSON.parse(b) as T }); } catch (err) { reject(err); } });
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.end(JSON.stringify(body));
+  });
 }
 
 function agentGet<T>(socket: string, path: string): Promise<T> {
@@ -170,6 +183,40 @@ export class DemoCluster {
       spiffe_id: `spiffe://${td}/ns/default/sa/${serviceAccount}`, parent_id: `spiffe://${td}/meshid/agent/join_token/${node}`, selectors: [`netns:name:${pod.namespace}`],
     });
     return pod;
+  }
+
+  /**
+   * `meshid demo add-pod`: a pod that appears while the policy is in force. Its
+   * namespace, veth and registration entry (addPod), then what a CNI plugin's ADD
+   * does: the endpoint goes to its node's agent, held (unless `wait` is false)
+   * until it is ready; then its first request to backend, with the SYNs it
+   * retransmitted.
+   */
+  async joinPod(name: string, opts: { node?: string; serviceAccount?: string; labels?: Record<string, string>; wait?: boolean } = {}): Promise<{ pod: DevnetPod; readyMs: number | null; first: { ok: boolean; body: string; ms: number }; retransmits: number }> {
+    const s = this.state();
+    const node = opts.node ?? 'n1';
+    const socket = s.agentSockets[node]?.admin;
+    if (!socket) throw new InvalidArgument(`the demo has no node "${node}"`, 'node');
+    const serviceAccount = opts.serviceAccount ?? name;
+    const pod = await this.addPod(name, node, serviceAccount);
+    this.say(`1. Pod ${name} on ${node} at ${pod.ip} (ServiceAccount ${serviceAccount}, labels ${JSON.stringify(opts.labels ?? {})}): namespace ${pod.namespace}, veth ${pod.hostVeth}, and a registration entry`);
+    const wait = opts.wait ?? true;
+    const t0 = performance.now();
+    const added = await agentPost<{ ready?: boolean; waiting_for?: string[]; error?: { message: string } }>(socket, `/v1/endpoints${wait ? '?wait=30' : ''}`, {
+      name, service_account: serviceAccount, labels: opts.labels ?? {}, ip: pod.ip, interface: pod.hostVeth,
+    });
+    if (added.body.error) throw new Error(`the agent refused the endpoint: ${added.body.error.message}`);
+    const readyMs = wait ? Math.round(performance.now() - t0) : null;
+    if (wait && !added.body.ready) throw new Error(`${name} was not ready after 30 s: ${(added.body.waiting_for ?? []).join('; ')}`);
+    this.say(wait
+      ? `2. The agent on ${node} held the pod ${readyMs} ms, until it was ready: identity registered, tc programs on ${pod.hostVeth}, every pair a policy requires for it authenticated`
+      : `2. The agent on ${node} took the endpoint; not waiting for it to be ready`);
+    const backend = s.devnet.pods.find((p) => p.name === 'backend')!;
+    const before = tcpRetransmits(pod.namespace);
+    const first = httpFromNamespace(pod.namespace, `http://${backend.ip}:8080/`);
+    const retransmits = tcpRetransmits(pod.namespace) - before;
+    this.say(`3. ${name} → backend: ${first.ok ? `answered in ${first.ms} ms` : `FAILED (${first.body})`}, ${retransmits} SYN${retransmits === 1 ? '' : 's'} retransmitted`);
+    return { pod, readyMs, first, retransmits };
   }
 
   async authEntries(node: string): Promise<{ local_spiffe_id: string | null; remote_spiffe_id: string | null; remote_node: string | null; expires_at: string }[]> {

@@ -237,6 +237,17 @@ t.test('a pod\'s init container: `meshid-agent api wait-ready` inside the pod ho
   t.match(legacy.stdout, /waiting for: .*pair .*legacy.*not authenticated yet/);
 });
 
+t.test('`meshid demo add-pod`: the walkthrough of a new pod, held until ready, its first request answered with no retransmitted SYN', async (t) => {
+  const r = run('meshid', ['demo', 'add-pod', 'frontend4', '--label', 'app=frontend', '--prefix', prefix, '--state-dir', cluster.stateDir]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /Pod frontend4 on n1 at 10\.\d+\.1\.\d+ \(ServiceAccount frontend4/);
+  t.match(r.stdout, /held the pod \d+ ms, until it was ready/);
+  t.match(r.stdout, /frontend4 → backend: answered in \d+ ms, 0 SYNs retransmitted/);
+  const bad = run('meshid', ['demo', 'add-pod', 'Bad_Name', '--prefix', prefix, '--state-dir', cluster.stateDir]);
+  t.not(bad.code, 0);
+  t.match(bad.stderr, /pod name "Bad_Name"/);
+});
+
 t.test('killing the agent on node 2 keeps established flows and new ones', async (t) => {
   // one long-lived TCP connection from frontend to backend (HTTP keep-alive), request before and after the kill
   const script = `const http=require('node:http');const a=new http.Agent({keepAlive:true,maxSockets:1});
