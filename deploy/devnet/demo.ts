@@ -73,10 +73,36 @@ http.createServer((req, res) => res.end('hello from backend, ' + req.socket.remo
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One HTTP GET from inside a network namespace (node's own http client in the pod). */
+/** A node script that GETs process.argv[1] and prints {ok, body, ms} as one JSON line. */
+const HTTP_GET_SCRIPT = (timeoutMs: number): string => `const t=Date.now();require('node:http').get(process.argv[1],{timeout:${timeoutMs}},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{console.log(JSON.stringify({ok:true,body:b,ms:Date.now()-t}))})}).on('timeout',function(){this.destroy(new Error('timed out'))}).on('error',e=>{console.log(JSON.stringify({ok:false,body:e.message,ms:Date.now()-t}))})`;
+
 export function httpFromNamespace(namespace: string, url: string, timeoutMs = 3000): { ok: boolean; body: string; ms: number } {
-  const script = `const t=Date.now();require('node:http').get(process.argv[1],{timeout:${timeoutMs}},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{console.log(JSON.stringify({ok:true,body:b,ms:Date.now()-t}))})}).on('timeout',function(){this.destroy(new Error('timed out'))}).on('error',e=>{console.log(JSON.stringify({ok:false,body:e.message,ms:Date.now()-t}))})`;
+  const script = HTTP_GET_SCRIPT(timeoutMs);
   const r = spawnSync('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script, url], { encoding: 'utf8', timeout: timeoutMs + 5000 });
   try { return JSON.parse(r.stdout.trim().split('\n').pop() ?? ''); } catch { return { ok: false, body: r.stderr || 'no answer', ms: timeoutMs }; }
+}
+
+/**
+ * An HTTP GET from a namespace, its process started and waiting; fire() sends it
+ * at once and resolves as httpFromNamespace does.
+ */
+export async function armedRequest(namespace: string, url: string, timeoutMs = 3000): Promise<{ fire(): Promise<{ ok: boolean; body: string; ms: number }> }> {
+  const script = `process.stdout.write('armed\\n');process.stdin.once('data',()=>{${HTTP_GET_SCRIPT(timeoutMs)}})`;
+  const child = spawn('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script, url], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => { out += d; });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  for (const end = Date.now() + 10_000; !out.includes('armed\n');) {
+    if (Date.now() > end || child.exitCode !== null) throw new Error(`the client in ${namespace} did not start`);
+    await sleep(2);
+  }
+  return {
+    async fire() {
+      child.stdin!.end('go\n');
+      await exited;
+      try { return JSON.parse(out.split('\n')[1] ?? ''); } catch { return { ok: false, body: 'no answer', ms: timeoutMs }; }
+    },
+  };
 }
 
 /** TCP segments this namespace retransmitted so far (/proc/net/snmp, per namespace). */
@@ -201,6 +227,9 @@ export class DemoCluster {
     const pod = await this.addPod(name, node, serviceAccount);
     this.say(`1. Pod ${name} on ${node} at ${pod.ip} (ServiceAccount ${serviceAccount}, labels ${JSON.stringify(opts.labels ?? {})}): namespace ${pod.namespace}, veth ${pod.hostVeth}, and a registration entry`);
     const wait = opts.wait ?? true;
+    const backend = s.devnet.pods.find((p) => p.name === 'backend')!;
+    // the client is up in the pod before the agent hears of it, and asks the moment it is told: a pod's app starting
+    const client = await armedRequest(pod.namespace, `http://${backend.ip}:8080/`);
     const t0 = performance.now();
     const added = await agentPost<{ ready?: boolean; waiting_for?: string[]; error?: { message: string } }>(socket, `/v1/endpoints${wait ? '?wait=30' : ''}`, {
       name, service_account: serviceAccount, labels: opts.labels ?? {}, ip: pod.ip, interface: pod.hostVeth,
@@ -211,9 +240,8 @@ export class DemoCluster {
     this.say(wait
       ? `2. The agent on ${node} held the pod ${readyMs} ms, until it was ready: identity registered, tc programs on ${pod.hostVeth}, every pair a policy requires for it authenticated`
       : `2. The agent on ${node} took the endpoint; not waiting for it to be ready`);
-    const backend = s.devnet.pods.find((p) => p.name === 'backend')!;
     const before = tcpRetransmits(pod.namespace);
-    const first = httpFromNamespace(pod.namespace, `http://${backend.ip}:8080/`);
+    const first = await client.fire();
     const retransmits = tcpRetransmits(pod.namespace) - before;
     this.say(`3. ${name} → backend: ${first.ok ? `answered in ${first.ms} ms` : `FAILED (${first.body})`}, ${retransmits} SYN${retransmits === 1 ? '' : 's'} retransmitted`);
     return { pod, readyMs, first, retransmits };
