@@ -1,11 +1,12 @@
 /** The meshid-agent binary: run, api fetch, api watch, healthcheck. */
 import { Command, CommanderError, Option } from 'commander';
 import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { systemClock } from '../common/clock.js';
 import { JsonLogger } from '../common/log.js';
+import { labelCollector } from '../common/flags.js';
+import { unixRequest } from '../common/unixhttp.js';
 import { MeshidError } from '../spiffe/errors.js';
 import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/x509.js';
 import { MeshidAgent } from './agent.js';
@@ -228,19 +229,14 @@ api.command('watch')
   }));
 
 /** One request to the agent's admin socket; the JSON answer and its status. */
-function adminCall(socketPath: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = httpRequest({ socketPath, path, method, agent: false, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => { text += d; });
-      res.on('end', () => {
-        try { resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }); } catch { reject(new Error(`the agent answered ${res.statusCode} with no JSON`)); }
-      });
-    });
-    req.on('error', (err) => reject(new Error(`cannot reach the agent's admin socket ${socketPath}: ${err.message}`)));
-    req.end(payload);
-  });
+async function adminCall(socketPath: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  let r: { status: number; text: string };
+  try { r = await unixRequest(socketPath, method, path, body); } catch (err) {
+    throw new Error(`cannot reach the agent's admin socket ${socketPath}: ${(err as Error).message}`);
+  }
+  try { return { status: r.status, json: JSON.parse(r.text) as Record<string, unknown> }; } catch {
+    throw new Error(`the agent answered ${r.status} with no JSON`);
+  }
 }
 
 interface EndpointStatusJson { ip: string; name: string; namespace: string; interface: string; identity: number | null; ready: boolean; waiting_for: string[]; auth_entries: { needed: number; present: number } }
@@ -263,11 +259,7 @@ function failWith(r: { status: number; json: Record<string, unknown> }): never {
 }
 
 const adminSocketOpt = (): Option => new Option('--admin-socket <path>', 'the agent\'s admin socket').default('/run/meshid/admin.sock');
-const collectLabel = (v: string, acc: Record<string, string>): Record<string, string> => {
-  const i = v.indexOf('=');
-  if (i <= 0) throw new MeshidError('invalid_argument', `--label must be KEY=VALUE, not "${v}"`, 'labels');
-  return { ...acc, [v.slice(0, i)]: v.slice(i + 1) };
-};
+const collectLabel = labelCollector((message) => new MeshidError('invalid_argument', message, 'labels'));
 
 const endpoint = program.command('endpoint').description('endpoints of this node added at run time (what a CNI plugin does on ADD and DEL), and their readiness');
 endpoint.command('add')

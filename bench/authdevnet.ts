@@ -14,11 +14,10 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Datapath } from '../bpf/index.js';
-import { DemoCluster, tcpRetransmits } from '../deploy/devnet/demo.js';
+import { agentCall, armedScript, DemoCluster, tcpRetransmits } from '../deploy/devnet/demo.js';
 import { freePort } from '../test/helpers/process.js';
 import { median, percentile } from './stats.js';
 
@@ -36,10 +35,13 @@ spec:
       toPorts: [ { ports: [ { port: "${port}", protocol: TCP } ] } ]
 `;
 
+/** A node script that connects to host:port and prints the milliseconds until established (-1: failed). */
+const connectScript = (host: string, port: number): string =>
+  `const t=process.hrtime.bigint();const s=require('node:net').connect(${port},'${host}',()=>{console.log(Number(process.hrtime.bigint()-t)/1e6);s.destroy()});s.setTimeout(5000,()=>{console.log(-1);s.destroy()});s.on('error',()=>console.log(-1))`;
+
 /** One TCP connect from a namespace: milliseconds until established. */
 function connectMs(namespace: string, host: string, port: number): number {
-  const script = `const t=process.hrtime.bigint();const s=require('node:net').connect(${port},'${host}',()=>{console.log(Number(process.hrtime.bigint()-t)/1e6);s.destroy()});s.setTimeout(5000,()=>{console.log(-1);s.destroy()});s.on('error',()=>console.log(-1))`;
-  const r = spawnSync('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script], { encoding: 'utf8', timeout: 10_000 });
+  const r = spawnSync('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', connectScript(host, port)], { encoding: 'utf8', timeout: 10_000 });
   return Number(r.stdout.trim());
 }
 
@@ -48,36 +50,6 @@ function iperf(namespace: string, host: string, seconds: number): number {
   const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
   if (!j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? r.stderr}`);
   return j.end.sum_received.bits_per_second;
-}
-
-/** A TCP client started in a namespace and waiting; fire() makes it connect at once and resolves with the connect milliseconds (-1: failed). */
-async function armedConnect(namespace: string, host: string, port: number): Promise<{ fire(): Promise<number> }> {
-  const script = `process.stdout.write('armed\\n');process.stdin.once('data',()=>{const t=process.hrtime.bigint();const s=require('node:net').connect(${port},'${host}',()=>{console.log(Number(process.hrtime.bigint()-t)/1e6);s.destroy();process.exit(0)});s.setTimeout(5000,()=>{console.log(-1);process.exit(0)});s.on('error',()=>{console.log(-1);process.exit(0)})})`;
-  const child = spawn('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d; });
-  while (!out.includes('armed\n')) await sleep(2);
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return {
-    async fire() {
-      child.stdin.write('go\n');
-      await exited;
-      return Number(out.split('\n')[1]);
-    },
-  };
-}
-
-/** A POST to the agent's admin socket: the status and the body. */
-function adminSocketPost(socketPath: string, path: string, body: unknown): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath, path, method: 'POST', agent: false }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => { text += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    });
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
 }
 
 export async function runDevnetBench(): Promise<void> {
@@ -143,18 +115,18 @@ export async function runDevnetBench(): Promise<void> {
         const sa = `np${tag}${r}`;
         const pod = await cluster.addPod(sa, 'n1', sa);
         // the client is up in the pod before the add, so it connects the moment it is told (a pod's app starting)
-        const client = await armedConnect(pod.namespace, backend.ip, 8080);
+        const client = await armedScript(pod.namespace, connectScript(backend.ip, 8080));
         const t0 = performance.now();
-        const added = await adminSocketPost(s.agentSockets['n1']!.admin, `/v1/endpoints${wait ? '?wait=30' : ''}`, {
+        const added = await agentCall<{ ready?: boolean }>(s.agentSockets['n1']!.admin, 'POST', `/v1/endpoints${wait ? '?wait=30' : ''}`, {
           name: sa, service_account: sa, labels: { app: 'frontend' }, ip: pod.ip, interface: pod.hostVeth,
-        });
+        }, 60_000);
         if (wait) {
-          if (added.status !== 200) throw new Error(`${sa} not ready: ${added.body}`);
+          if (added.status !== 200) throw new Error(`${sa} not ready: ${JSON.stringify(added.body)}`);
           readyMs.push(performance.now() - t0);
         }
         const into = wait ? held : unheld;
         const before = tcpRetransmits(pod.namespace);
-        const ms = await client.fire();
+        const ms = Number(await client.fire());
         into.retransmits += tcpRetransmits(pod.namespace) - before;
         if (ms < 0) into.failed++; else into.connect.push(ms);
       }

@@ -6,6 +6,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { unixRequest } from '../common/unixhttp.js';
 import { CliError } from './errors.js';
 
 export const DEFAULT_AGENT_SOCKET = '/run/meshid/admin.sock';
@@ -25,26 +26,18 @@ export function agentSockets(flags: string[] | undefined, root = '/run/meshid'):
   return found;
 }
 
-export function agentGet<T>(socket: string, path: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, method: 'GET', timeout: 10_000, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => { body += d; });
-      res.on('end', () => {
-        let json: unknown;
-        try { json = JSON.parse(body); } catch { return reject(new CliError(`agent at ${socket} answered ${res.statusCode} with non-JSON`)); }
-        if ((res.statusCode ?? 500) >= 300) {
-          const e = (json as { error?: { message?: string; field?: string } }).error;
-          return reject(new CliError(`agent at ${socket}: ${e?.message ?? `HTTP ${res.statusCode}`}${e?.field ? ` (${e.field})` : ''}`));
-        }
-        resolve(json as T);
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (err) => reject(new CliError(`cannot reach the agent at ${socket}: ${err.message}`)));
-    req.end();
-  });
+export async function agentGet<T>(socket: string, path: string): Promise<T> {
+  let r: { status: number; text: string };
+  try { r = await unixRequest(socket, 'GET', path, undefined, 10_000); } catch (err) {
+    throw new CliError(`cannot reach the agent at ${socket}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try { json = JSON.parse(r.text); } catch { throw new CliError(`agent at ${socket} answered ${r.status} with non-JSON`); }
+  if (r.status >= 300) {
+    const e = (json as { error?: { message?: string; field?: string } }).error;
+    throw new CliError(`agent at ${socket}: ${e?.message ?? `HTTP ${r.status}`}${e?.field ? ` (${e.field})` : ''}`);
+  }
+  return json as T;
 }
 
 /** Streams NDJSON lines from an agent until the connection ends or the returned function is called. */

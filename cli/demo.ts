@@ -1,5 +1,6 @@
 /** `meshid demo up|down|status|add-pod`: the whole system on this machine, in network namespaces (root only). */
 import type { Command } from 'commander';
+import { labelCollector } from '../common/flags.js';
 import { DemoCluster } from '../deploy/devnet/demo.js';
 import { CliError } from './errors.js';
 import { Output, type OutputFormat } from './output.js';
@@ -9,11 +10,7 @@ function cluster(flags: { prefix?: string; stateDir?: string }, say: (l: string)
   return new DemoCluster({ ...(flags.prefix ? { prefix: flags.prefix } : {}), ...(flags.stateDir ? { stateDir: flags.stateDir } : {}), say });
 }
 
-const collectLabel = (v: string, acc: Record<string, string>): Record<string, string> => {
-  const i = v.indexOf('=');
-  if (i <= 0) throw new CliError(`--label must be KEY=VALUE, not "${v}" (labels)`);
-  return { ...acc, [v.slice(0, i)]: v.slice(i + 1) };
-};
+const collectLabel = labelCollector((message) => new CliError(`${message} (labels)`));
 
 export function registerDemoCommands(program: Command): void {
   const demo = program.command('demo').description('bring up a two-node meshid cluster in network namespaces on this machine');

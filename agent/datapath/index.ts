@@ -48,6 +48,8 @@ export class DatapathManager {
   ipcacheWrites = 0;
   /** Local endpoint IP → the interface found for it and attached. */
   private readonly discovered = new Map<string, string>();
+  /** Local endpoint IP → the device `ip route get` last named for it (config, WireGuard and discovered ones alike). */
+  private readonly routes = new Map<string, string>();
   /** Interfaces named by the config or by endpoints added at run time: never detached by discovery. */
   private readonly configured: Set<string>;
   private discovering: Promise<void> | undefined;
@@ -143,8 +145,18 @@ export class DatapathManager {
     const { state, logger } = this.opts;
     const local = state.localNodeId;
     const ips = local === 0 ? [] : [...state.endpoints.values()].filter((ep) => ep.node_id === local).map((ep) => ep.ip);
-    const found = await Promise.all(ips.map((ip) => routeInterface(ip, this.opts.netns)));
+    // One `ip route get` per endpoint that is new or whose device lost our programs (a pod re-created, its veth with it),
+    // not one per endpoint on every change: a device still policed by us is still its device.
+    const attached = new Set<string>();
+    const found = await Promise.all(ips.map((ip) => {
+      const known = this.routes.get(ip);
+      if (known !== undefined && (known === this.opts.wireguardDevice || this.configured.has(known))) return known;
+      if (known !== undefined && (attached.has(known) || this.isAttached(known))) { attached.add(known); return known; }
+      return routeInterface(ip, this.opts.netns);
+    }));
     if (this.stopped) return;
+    this.routes.clear();
+    ips.forEach((ip, i) => { if (found[i] !== undefined) this.routes.set(ip, found[i]!); });
     const missing: string[] = [];
     const next = new Map<string, string>();
     ips.forEach((ip, i) => {
@@ -154,7 +166,6 @@ export class DatapathManager {
       next.set(ip, ifname);
     });
     // Asked of the kernel, not remembered: a pod re-created between two passes has a new veth of the same name, without programs.
-    const attached = new Set<string>();
     for (const [ip, ifname] of next) {
       if (attached.has(ifname) || this.isAttached(ifname)) { attached.add(ifname); continue; }
       try {

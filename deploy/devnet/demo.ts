@@ -12,9 +12,9 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { packageRoot } from '../../api/assets.js';
+import { unixRequest } from '../../common/unixhttp.js';
 import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
 import { Datapath } from '../../bpf/index.js';
 import { Devnet } from './devnet.js';
@@ -83,12 +83,12 @@ export function httpFromNamespace(namespace: string, url: string, timeoutMs = 30
 }
 
 /**
- * An HTTP GET from a namespace, its process started and waiting; fire() sends it
- * at once and resolves as httpFromNamespace does.
+ * A node script started in a namespace and waiting; fire() runs it at once (as a
+ * pod's app starts the moment it is told) and resolves with the line it printed.
  */
-export async function armedRequest(namespace: string, url: string, timeoutMs = 3000): Promise<{ fire(): Promise<{ ok: boolean; body: string; ms: number }> }> {
-  const script = `process.stdout.write('armed\\n');process.stdin.once('data',()=>{${HTTP_GET_SCRIPT(timeoutMs)}})`;
-  const child = spawn('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', script, url], { stdio: ['pipe', 'pipe', 'inherit'] });
+export async function armedScript(namespace: string, script: string, args: readonly string[] = []): Promise<{ fire(): Promise<string> }> {
+  const waiting = `process.stdout.write('armed\\n');process.stdin.once('data',()=>{${script}})`;
+  const child = spawn('nsenter', [`--net=/run/netns/${namespace}`, process.execPath, '-e', waiting, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out += d; });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -100,7 +100,17 @@ export async function armedRequest(namespace: string, url: string, timeoutMs = 3
     async fire() {
       child.stdin!.end('go\n');
       await exited;
-      try { return JSON.parse(out.split('\n')[1] ?? ''); } catch { return { ok: false, body: 'no answer', ms: timeoutMs }; }
+      return out.split('\n')[1] ?? '';
+    },
+  };
+}
+
+/** An HTTP GET from a namespace, armed (armedScript); fire() answers as httpFromNamespace does. */
+export async function armedRequest(namespace: string, url: string, timeoutMs = 3000): Promise<{ fire(): Promise<{ ok: boolean; body: string; ms: number }> }> {
+  const armed = await armedScript(namespace, HTTP_GET_SCRIPT(timeoutMs), [url]);
+  return {
+    async fire() {
+      try { return JSON.parse(await armed.fire()); } catch { return { ok: false, body: 'no answer', ms: timeoutMs }; }
     },
   };
 }
@@ -114,31 +124,13 @@ export function tcpRetransmits(namespace: string): number {
   return Number(values[names.indexOf('RetransSegs')] ?? NaN);
 }
 
-function agentPost<T>(socket: string, path: string, body: unknown): Promise<{ status: number; body: T }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, method: 'POST', agent: false, timeout: 60_000 }, (res) => {
-      let b = '';
-      res.on('data', (d: Buffer) => { b += d; });
-      res.on('end', () => { try { resolve({ status: res.statusCode ?? 0, body: JSON.parse(b) as T }); } catch (err) { reject(err); } });
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.end(JSON.stringify(body));
-  });
+/** A JSON request to an agent's admin socket: the status and the parsed answer. */
+export async function agentCall<T>(socket: string, method: string, path: string, body?: unknown, timeoutMs = 5000): Promise<{ status: number; body: T }> {
+  const r = await unixRequest(socket, method, path, body, timeoutMs);
+  return { status: r.status, body: JSON.parse(r.text) as T };
 }
 
-function agentGet<T>(socket: string, path: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, timeout: 5000, agent: false }, (res) => {
-      let b = '';
-      res.on('data', (d: Buffer) => { b += d; });
-      res.on('end', () => { try { resolve(JSON.parse(b)); } catch (err) { reject(err); } });
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.end();
-  });
-}
+const agentGet = async <T>(socket: string, path: string): Promise<T> => (await agentCall<T>(socket, 'GET', path)).body;
 
 export class DemoCluster {
   readonly prefix: string;
@@ -231,9 +223,9 @@ export class DemoCluster {
     // the client is up in the pod before the agent hears of it, and asks the moment it is told: a pod's app starting
     const client = await armedRequest(pod.namespace, `http://${backend.ip}:8080/`);
     const t0 = performance.now();
-    const added = await agentPost<{ ready?: boolean; waiting_for?: string[]; error?: { message: string } }>(socket, `/v1/endpoints${wait ? '?wait=30' : ''}`, {
+    const added = await agentCall<{ ready?: boolean; waiting_for?: string[]; error?: { message: string } }>(socket, 'POST', `/v1/endpoints${wait ? '?wait=30' : ''}`, {
       name, service_account: serviceAccount, labels: opts.labels ?? {}, ip: pod.ip, interface: pod.hostVeth,
-    });
+    }, 60_000);
     if (added.body.error) throw new Error(`the agent refused the endpoint: ${added.body.error.message}`);
     const readyMs = wait ? Math.round(performance.now() - t0) : null;
     if (wait && !added.body.ready) throw new Error(`${name} was not ready after 30 s: ${(added.body.waiting_for ?? []).join('; ')}`);
