@@ -110,7 +110,7 @@ export class MeshidAgent {
       socketPath: config.socket, source: this.cache, logger: log.child({ component: 'workloadapi' }), metricsRegistry: this.registry,
       attestors: [new UnixAttestor({ workloadSha256: config.workload_sha256 }), new NetnsAttestor(), ...(deps.workloadAttestors ?? [])],
       allowUnauthenticatedVerifiers: config.allow_unauthenticated_verifiers,
-      ...(this.endpoints ? { readiness: (caller: PeerProcess) => this.endpoints!.callerReadiness(caller.pid) } : {}),
+      ...(this.endpoints ? { readiness: (caller: PeerProcess, timeoutMs: number, gone: () => boolean) => this.endpoints!.waitCallerReady(caller.pid, timeoutMs, gone) } : {}),
     });
     await this.workloadApi.start();
     this.registerMetrics();

@@ -167,11 +167,21 @@ export class LocalEndpoints {
   }
 
   /** Resolves when the endpoint is ready, or with its status when timeoutMs pass first. */
-  async waitReady(ip: string, timeoutMs: number): Promise<EndpointStatus> {
+  waitReady(ip: string, timeoutMs: number): Promise<EndpointStatus> {
+    return this.poll(() => this.status(ip), timeoutMs);
+  }
+
+  /** callerReadiness() until the caller's endpoints are ready, timeoutMs pass, or `gone()` (the caller left). */
+  waitCallerReady(pid: number, timeoutMs: number, gone: () => boolean = () => false): Promise<ReturnType<LocalEndpoints['callerReadiness']>> {
+    return this.poll(() => this.callerReadiness(pid), timeoutMs, gone);
+  }
+
+  /** Reads a readiness every pollMs until it says ready, the time is up, or `gone()`; the last reading. */
+  private async poll<T extends { ready: boolean }>(read: () => T, timeoutMs: number, gone: () => boolean = () => false): Promise<T> {
     const end = Date.now() + timeoutMs;
     for (;;) {
-      const s = this.status(ip);
-      if (s.ready || Date.now() >= end) return s;
+      const s = read();
+      if (s.ready || Date.now() >= end || gone()) return s;
       await new Promise((r) => setTimeout(r, Math.min(this.opts.pollMs ?? 25, Math.max(1, end - Date.now()))));
     }
   }

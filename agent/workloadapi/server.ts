@@ -52,9 +52,10 @@ export interface WorkloadApiServerOptions {
   peerCredentials?: (socket: Socket) => PeerCredentials;
   /**
    * meshid's Readiness service on the same socket (api/proto/readiness.proto):
-   * the caller's endpoint readiness, from the caller process. Absent: not served.
+   * the caller's endpoint readiness, from the caller process, once ready or
+   * after timeoutMs or when `gone()` says the caller left. Absent: not served.
    */
-  readiness?: (caller: PeerProcess) => ReadinessAnswer;
+  readiness?: (caller: PeerProcess, timeoutMs: number, gone: () => boolean) => Promise<ReadinessAnswer>;
   /** How long stop() waits for streams to deliver their final status before it cuts connections. Default 2000 ms. */
   stopGraceMs?: number;
 }
@@ -101,7 +102,7 @@ export class WorkloadApiServer {
   private readonly stopGraceMs: number;
   private readonly proto: WorkloadProto;
   private readonly customPeerCredentials: boolean;
-  private readonly readiness: ((caller: PeerProcess) => ReadinessAnswer) | undefined;
+  private readonly readiness: WorkloadApiServerOptions['readiness'];
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopped: Promise<void> | undefined;
   private transport: GrpcTransport<PeerProcess> | undefined;
@@ -285,16 +286,11 @@ export class WorkloadApiServer {
     return methods;
   }
 
-  /** Looks at the caller's readiness until it is ready, the wait ends, or the caller goes away. */
-  private async waitReady(call: Call, request: WaitReadyRequestMessage, readiness: (caller: PeerProcess) => ReadinessAnswer): Promise<ReadinessAnswer> {
+  /** The caller's readiness, waited for until it is ready, the wait ends, the caller goes away or the server stops. */
+  private async waitReady(call: Call, request: WaitReadyRequestMessage, readiness: NonNullable<WorkloadApiServerOptions['readiness']>): Promise<ReadinessAnswer> {
     if (call.metadata(SECURITY_HEADER) !== 'true') throw new InvalidArgument('security header missing from request', SECURITY_HEADER);
     if (request.timeout_seconds > MAX_WAIT_READY_SECONDS) throw new InvalidArgument(`timeout_seconds must be at most ${MAX_WAIT_READY_SECONDS}`, 'timeout_seconds');
-    const end = Date.now() + request.timeout_seconds * 1000;
-    for (;;) {
-      const answer = readiness(call.context);
-      if (answer.ready || Date.now() >= end || call.done || this.state !== 'running') return answer;
-      await new Promise((r) => setTimeout(r, Math.min(25, Math.max(1, end - Date.now()))));
-    }
+    return readiness(call.context, request.timeout_seconds * 1000, () => call.done || this.state !== 'running');
   }
 
   private unary<T>(call: Call, method: string, body: () => Promise<T>): void {
