@@ -41,6 +41,8 @@ export const agentConfigSchema = z.object({
   /** Serve bundles and ValidateJWTSVID to callers that match no entry. */
   allow_unauthenticated_verifiers: z.boolean().default(false),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** A main event loop that gets no turn for this long kills the process (SIGKILL) for its supervisor to restart; 0 turns it off. */
+  watchdog: z.object({ stall_limit: durationField('watchdog.stall_limit', '30s') }).strict().prefault({}),
   /** The node in the mesh: underlay address (mutual auth listens there) and pod CIDR. */
   node: z.object({
     address: ipAddress.optional(),

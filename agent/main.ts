@@ -6,6 +6,7 @@ import type { ServiceError } from '@grpc/grpc-js';
 import { systemClock } from '../common/clock.js';
 import { JsonLogger } from '../common/log.js';
 import { labelCollector } from '../common/flags.js';
+import { EventLoopWatchdog } from '../common/watchdog.js';
 import { unixRequest } from '../common/unixhttp.js';
 import { MeshidError } from '../spiffe/errors.js';
 import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/x509.js';
@@ -40,6 +41,7 @@ program.command('run')
       data_dir: o['dataDir'], node_name: o['nodeName'], health: o['health'], log_level: o['logLevel'],
     });
     const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-agent' });
+    new EventLoopWatchdog({ stallLimitMs: config.watchdog.stall_limit * 1000, service: 'meshid-agent' }).start();
     const k8s = config.kubernetes.enabled ? await kubernetesAgentParts(config.kubernetes, config.node_name ?? hostname()) : undefined;
     const agent = new MeshidAgent(config, {
       clock: systemClock, logger,

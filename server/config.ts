@@ -41,6 +41,8 @@ export const serverConfigSchema = z.object({
     allow_insecure_scheme: z.boolean().default(false),
   }).strict().optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** A main event loop that gets no turn for this long kills the process (SIGKILL) for its supervisor to restart; 0 turns it off. */
+  watchdog: z.object({ stall_limit: durationField('watchdog.stall_limit', '30s') }).strict().prefault({}),
   /** Bearer token file for the admin API; created (0600) under data_dir when absent. */
   admin_token_file: z.string().optional(),
   /** PSAT node attestation and the controller (ServiceAccounts → entries, Pods, Nodes, policy CRDs). */

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { systemClock } from '../common/clock.js';
 import { JsonLogger } from '../common/log.js';
+import { EventLoopWatchdog } from '../common/watchdog.js';
 import { MeshidError } from '../spiffe/errors.js';
 import { loadServerConfig } from './config.js';
 import { MeshidServer } from './server.js';
@@ -21,6 +22,7 @@ program.command('run')
   .action(async (o: { config?: string; dataDir?: string; trustDomain?: string; bind?: string; admin?: string; logLevel?: string }) => {
     const config = loadServerConfig(o.config, { data_dir: o.dataDir, trust_domain: o.trustDomain, bind: o.bind, admin: o.admin, log_level: o.logLevel });
     const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-server' });
+    new EventLoopWatchdog({ stallLimitMs: config.watchdog.stall_limit * 1000, service: 'meshid-server' }).start();
     const server = new MeshidServer(config, { clock: systemClock, logger });
     let stopping = false;
     const stop = (signal: string): void => {

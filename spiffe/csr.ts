@@ -2,7 +2,7 @@
 import { sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { bitString, children, decodeOid, readWhole, seq, smallInteger, TAG, tlv, type Tlv } from './der.js';
 import { InvalidCsr } from './errors.js';
-import { p256Point, publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, spkiDer } from './keys.js';
+import { p256Point, publicKeyFromSpki, SIGNATURE_OIDS, signatureAlgorithmFor, spkiDer, type SignatureAlgorithm } from './keys.js';
 
 export const MAX_CSR_BYTES = 16 * 1024;
 
@@ -82,8 +82,7 @@ export function parseCsr(der: Buffer, options: CsrOptions = {}): CertificationRe
 }
 
 /** Encodes and signs a CSR for `privateKey` (empty subject, no attributes: the server ignores both). */
-export function createCsr(privateKey: KeyObject, publicKey: KeyObject, subject: Buffer = seq()): Buffer {
-  const alg = signatureAlgorithmFor(privateKey);
+export function createCsr(privateKey: KeyObject, publicKey: KeyObject, subject: Buffer = seq(), alg: SignatureAlgorithm = signatureAlgorithmFor(privateKey)): Buffer {
   const info = seq(smallInteger(0), subject, spkiDer(publicKey), tlv(0xa0));
   return seq(info, alg.algorithmIdentifier, bitString(cryptoSign(alg.hash, info, privateKey)));
 }

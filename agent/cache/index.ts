@@ -14,7 +14,7 @@ import { createCsr } from '../../spiffe/csr.js';
 import { PermissionDenied } from '../../spiffe/errors.js';
 import type { SpiffeId } from '../../spiffe/id.js';
 import { verifyJwtSvid } from '../../spiffe/jwtsvid.js';
-import { generateKeyPair, pkcs8Der } from '../../spiffe/keys.js';
+import { generateKeyPair, pkcs8Der, signatureAlgorithmForType } from '../../spiffe/keys.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
 import { parseCertificate } from '../../spiffe/x509.js';
 import type { CachedX509Svid, WorkloadSource } from '../workloadapi/source.js';
@@ -134,7 +134,7 @@ export class SvidCache implements WorkloadSource {
       let res: BatchNewX509SvidResponseMsg;
       try {
         res = await this.opts.connection.unary<BatchNewX509SvidResponseMsg>('BatchNewX509SVID', {
-          params: entries.map((e, i) => ({ entry_id: e.id, csr: createCsr(keys[i]!.privateKey, keys[i]!.publicKey) })),
+          params: entries.map((e, i) => ({ entry_id: e.id, csr: createCsr(keys[i]!.privateKey, keys[i]!.publicKey, undefined, signatureAlgorithmForType(keys[i]!.type)) })),
         });
       } catch (err) {
         for (const e of entries) this.queue.add(e.id);

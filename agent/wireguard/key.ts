@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { mkdirSync, openSync, closeSync, readFileSync, fstatSync, writeSync, constants as fsConstants } from 'node:fs';
 import { dirname } from 'node:path';
 import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
@@ -33,10 +33,10 @@ export function publicKeyFromPrivate(privateKey: string): string {
 
 /** A fresh private key, clamped as `wg genkey` clamps it so the stored form is the same. */
 export function generatePrivateKey(): string {
-  const { privateKey } = generateKeyPairSync('x25519');
-  const jwk = privateKey.export({ format: 'jwk' });
-  if (typeof jwk.d !== 'string') throw new Error('node:crypto returned an X25519 private key without d');
-  const raw = Buffer.from(jwk.d, 'base64url');
+  // JWK straight from the key-generation job: exporting a job's KeyObject can deadlock Node 20 (spiffe/keys.ts)
+  const jwk = generateKeyPairSync('x25519', { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } } as never) as unknown as { privateKey: JsonWebKey };
+  if (typeof jwk.privateKey.d !== 'string') throw new Error('node:crypto returned an X25519 private key without d');
+  const raw = Buffer.from(jwk.privateKey.d, 'base64url');
   raw[0]! &= 248;
   raw[31] = (raw[31]! & 127) | 64;
   return raw.toString('base64');
