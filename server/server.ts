@@ -4,13 +4,15 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync
 import { join } from 'node:path';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/log.js';
-import { FailedPrecondition } from '../spiffe/errors.js';
+import { DataLoss, FailedPrecondition } from '../spiffe/errors.js';
 import { AdminApi } from './adminapi/index.js';
 import { AgentApiServer } from './agentapi/server.js';
 import { AttestorRegistry, JoinTokenAttestor, type NodeAttestor } from './attestation/index.js';
 import { CertificateAuthority, DatastoreCaJournal, DiskKeyManager, loadUpstreamAuthority, MemoryKeyManager, P256 } from './ca/index.js';
 import type { ServerConfig } from './config.js';
 import { Datastore } from './datastore/index.js';
+import { checkIntegrity } from './datastore/integrity.js';
+import { bindInstallation, checkBeforeOpen } from './installation.js';
 import { IdentityAllocator } from './identity/index.js';
 import { ServerMetrics } from './metrics.js';
 import { OidcDiscoveryServer } from './oidc.js';
@@ -22,6 +24,13 @@ export interface MeshidServerDeps {
   logger: Logger;
   /** Extra node attestors (k8s_psat); join_token is always there. */
   attestors?: NodeAttestor[];
+  /** One-start operator choices (command-line flags). */
+  startup?: {
+    /** Create a new installation where the data dir says one existed (its datastore is missing or empty). */
+    initFresh?: boolean;
+    /** Make a new CA key where the active one is missing. */
+    replaceLostCaKey?: boolean;
+  };
 }
 
 export class MeshidServer {
@@ -45,14 +54,29 @@ export class MeshidServer {
     const { config, deps } = this;
     const log = deps.logger;
     mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
-    this.store = Datastore.open({ path: join(config.data_dir, 'datastore.sqlite3'), trustDomain: config.trust_domain, now: () => deps.clock.now().getTime() });
+    const datastorePath = join(config.data_dir, 'datastore.sqlite3');
+    const keysDir = join(config.data_dir, 'keys');
+    const installation = {
+      dataDir: config.data_dir, datastorePath, trustDomain: config.trust_domain.name, initFresh: deps.startup?.initFresh ?? false,
+      ...(config.key_manager === 'disk' ? { keysDir } : {}),
+    };
+    checkBeforeOpen(installation);
+    await this.checkIntegrity(datastorePath);
+    this.store = Datastore.open({
+      path: datastorePath, trustDomain: config.trust_domain, now: () => deps.clock.now().getTime(),
+      onCorruption: (err) => this.datastoreCorrupt(err),
+    });
+    const bound = bindInstallation(this.store, installation);
+    if (bound.created) log.info('new installation', { installation_id: bound.installationId, data_dir: config.data_dir });
     const subject: [string, string][] = [['C', config.ca_subject.country], ['O', config.ca_subject.organization]];
     if (config.ca_subject.common_name) subject.push(['CN', config.ca_subject.common_name]);
     const p256 = P256.load();
     if (!p256) log.warn('the native P-256 addon is not built (make native): CSRs and SVIDs are checked and signed by node:crypto, at about half the rate');
     this.ca = new CertificateAuthority({
       trustDomain: config.trust_domain,
-      keys: config.key_manager === 'disk' ? new DiskKeyManager(join(config.data_dir, 'keys')) : new MemoryKeyManager(),
+      keys: config.key_manager === 'disk' ? new DiskKeyManager(keysDir) : new MemoryKeyManager(),
+      // a new key is normal only where agents keep trusting what signs it: memory keys (tests), an upstream CA
+      lostActiveKey: config.key_manager === 'disk' && !config.upstream_authority && !deps.startup?.replaceLostCaKey ? 'refuse' : 'replace',
       journal: new DatastoreCaJournal(this.store),
       clock: deps.clock,
       logger: log.child({ component: 'ca' }),
@@ -90,6 +114,7 @@ export class MeshidServer {
       metrics: this.metrics,
       agentSvidTtlSeconds: config.agent_svid_ttl,
       endpoints: new IdentityAllocator(this.store),
+      kubernetesOwnsNodes: this.kubernetes !== undefined,
     });
     this.agentPort = await this.agentApi.start();
     this.adminApi = new AdminApi({
@@ -101,7 +126,7 @@ export class MeshidServer {
       logger: log.child({ component: 'adminapi' }),
       clock: deps.clock,
       authToken: this.adminToken(),
-      ready: () => this.ready,
+      ready: () => this.ready && !this.corrupt,
     });
     this.adminPort = await this.adminApi.start();
     if (config.oidc_discovery) {
@@ -116,6 +141,31 @@ export class MeshidServer {
     await this.kubernetes?.start();
     this.ready = true;
     log.info('meshid-server started', { trust_domain: config.trust_domain.name, agent_port: this.agentPort, admin_port: this.adminPort, data_dir: config.data_dir });
+  }
+
+  private corrupt = false;
+
+  /** SQLite's check of the file before it is used; a corrupt file is refused, a check that takes too long goes on in the background. */
+  private async checkIntegrity(path: string): Promise<void> {
+    if (!existsSync(path) || statSync(path).size === 0) return;
+    const limitMs = this.config.datastore_check_timeout * 1000;
+    if (limitMs <= 0) return;
+    const r = await checkIntegrity(path, limitMs);
+    if (r.state === 'corrupt') {
+      this.metrics.datastoreCorruption.inc({ when: 'start' });
+      throw new DataLoss(`datastore ${path} is corrupt (${r.check}: ${r.problems.slice(0, 5).join('; ')}): ` +
+        'restore it from a backup (see "meshid-server datastore backup"); the server does not start on a damaged datastore');
+    }
+    if (r.state === 'unfinished') this.deps.logger.warn('datastore integrity check did not finish in time; starting without it', { check: r.check, limit_ms: limitMs });
+    else this.deps.logger.info('datastore integrity check passed', { check: r.check, ms: r.ms });
+  }
+
+  /** A call found the datastore corrupt: not ready any more, counted, logged; the call answers DataLoss. */
+  private datastoreCorrupt(err: Error): void {
+    this.metrics.datastoreCorruption.inc({ when: 'run' });
+    if (this.corrupt) return;
+    this.corrupt = true;
+    this.deps.logger.error('datastore is corrupt; readiness is off until the server is restarted on a restored datastore', { err });
   }
 
   async stop(): Promise<void> {

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
-import { canonicalCidr } from './cidr.js';
+import { canonicalCidr } from '../../common/cidr.js';
 import { CommandFailed, NetnsCommands } from './command.js';
 import { loadOrCreateKeyPair, type WireGuardKeyPair } from './key.js';
 import {

@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { InvalidArgument } from '../../spiffe/errors.js';
-import { canonicalCidr } from './cidr.js';
+import { canonicalCidr } from '../../common/cidr.js';
 import { decodeWireGuardKey } from './key.js';
 
 /** One remote node as the agent wants it configured: its key, where it listens on the underlay, its pod CIDR(s). */

@@ -22,6 +22,7 @@ import { endpointMsg, nodeMsg, x509SvidMsg } from './convert.js';
 import { AgentSyncStream } from './sync.js';
 import { ServerIdentity } from './identity.js';
 import type { EndpointRegistrar } from './endpoints.js';
+import { authorizeEndpointClaim, authorizeNodeClaim } from './nodeclaims.js';
 
 export interface AgentApiOptions {
   /** host:port; port 0 picks a free one (see start()'s result). */
@@ -34,6 +35,8 @@ export interface AgentApiOptions {
   metrics: ServerMetrics;
   agentSvidTtlSeconds: number;
   endpoints: EndpointRegistrar;
+  /** Nodes and pods come from the Kubernetes API: its addresses, pod CIDRs and pod IPs win over what agents claim. */
+  kubernetesOwnsNodes?: boolean;
   /** Largest number of CSRs in one BatchNewX509SVID call. */
   maxBatchSize?: number;
   /** Largest request message, bytes. */
@@ -98,8 +101,9 @@ export class AgentApiServer {
   private unary<Req, Res>(method: string, authenticated: boolean, fn: (req: Req, caller: Caller | undefined) => Promise<Res> | Res) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const started = performance.now();
+      let caller: Caller | undefined;
       Promise.resolve()
-        .then(() => fn(call.request, authenticated ? this.authenticate(call) : undefined))
+        .then(() => { caller = authenticated ? this.authenticate(call) : undefined; return fn(call.request, caller); })
         .then((res) => {
           this.opts.metrics.agentApiCalls.inc({ method, code: 'OK' });
           callback(null, res);
@@ -107,7 +111,11 @@ export class AgentApiServer {
           const se = toServiceError(err);
           this.opts.metrics.agentApiCalls.inc({ method, code: Status[se.code] ?? String(se.code) });
           if (!(err instanceof MeshidError)) this.opts.logger.error('agent API call failed', { method, err });
-          else this.opts.logger.info('agent API call refused', { method, code: err.code, reason: err.message });
+          else if (caller && err.code === 'permission_denied') {
+            // an attested agent reaching for what is not its own: the operator's audit trail names it
+            this.opts.metrics.agentRefusals.inc({ method });
+            this.opts.logger.warn('agent refused', { audit: true, action: method, agent_id: caller.agentId.toString(), result: 'denied', reason: err.message });
+          } else this.opts.logger.info('agent API call refused', { method, code: err.code, reason: err.message });
           callback(se);
         })
         .finally(() => this.opts.metrics.agentApiLatency.observe((performance.now() - started) / 1000, { method }));
@@ -219,23 +227,31 @@ export class AgentApiServer {
   }
 
   private publishNode(req: PublishNodeRequestMsg, caller: Caller): PublishNodeResponseMsg {
-    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(req.name)) throw new InvalidArgument(`node name "${req.name}" must be a DNS label or subdomain`, 'name');
-    const existing = this.opts.store.findNodeByName(req.name);
-    if (existing && existing.agentId && existing.agentId !== caller.agentId.toString()) {
-      throw new PermissionDenied(`node "${req.name}" belongs to ${existing.agentId}, not ${caller.agentId}`);
-    }
-    const node = this.opts.store.upsertNode({
-      name: req.name, agentId: caller.agentId.toString(),
-      // Only what the agent knows: in Kubernetes the controller owns the address and pod CIDR.
-      ...(req.address ? { address: req.address } : {}), ...(req.wireguard_public_key ? { wireguardPublicKey: req.wireguard_public_key } : {}), ...(req.pod_cidr ? { podCidr: req.pod_cidr } : {}),
+    const node = this.opts.store.transaction(() => {
+      const claim = authorizeNodeClaim(req, { agentId: caller.agentId, selectors: caller.node.selectors }, this.opts.store.listNodes(), this.opts.kubernetesOwnsNodes ?? false);
+      for (const o of claim.overridden) {
+        this.opts.metrics.agentClaimsOverridden.inc({ field: o.field });
+        this.opts.logger.warn('agent claim disagrees with the Kubernetes API, which wins', { agent_id: caller.agentId.toString(), node: req.name, field: o.field, claimed: o.claimed, kept: o.kept });
+      }
+      return this.opts.store.upsertNode(claim.update);
     });
     return { node: nodeMsg(node) };
   }
 
   private registerEndpoints(req: RegisterEndpointsRequestMsg, caller: Caller): RegisterEndpointsResponseMsg {
-    const node = this.opts.store.listNodes().find((n) => n.agentId === caller.agentId.toString());
-    if (!node) throw new NotFound(`agent ${caller.agentId} has not published its node`, 'node');
-    return { endpoints: this.opts.endpoints.replaceNodeEndpoints(node.id, req.endpoints).map(endpointMsg) };
+    const store = this.opts.store;
+    const endpoints = store.transaction(() => {
+      const node = store.listNodes().find((n) => n.agentId === caller.agentId.toString());
+      if (!node) throw new NotFound(`agent ${caller.agentId} has not published its node`, 'node');
+      if (this.opts.kubernetesOwnsNodes) {
+        // pods come from the API; an agent's list neither adds nor (empty) removes any
+        if (req.endpoints.length > 0) throw new PermissionDenied(`endpoints come from the Kubernetes API here; agent ${caller.agentId} may not register any`);
+        return store.listEndpoints({ nodeId: node.id });
+      }
+      authorizeEndpointClaim(req.endpoints, node, (ip) => store.findEndpoint(ip));
+      return this.opts.endpoints.replaceNodeEndpoints(node.id, req.endpoints);
+    });
+    return { endpoints: endpoints.map(endpointMsg) };
   }
 
   private sync(call: ServerWritableStream<unknown, SyncUpdateMsg>): void {

@@ -239,9 +239,14 @@ export class EndpointStore {
   }
 
   get(ip: string): Endpoint {
+    const ep = this.find(ip);
+    if (!ep) throw new NotFound(`no endpoint with IP ${ip}`, 'ip');
+    return ep;
+  }
+
+  find(ip: string): Endpoint | undefined {
     const row = this.core.stmt('SELECT * FROM endpoints WHERE ip = ?').get(ip) as EndpointRow | undefined;
-    if (!row) throw new NotFound(`no endpoint with IP ${ip}`, 'ip');
-    return rowToEndpoint(row);
+    return row && rowToEndpoint(row);
   }
 
   list(filter: { nodeId?: number; identity?: number } = {}): Endpoint[] {

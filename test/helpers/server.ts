@@ -30,7 +30,7 @@ export interface ServerParts {
   stop(): Promise<void>;
 }
 
-export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x509Ttl?: number; agentTtl?: number; maxMessageBytes?: number } = {}): Promise<ServerParts> {
+export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x509Ttl?: number; agentTtl?: number; maxMessageBytes?: number; kubernetesOwnsNodes?: boolean } = {}): Promise<ServerParts> {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-srv-'));
   const td = TrustDomain.parse('example.org');
   const clock = opts.clock ?? systemClock;
@@ -52,6 +52,7 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
     bind: '127.0.0.1:0', ca, store, attestors: new AttestorRegistry([new JoinTokenAttestor(store, td)]), clock, logger, metrics,
     agentSvidTtlSeconds: opts.agentTtl ?? 3600, endpoints: new IdentityAllocator(store),
     ...(opts.maxMessageBytes ? { maxMessageBytes: opts.maxMessageBytes } : {}),
+    ...(opts.kubernetesOwnsNodes ? { kubernetesOwnsNodes: true } : {}),
   });
   const port = await api.start();
   return {

@@ -60,3 +60,29 @@ function formatIPv6(bytes: number[]): string {
   if (bestLen < 2) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
+
+/** The addresses a CIDR covers, as numbers: the family and the first and last address. */
+export interface CidrRange { family: 4 | 6; first: bigint; last: bigint; prefixLen: number; text: string }
+
+/** The range of a CIDR (a bare address is a /32 or /128); null when the text is not a CIDR. */
+export function cidrRange(text: string): CidrRange | null {
+  const canonical = canonicalCidr(text);
+  if (canonical === null) return null;
+  const slash = canonical.indexOf('/');
+  const addr = canonical.slice(0, slash);
+  const prefixLen = Number(canonical.slice(slash + 1));
+  const family = isIPv4(addr) ? 4 : 6;
+  const bytes = family === 4 ? ipv4Bytes(addr) : ipv6Bytes(addr);
+  const first = bytes.reduce((n, b) => (n << 8n) | BigInt(b), 0n);
+  const hostBits = BigInt((family === 4 ? 32 : 128) - prefixLen);
+  return { family, first, last: first | ((1n << hostBits) - 1n), prefixLen, text: canonical };
+}
+
+/** Whether two ranges share an address. */
+export const rangesOverlap = (a: CidrRange, b: CidrRange): boolean => a.family === b.family && a.first <= b.last && b.first <= a.last;
+
+/** Whether `ip` (an address) lies in `range`. */
+export function rangeContains(range: CidrRange, ip: string): boolean {
+  const r = cidrRange(ip);
+  return r !== null && r.family === range.family && r.first >= range.first && r.last <= range.last;
+}

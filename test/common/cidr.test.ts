@@ -1,5 +1,5 @@
 import t from 'tap';
-import { canonicalCidr } from '../../../agent/wireguard/cidr.js';
+import { canonicalCidr, cidrRange, rangeContains, rangesOverlap } from '../../common/cidr.js';
 
 t.test('IPv4 CIDRs are canonical with host bits cleared; a bare address is a /32', async (t) => {
   t.equal(canonicalCidr('10.201.2.0/24'), '10.201.2.0/24');
@@ -22,4 +22,24 @@ t.test('text that is not a CIDR is refused', async (t) => {
   for (const bad of ['', '10.0.0.0/33', '10.0.0/8', 'fd00::/129', 'host/24', '10.0.0.0/', '10.0.0.0/ab', '1.2.3.4/-1']) {
     t.equal(canonicalCidr(bad), null, JSON.stringify(bad));
   }
+});
+
+t.test('cidrRange gives first and last address; overlap and containment follow from them', async (tt) => {
+  const a = cidrRange('10.201.1.7/24')!;
+  tt.equal(a.text, '10.201.1.0/24');
+  tt.equal(a.first, 0x0ac90100n);
+  tt.equal(a.last, 0x0ac901ffn);
+  tt.ok(rangesOverlap(a, cidrRange('10.201.0.0/16')!), 'a /16 around it overlaps');
+  tt.ok(rangesOverlap(a, cidrRange('10.201.1.128/25')!), 'a /25 inside it overlaps');
+  tt.notOk(rangesOverlap(a, cidrRange('10.201.2.0/24')!), 'the next /24 does not');
+  tt.notOk(rangesOverlap(a, cidrRange('::/0')!), 'families never overlap');
+  tt.ok(rangeContains(a, '10.201.1.255'));
+  tt.notOk(rangeContains(a, '10.201.2.0'));
+  tt.notOk(rangeContains(a, 'fd00::1'));
+  tt.notOk(rangeContains(a, 'not an ip'));
+  const v6 = cidrRange('fd00:1::/64')!;
+  tt.ok(rangeContains(v6, 'fd00:1::ffff:1'));
+  tt.notOk(rangeContains(v6, 'fd00:2::1'));
+  tt.equal(cidrRange('999.1.1.1/99'), null, 'not a CIDR');
+  tt.equal(cidrRange('10.0.0.0/33'), null, 'prefix too long');
 });
