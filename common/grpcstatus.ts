@@ -15,6 +15,8 @@ export function grpcCode(code: ErrorCode): Status {
     case 'failed_precondition': return Status.FAILED_PRECONDITION;
     case 'resource_exhausted': return Status.RESOURCE_EXHAUSTED;
     case 'unavailable': return Status.UNAVAILABLE;
+    case 'storage_exhausted': return Status.RESOURCE_EXHAUSTED;
+    case 'data_loss': return Status.DATA_LOSS;
     case 'internal': return Status.INTERNAL;
     default: return Status.INTERNAL;
   }

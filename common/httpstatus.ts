@@ -21,6 +21,8 @@ export function httpStatus(code: ErrorCode): number {
     // The admin API has no rate limits; what runs out is the size of one request.
     case 'resource_exhausted': return 413;
     case 'unavailable': return 503;
+    case 'storage_exhausted': return 507;
+    case 'data_loss': return 500;
     case 'internal': return 500;
     default: return 500;
   }

@@ -27,8 +27,10 @@ export class Gauge implements Metric {
   collect(fn: () => void): this { this.collector = fn; return this; }
   reset(): void { this.values.clear(); }
   render(): string[] {
-    this.collector?.();
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, ...[...this.values].map(([k, v]) => fmt(this.name, k, v))];
+    const head = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    // a source that cannot be read (a damaged datastore) leaves its gauge without samples, not /metrics without an answer
+    try { this.collector?.(); } catch { return head; }
+    return [...head, ...[...this.values].map(([k, v]) => fmt(this.name, k, v))];
   }
 }
 

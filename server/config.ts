@@ -41,6 +41,8 @@ export const serverConfigSchema = z.object({
     allow_insecure_scheme: z.boolean().default(false),
   }).strict().optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** How long start-up waits for SQLite's integrity check of the datastore; 0 skips it. */
+  datastore_check_timeout: durationField('datastore_check_timeout', '30s'),
   /** A main event loop that gets no turn for this long kills the process (SIGKILL) for its supervisor to restart; 0 turns it off. */
   watchdog: z.object({ stall_limit: durationField('watchdog.stall_limit', '30s') }).strict().prefault({}),
   /** Bearer token file for the admin API; created (0600) under data_dir when absent. */

@@ -6,6 +6,8 @@ import { EventLoopWatchdog } from '../common/watchdog.js';
 import { MeshidError } from '../spiffe/errors.js';
 import { loadServerConfig } from './config.js';
 import { MeshidServer } from './server.js';
+import { backupDatastore } from './datastore/backup.js';
+import { join } from 'node:path';
 
 const program = new Command('meshid-server')
   .description('SPIFFE identity and mutual-authentication authority: signs SVIDs, keeps registration entries, attests agents')
@@ -19,11 +21,13 @@ program.command('run')
   .option('--bind <host:port>', 'agent API (gRPC over TLS) address')
   .option('--admin <host:port>', 'admin HTTP API address')
   .option('--log-level <level>', 'debug, info, warn or error')
-  .action(async (o: { config?: string; dataDir?: string; trustDomain?: string; bind?: string; admin?: string; logLevel?: string }) => {
+  .option('--init-fresh', 'start a new installation (new datastore and CA) in a data dir whose datastore is missing or empty; without it such a start is refused')
+  .option('--replace-lost-ca-key', 'make a new CA key where the active one is missing from keys/; without it such a start is refused')
+  .action(async (o: { config?: string; dataDir?: string; trustDomain?: string; bind?: string; admin?: string; logLevel?: string; initFresh?: boolean; replaceLostCaKey?: boolean }) => {
     const config = loadServerConfig(o.config, { data_dir: o.dataDir, trust_domain: o.trustDomain, bind: o.bind, admin: o.admin, log_level: o.logLevel });
     const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-server' });
     new EventLoopWatchdog({ stallLimitMs: config.watchdog.stall_limit * 1000, service: 'meshid-server' }).start();
-    const server = new MeshidServer(config, { clock: systemClock, logger });
+    const server = new MeshidServer(config, { clock: systemClock, logger, startup: { initFresh: !!o.initFresh, replaceLostCaKey: !!o.replaceLostCaKey } });
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;
@@ -39,6 +43,19 @@ program.command('run')
       await server.stop().catch(() => {});
       throw err;
     }
+  });
+
+const datastore = program.command('datastore').description('the server\'s datastore');
+datastore.command('backup')
+  .description('write a consistent copy of the datastore to FILE (SQLite online backup; safe while the server runs). CA keys (data dir keys/) are not in it: back them up as the secrets they are')
+  .argument('<file>', 'the backup file to create (must not exist)')
+  .option('--config <file>', 'YAML or JSON config file (for data_dir)')
+  .option('--data-dir <dir>', 'the server\'s data dir')
+  .action(async (file: string, o: { config?: string; dataDir?: string }) => {
+    const config = loadServerConfig(o.config, { data_dir: o.dataDir });
+    const s = await backupDatastore(join(config.data_dir, 'datastore.sqlite3'), file);
+    process.stdout.write(`Wrote ${s.file}: installation ${s.installationId || '(not recorded)'}, schema ${s.schemaVersion}, revision ${s.revision}, ${s.entries} entries, ${s.agents} agents.\n` +
+      `Restore: stop the server, copy it to ${join(config.data_dir, 'datastore.sqlite3')}, remove that file's -wal and -shm, start the server.\n`);
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'failed_precondition'
   | 'resource_exhausted'
   | 'unavailable'
+  | 'storage_exhausted'
+  | 'data_loss'
   | 'internal';
 
 /** The codes that mean "the caller's input was bad" on every transport (400, InvalidArgument). */
@@ -96,4 +98,12 @@ export class ResourceExhausted extends MeshidError {
 }
 export class Unavailable extends MeshidError {
   constructor(message: string) { super('unavailable', message); }
+}
+/** The disk under the datastore is full: nothing was written. */
+export class StorageExhausted extends MeshidError {
+  constructor(message: string) { super('storage_exhausted', message); }
+}
+/** Stored data is damaged (a corrupt datastore file). */
+export class DataLoss extends MeshidError {
+  constructor(message: string) { super('data_loss', message); }
 }

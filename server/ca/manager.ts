@@ -51,6 +51,13 @@ export class MemoryCaJournal implements CaJournal {
 }
 
 export interface CaOptions {
+  /**
+   * When the key of the active slot is gone at start: 'replace' makes a new
+   * one (memory keys, an upstream CA whose root agents keep trusting);
+   * 'refuse' throws, for a self-signed CA whose lost key means agents that no
+   * longer trust the server. Default 'replace'.
+   */
+  lostActiveKey?: 'replace' | 'refuse';
   trustDomain: TrustDomain;
   keys: KeyManager;
   journal: CaJournal;
@@ -149,6 +156,11 @@ export class CertificateAuthority {
       let active = this.slots.find((s) => s.kind === kind && s.state === 'active');
       let prepared = this.slots.find((s) => s.kind === kind && s.state === 'prepared');
       if (active && !this.opts.keys.get(active.keyId)) {
+        if (this.opts.lostActiveKey === 'refuse') {
+          throw new FailedPrecondition(`the key of the active ${kind === 'x509' ? 'X.509 CA' : 'JWT'} slot ${active.id} (key ${active.keyId}) is missing from the key manager, ` +
+            'while the datastore expects it; agents trust only that CA: restore the key file from a backup, or start once with --replace-lost-ca-key ' +
+            'to make a new CA (agents must then get the new bundle through Sync before their SVIDs expire)', 'key_manager');
+        }
         this.opts.logger.warn('active CA key is missing; making a new one', { kind, slot: active.id });
         active.state = 'old';
         active = undefined;

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { FailedPrecondition, InvalidArgument, MeshidError, Unavailable } from '../../spiffe/errors.js';
+import { DataLoss, FailedPrecondition, InvalidArgument, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/errors.js';
 import { migrate, type Migration } from './migrate.js';
 import type { Change, ChangeKind, ChangeListener, ChangeOp } from './types.js';
 
@@ -10,6 +10,7 @@ export interface CoreOptions {
   now: () => number;
   busyTimeoutMs: number;
   onListenerError: (err: unknown) => void;
+  onOpenError?: (err: unknown) => void;
 }
 
 /** better-sqlite3's error: a message plus SQLite's extended result code name. */
@@ -21,12 +22,24 @@ export function isConstraint(err: unknown, kind: 'UNIQUE' | 'PRIMARYKEY' | 'FORE
   return sqliteCode(err) === `SQLITE_CONSTRAINT_${kind}`;
 }
 
+/** SQLite found damage in the file: a page that is not what it must be, or not a database at all. */
+export function isCorruption(err: unknown): boolean {
+  const code = err instanceof DataLoss ? 'SQLITE_CORRUPT' : sqliteCode(err);
+  return !!code && (code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB'));
+}
+
 /** Every error leaving the datastore is a MeshidError. */
 export function toMeshidError(err: unknown): MeshidError {
   if (err instanceof MeshidError) return err;
   const code = sqliteCode(err);
   if (code?.startsWith('SQLITE_BUSY') || code?.startsWith('SQLITE_LOCKED')) {
     return new Unavailable(`datastore is busy: ${(err as Error).message}`);
+  }
+  if (code?.startsWith('SQLITE_FULL')) {
+    return new StorageExhausted(`datastore: the disk is full (${code}); nothing was written: free space on the datastore's file system`);
+  }
+  if (isCorruption(err)) {
+    return new DataLoss(`datastore is corrupt (${code}: ${(err as Error).message}); restore it from a backup (meshid-server datastore backup)`);
   }
   const message = err instanceof Error ? err.message : String(err);
   return new MeshidError('internal', `datastore: ${message}`, undefined, { cause: err });
@@ -39,6 +52,7 @@ export function toMeshidError(err: unknown): MeshidError {
 export class Core {
   readonly db: Database.Database;
   readonly schemaVersion: number;
+  readonly path: string;
   private readonly now: () => number;
   private readonly onListenerError: (err: unknown) => void;
   private readonly statements = new Map<string, Database.Statement>();
@@ -48,6 +62,7 @@ export class Core {
 
   constructor(opts: CoreOptions) {
     this.now = opts.now;
+    this.path = opts.path;
     this.onListenerError = opts.onListenerError;
     let db: Database.Database;
     try {
@@ -70,6 +85,7 @@ export class Core {
       this.schemaVersion = migrate(db, opts.migrations, opts.path, opts.now);
     } catch (err) {
       db.close();
+      opts.onOpenError?.(err);
       throw toMeshidError(err);
     }
     this.db = db;

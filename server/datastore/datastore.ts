@@ -4,7 +4,8 @@ import type { SelectorSet } from '../../spiffe/selector.js';
 import { AttestedNodeStore, JoinTokenStore } from './agents.js';
 import { BundleStore } from './bundles.js';
 import { CaJournalStore } from './cajournal.js';
-import { Core } from './core.js';
+import { Core, isCorruption, toMeshidError } from './core.js';
+import type { MeshidError } from '../../spiffe/errors.js';
 import { EntryStore } from './entries.js';
 import { EndpointStore, IdentityStore, NodeStore, PolicyStore } from './mesh.js';
 import { loadMigrations } from './migrate.js';
@@ -28,7 +29,12 @@ export interface DatastoreOptions {
   busyTimeoutMs?: number;
   /** Where an exception thrown by an onChange listener goes. Default: process.emitWarning. */
   onListenerError?: (err: unknown) => void;
+  /** Called when a call finds the file corrupt (SQLITE_CORRUPT, SQLITE_NOTADB); the call itself throws DataLoss. */
+  onCorruption?: (err: MeshidError) => void;
 }
+
+/** The installation a datastore belongs to (see server/installation.ts). */
+export interface InstallationRecord { installationId: string; trustDomain: string; createdAt: number }
 
 /**
  * meshid-server's store: one SQLite file in WAL mode. Methods are synchronous
@@ -61,7 +67,35 @@ export class Datastore {
     this.nodes = new NodeStore(core);
     this.endpoints = new EndpointStore(core);
     this.policies = new PolicyStore(core);
+    this.convertErrors();
   }
+
+  /**
+   * Every method's errors leave as MeshidErrors (a raw SqliteError from a
+   * statement becomes DataLoss, StorageExhausted, Unavailable or Internal),
+   * and a corrupt file is reported once per call to onCorruption.
+   */
+  private convertErrors(): void {
+    const proto = Datastore.prototype as unknown as Record<string, unknown>;
+    const reported = new WeakSet<object>(); // a method that calls another reports once
+    for (const name of Object.getOwnPropertyNames(proto)) {
+      const d = Object.getOwnPropertyDescriptor(proto, name);
+      if (name === 'constructor' || !d || typeof d.value !== 'function' || name === 'convertErrors') continue;
+      const method = d.value as (...args: unknown[]) => unknown;
+      const fail = (err: unknown): never => {
+        const e = toMeshidError(err);
+        if (isCorruption(e) && !reported.has(e)) { reported.add(e); this.onCorruption?.(e); }
+        throw e;
+      };
+      (this as unknown as Record<string, unknown>)[name] = (...args: unknown[]): unknown => {
+        let out: unknown;
+        try { out = method.apply(this, args); } catch (err) { return fail(err); }
+        return out instanceof Promise ? out.catch(fail) : out;
+      };
+    }
+  }
+
+  private onCorruption: ((err: MeshidError) => void) | undefined;
 
   /** Opens (creating if needed) and migrates; refuses a file whose schema is newer than this code. */
   static open(opts: DatastoreOptions): Datastore {
@@ -71,9 +105,41 @@ export class Datastore {
       now: opts.now ?? Date.now,
       busyTimeoutMs: opts.busyTimeoutMs ?? 5000,
       onListenerError: opts.onListenerError ?? ((err) => process.emitWarning(`meshid datastore change listener failed: ${String(err)}`)),
+      onOpenError: (err) => { if (isCorruption(err)) opts.onCorruption?.(toMeshidError(err)); },
     });
-    return new Datastore(core, opts.trustDomain);
+    const store = new Datastore(core, opts.trustDomain);
+    store.onCorruption = opts.onCorruption;
+    return store;
   }
+
+  /** The SQLite file. */
+  get path(): string { return this.core.path; }
+
+  // Installation
+
+  installation(): InstallationRecord | undefined {
+    const row = this.core.stmt('SELECT installation_id, trust_domain, created_at FROM installation WHERE singleton = 1').get() as
+      { installation_id: string; trust_domain: string; created_at: number } | undefined;
+    return row && { installationId: row.installation_id, trustDomain: row.trust_domain, createdAt: row.created_at };
+  }
+
+  /** Records which installation this datastore belongs to; once. */
+  recordInstallation(installationId: string): InstallationRecord {
+    this.core.write(() => {
+      this.core.stmt('INSERT INTO installation (singleton, installation_id, trust_domain, created_at) VALUES (1, ?, ?, ?)')
+        .run(installationId, this.trustDomain.name, this.core.nowSeconds());
+    });
+    return this.installation()!;
+  }
+
+  /** Whether anything was ever written: a change, a CA slot, an agent, an entry. */
+  hasData(): boolean {
+    return this.core.currentRevision() > 0 ||
+      !!this.core.stmt('SELECT 1 FROM ca_journal UNION ALL SELECT 1 FROM attested_nodes UNION ALL SELECT 1 FROM registered_entries LIMIT 1').get();
+  }
+
+  /** A consistent copy of the whole datastore in `file` (SQLite's online backup), while it is in use. */
+  async backup(file: string): Promise<void> { await this.core.db.backup(file); }
 
   get schemaVersion(): number { return this.core.schemaVersion; }
   close(): void { this.core.close(); }
@@ -95,6 +161,8 @@ export class Datastore {
   onChange(listener: ChangeListener): () => void { return this.core.onChange(listener); }
   /** Runs `read` on one consistent snapshot (e.g. a sync stream's snapshot plus its revision). */
   readSnapshot<T>(read: () => T): T { return this.core.read(read); }
+  /** Runs `fn`'s reads and writes in one write transaction: all of it commits, or none (a check and the write it guards, several writes). */
+  transaction<T>(fn: () => T): T { return this.core.write(fn); }
 
   // Registration entries
 
@@ -159,6 +227,7 @@ export class Datastore {
 
   upsertEndpoint(endpoint: EndpointUpdate): Endpoint { return this.endpoints.upsert(endpoint); }
   getEndpoint(ip: string): Endpoint { return this.endpoints.get(ip); }
+  findEndpoint(ip: string): Endpoint | undefined { return this.endpoints.find(ip); }
   listEndpoints(filter: { nodeId?: number; identity?: number } = {}): Endpoint[] { return this.endpoints.list(filter); }
   deleteEndpoint(ip: string): void { this.endpoints.delete(ip); }
 
