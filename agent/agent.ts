@@ -332,6 +332,11 @@ export class MeshidAgent {
   readiness(): { ready: boolean; reason: string } {
     if (!this.started) return { ready: false, reason: 'starting' };
     if (!this.sync.lastSyncAt) return { ready: false, reason: 'not yet synced with the server' };
+    const l = this.cache.lifetimes();
+    if (l.expired > 0 && l.fresh + l.renewalDue === 0) {
+      const since = this.cache.serverFailingSince;
+      return { ready: false, reason: `all ${l.expired} X509-SVIDs held have expired${since ? `; the server has been unreachable since ${since.toISOString()}` : ''}` };
+    }
     return { ready: true, reason: `sync ${this.sync.status}, ${this.cache.size} SVIDs cached` };
   }
 
@@ -339,6 +344,15 @@ export class MeshidAgent {
     const r = this.registry;
     const svids = r.gauge('meshid_agent_svids', 'X509-SVIDs held for workloads.');
     svids.collect(() => svids.set(this.cache.size));
+    const byLifetime = r.gauge('meshid_agent_x509_svids_by_lifetime', 'X509-SVIDs held, by remaining lifetime: fresh (before half life), renewal_due (past it), expired (never served).');
+    byLifetime.collect(() => {
+      const l = this.cache.lifetimes();
+      byLifetime.set(l.fresh, { state: 'fresh' });
+      byLifetime.set(l.renewalDue, { state: 'renewal_due' });
+      byLifetime.set(l.expired, { state: 'expired' });
+    });
+    const minRemaining = r.gauge('meshid_agent_x509_svid_min_remaining_seconds', 'The least remaining lifetime of any X509-SVID held (negative: expired).');
+    minRemaining.collect(() => { const m = this.cache.lifetimes().minRemainingMs; if (m !== undefined) minRemaining.set(Math.round(m / 1000)); else minRemaining.reset(); });
     const renewals = r.gauge('meshid_agent_svid_renewals', 'X509-SVIDs renewed since start.');
     renewals.collect(() => renewals.set(this.cache.renewals));
     const failures = r.gauge('meshid_agent_svid_sign_failures', 'X509-SVID signing attempts that failed since start.');

@@ -4,14 +4,14 @@
  * entry; JWT-SVIDs per (entry, audience set), renewed before expiry. It is
  * the Workload API's source of answers.
  */
-import type { ServiceError } from '@grpc/grpc-js';
+import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import type { BatchNewX509SvidResponseMsg, NewJwtSvidResponseMsg } from '../../api/agentproto.js';
 import type { BundleSet } from '../../spiffe/bundle.js';
 import { createCsr } from '../../spiffe/csr.js';
-import { PermissionDenied } from '../../spiffe/errors.js';
+import { PermissionDenied, Unavailable } from '../../spiffe/errors.js';
 import type { SpiffeId } from '../../spiffe/id.js';
 import { verifyJwtSvid } from '../../spiffe/jwtsvid.js';
 import { generateKeyPair, pkcs8Der, signatureAlgorithmForType } from '../../spiffe/keys.js';
@@ -51,6 +51,10 @@ export class SvidCache implements WorkloadSource {
   private readonly evicted = new Set<string>();
   renewals = 0;
   signFailures = 0;
+  /** When calls to the server started failing (ms); undefined while they succeed. */
+  private failingSince: number | undefined;
+  /** Up to when expiries were looked at, so each expiry is reported once. */
+  private expiriesSeenUntil = 0;
 
   constructor(private readonly opts: SvidCacheOptions) {}
 
@@ -101,13 +105,19 @@ export class SvidCache implements WorkloadSource {
     this.kick();
   }
 
-  /** Queues SVIDs past half their life and signs what is queued. */
+  /** Queues SVIDs past half their life, tells listeners about SVIDs that expired, and signs what is queued. */
   private tick(): void {
     const now = this.opts.clock.now().getTime();
+    let expired = false;
     for (const [id, h] of this.held) {
       const half = h.issuedAt + (h.svid.expiresAt.getTime() - h.issuedAt) / 2;
       if (now >= half) this.queue.add(id);
+      const exp = h.svid.expiresAt.getTime();
+      if (exp > this.expiriesSeenUntil && exp <= now) expired = true;
     }
+    this.expiriesSeenUntil = now;
+    // an expired SVID leaves every answer it was in (the Workload API never serves one)
+    if (expired) this.notify();
     for (const [k, j] of this.jwts) if (j.expiresAt <= now) this.jwts.delete(k);
     this.kick();
   }
@@ -139,6 +149,7 @@ export class SvidCache implements WorkloadSource {
       } catch (err) {
         for (const e of entries) this.queue.add(e.id);
         this.signFailures++;
+        this.failingSince ??= this.opts.clock.now().getTime();
         this.opts.logger.warn('signing X509-SVIDs failed; will retry', { entries: entries.length, code: (err as ServiceError).code, reason: (err as ServiceError).details ?? (err as Error).message });
         await this.opts.onServerRefusal?.(err as ServiceError);
         this.backoff = true;
@@ -146,6 +157,7 @@ export class SvidCache implements WorkloadSource {
         return;
       }
       const now = this.opts.clock.now().getTime();
+      this.failingSince = undefined;
       res.results.forEach((r, i) => {
         const entry = entries[i]!;
         if (!r.svid || r.status?.code !== 0) {
@@ -183,6 +195,33 @@ export class SvidCache implements WorkloadSource {
 
   /** The identities (entries) a caller with these selectors has, whether or not their SVIDs are ready. */
   entriesFor(caller: SelectorSet): AgentEntry[] { return this.matching(caller); }
+
+  identitiesFor(caller: SelectorSet): SpiffeId[] { return this.matching(caller).map((e) => e.spiffeId); }
+
+  /** Why an entitled caller has no valid SVID now. */
+  unavailableReason(): string {
+    if (this.failingSince !== undefined) {
+      return `no valid SVID for this workload: the server has been unreachable since ${new Date(this.failingSince).toISOString()} and the SVIDs it signed have expired`;
+    }
+    return 'no SVID signed yet for this workload; try again shortly';
+  }
+
+  /** When calls to the server started failing; undefined while they succeed. */
+  get serverFailingSince(): Date | undefined { return this.failingSince === undefined ? undefined : new Date(this.failingSince); }
+
+  /** Held X509-SVIDs by state: fresh (before half life), renewal due (past it), expired; and the least remaining lifetime. */
+  lifetimes(): { fresh: number; renewalDue: number; expired: number; minRemainingMs: number | undefined } {
+    const now = this.opts.clock.now().getTime();
+    const out = { fresh: 0, renewalDue: 0, expired: 0, minRemainingMs: undefined as number | undefined };
+    for (const h of this.held.values()) {
+      const exp = h.svid.expiresAt.getTime();
+      if (exp <= now) out.expired++;
+      else if (now >= h.issuedAt + (exp - h.issuedAt) / 2) out.renewalDue++;
+      else out.fresh++;
+      out.minRemainingMs = Math.min(out.minRemainingMs ?? Infinity, exp - now);
+    }
+    return out;
+  }
 
   x509SvidsFor(caller: SelectorSet): CachedX509Svid[] {
     const now = this.opts.clock.now().getTime();
@@ -238,7 +277,17 @@ export class SvidCache implements WorkloadSource {
         held.lastUsed = now;
         return { spiffeId: held.spiffeId, token: held.token, hint: held.hint };
       }
-      const res = await this.opts.connection.unary<NewJwtSvidResponseMsg>('NewJWTSVID', { entry_id: e.id, audience: aud });
+      let res: NewJwtSvidResponseMsg;
+      try {
+        res = await this.opts.connection.unary<NewJwtSvidResponseMsg>('NewJWTSVID', { entry_id: e.id, audience: aud });
+        this.failingSince = undefined;
+      } catch (err) {
+        if ((err as ServiceError).code !== Status.UNAVAILABLE && (err as ServiceError).code !== Status.DEADLINE_EXCEEDED) throw err;
+        this.failingSince ??= now;
+        // the server is away: a token that is still valid serves until it expires, never after
+        if (held && held.expiresAt > now) { held.lastUsed = now; return { spiffeId: held.spiffeId, token: held.token, hint: held.hint }; }
+        throw new Unavailable(this.unavailableReason().replace('SVIDs it signed have', 'JWT-SVIDs it signed have'));
+      }
       const svid = res.svid!;
       this.jwts.set(key, { token: svid.token, spiffeId: e.spiffeId, hint: e.hint, issuedAt: Number(svid.issued_at) * 1000, expiresAt: Number(svid.expires_at) * 1000, lastUsed: now });
       this.capJwts();

@@ -68,8 +68,8 @@ const MAX_WAIT_READY_SECONDS = 600;
 type StreamKind = 'FetchX509SVID' | 'FetchX509Bundles' | 'FetchJWTBundles';
 type Call = GrpcCall<PeerProcess>;
 
-/** One stream message, serialized once and shared by every stream that sends it. */
-interface Answer { message: unknown; bytes?: Buffer; frame?: Buffer }
+/** One stream message, serialized once and shared by every stream that sends it; stale from validUntil (ms) on. */
+interface Answer { message: unknown; validUntil: number; bytes?: Buffer; frame?: Buffer }
 
 interface OpenStream {
   kind: StreamKind;
@@ -115,7 +115,7 @@ export class WorkloadApiServer {
    * reports a change: many streams of one workload share one answer, computed
    * once. null: the selectors are entitled to nothing.
    */
-  private readonly answers = new Map<string, Answer | null>();
+  private readonly answers = new Map<string, Answer | Error>();
   private readonly sockets = new Set<Socket>();
   private readonly streams = new Set<OpenStream>();
 
@@ -328,7 +328,6 @@ export class WorkloadApiServer {
       // from here to registration nothing awaits, so no change can slip between
       // the first answer and the subscription to the next ones
       const answer = this.answer(kind, selectors);
-      if (!answer) throw new PermissionDenied(NO_IDENTITY);
       const stream: OpenStream = { kind, call, selectors, lastSent: answer };
       this.streams.add(stream);
       this.metrics.openStreams++;
@@ -373,7 +372,6 @@ export class WorkloadApiServer {
       if (error === undefined) {
         try {
           answer = this.answer(stream.kind, stream.selectors);
-          if (!answer) error = new PermissionDenied(NO_IDENTITY);
         } catch (err) {
           this.logCallError(err);
           error = err ?? new Error('the workload source failed');
@@ -401,25 +399,47 @@ export class WorkloadApiServer {
     return answer.frame;
   }
 
-  /** The current message of a stream for these selectors; undefined when the caller is entitled to nothing. */
-  private answer(kind: StreamKind, selectors: SelectorSet): Answer | undefined {
+  /**
+   * The current message of a stream for these selectors. Throws PermissionDenied
+   * when the caller is entitled to nothing, Unavailable when it is entitled but
+   * holds no valid SVID (an expired one is never served).
+   */
+  private answer(kind: StreamKind, selectors: SelectorSet): Answer {
     const key = answerKey(kind, selectors);
+    const now = Date.now();
     let answer = this.answers.get(key);
-    if (answer === undefined) {
-      const message = kind === 'FetchX509SVID' ? this.x509SvidResponse(selectors)
-        : kind === 'FetchX509Bundles' ? this.x509BundlesResponse(selectors)
-          : this.jwtBundlesResponse(selectors);
-      answer = message ? { message } : null;
+    if (answer === undefined || (!(answer instanceof Error) && answer.validUntil <= now)) {
+      try {
+        answer = kind === 'FetchX509SVID' ? this.x509SvidAnswer(selectors, now)
+          : { message: kind === 'FetchX509Bundles' ? this.x509BundlesResponse(selectors) : this.jwtBundlesResponse(selectors), validUntil: Infinity };
+      } catch (err) {
+        if (!(err instanceof PermissionDenied) && !(err instanceof Unavailable)) throw err;
+        answer = err;
+      }
       // many distinct callers between two changes: start over rather than grow without bound
       if (this.answers.size >= 1024) this.answers.clear();
       this.answers.set(key, answer);
     }
-    return answer ?? undefined;
+    if (answer instanceof Error) throw answer;
+    return answer;
   }
 
-  private x509SvidResponse(selectors: SelectorSet): X509SVIDResponseMessage | undefined {
-    const svids = uniqueHints(this.source.x509SvidsFor(selectors), (s) => s.hint, this.logger);
-    if (svids.length === 0) return undefined;
+  /** The caller's identities, signed or not; empty when it is entitled to nothing. */
+  private identities(selectors: SelectorSet): SpiffeId[] {
+    return this.source.identitiesFor?.(selectors) ?? this.source.x509SvidsFor(selectors).map((s) => s.spiffeId);
+  }
+
+  private x509SvidAnswer(selectors: SelectorSet, now: number): Answer {
+    const svids = this.source.x509SvidsFor(selectors).filter((s) => s.expiresAt.getTime() > now);
+    if (svids.length === 0) {
+      if (this.identities(selectors).length === 0) throw new PermissionDenied(NO_IDENTITY);
+      throw new Unavailable(this.source.unavailableReason?.() ?? 'no valid SVID for this workload now; try again shortly');
+    }
+    return { message: this.x509SvidResponse(selectors, svids), validUntil: Math.min(...svids.map((s) => s.expiresAt.getTime())) };
+  }
+
+  private x509SvidResponse(selectors: SelectorSet, valid: CachedX509Svid[]): X509SVIDResponseMessage {
+    const svids = uniqueHints(valid, (s) => s.hint, this.logger);
     const bundles = this.source.x509Bundles();
     const own = new Set(svids.map((s) => s.spiffeId.trustDomain.name));
     const federated = new Map([...this.source.federatedBundlesFor(selectors)].filter(([td]) => !own.has(td)));
@@ -436,31 +456,33 @@ export class WorkloadApiServer {
     };
   }
 
-  /** The trust domains whose bundles the caller gets: its SVIDs' own plus those its entries federate with. */
-  private entitledTrustDomains(selectors: SelectorSet): { svids: CachedX509Svid[]; trustDomains: Set<string> } | undefined {
-    const svids = this.source.x509SvidsFor(selectors);
-    if (svids.length === 0) {
-      if (!this.allowUnauthenticatedVerifiers) return undefined;
-      return { svids, trustDomains: new Set(this.source.x509Bundles().keys()) };
+  /**
+   * The trust domains whose bundles the caller gets: its identities' own plus
+   * those its entries federate with (bundles stay served while its SVIDs await
+   * renewal). PermissionDenied for a caller entitled to nothing.
+   */
+  private entitledTrustDomains(selectors: SelectorSet): Set<string> {
+    const ids = this.identities(selectors);
+    if (ids.length === 0) {
+      if (!this.allowUnauthenticatedVerifiers) throw new PermissionDenied(NO_IDENTITY);
+      return new Set(this.source.x509Bundles().keys());
     }
-    const trustDomains = new Set(svids.map((s) => s.spiffeId.trustDomain.name));
+    const trustDomains = new Set(ids.map((id) => id.trustDomain.name));
     for (const td of this.source.federatedBundlesFor(selectors).keys()) trustDomains.add(td);
-    return { svids, trustDomains };
+    return trustDomains;
   }
 
-  private x509BundlesResponse(selectors: SelectorSet): X509BundlesResponseMessage | undefined {
+  private x509BundlesResponse(selectors: SelectorSet): X509BundlesResponseMessage {
     const entitled = this.entitledTrustDomains(selectors);
-    if (!entitled) return undefined;
     const bundles = new Map(this.source.x509Bundles());
     for (const [td, certs] of this.source.federatedBundlesFor(selectors)) if (!bundles.has(td)) bundles.set(td, certs);
-    const visible = new Map([...bundles].filter(([td]) => entitled.trustDomains.has(td)));
+    const visible = new Map([...bundles].filter(([td]) => entitled.has(td)));
     return { crl: [], bundles: byTrustDomainId(visible, (certs) => Buffer.concat(certs)) };
   }
 
-  private jwtBundlesResponse(selectors: SelectorSet): JWTBundlesResponseMessage | undefined {
+  private jwtBundlesResponse(selectors: SelectorSet): JWTBundlesResponseMessage {
     const entitled = this.entitledTrustDomains(selectors);
-    if (!entitled) return undefined;
-    const visible = new Map([...this.source.jwtBundles()].filter(([td]) => entitled.trustDomains.has(td)));
+    const visible = new Map([...this.source.jwtBundles()].filter(([td]) => entitled.has(td)));
     return { bundles: byTrustDomainId(visible, (jwks) => jwks) };
   }
 

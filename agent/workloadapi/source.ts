@@ -29,6 +29,10 @@ export interface WorkloadSource {
   jwtSvidsFor(caller: SelectorSet, audience: string[], spiffeId?: SpiffeId): Promise<{ spiffeId: SpiffeId; token: string; hint: string }[]>;
   /** Validates against the JWT bundles; throws a MeshidError (InvalidJwt, JwtExpired, JwtSignatureInvalid, JwtAudienceMismatch, Untrusted) on failure. */
   validateJwtSvid(token: string, audience: string): { spiffeId: SpiffeId; claims: Record<string, unknown> };
+  /** The SPIFFE IDs the caller is entitled to, whether or not a valid SVID is held for them now. Absent: those of x509SvidsFor. */
+  identitiesFor?(caller: SelectorSet): SpiffeId[];
+  /** Why an entitled caller has no valid SVID (the server unreachable since when); said in the Unavailable status. */
+  unavailableReason?(): string;
   /** Called on every change that may alter any answer above (rotation, entry change, bundle change). Returns unsubscribe. */
   onChange(listener: () => void): () => void;
 }
