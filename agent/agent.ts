@@ -108,6 +108,7 @@ export class MeshidAgent {
 
     this.workloadApi = new WorkloadApiServer({
       socketPath: config.socket, source: this.cache, logger: log.child({ component: 'workloadapi' }), metricsRegistry: this.registry,
+      slowReaderDeadlineMs: config.slow_reader_deadline * 1000,
       attestors: [new UnixAttestor({ workloadSha256: config.workload_sha256 }), new NetnsAttestor(), ...(deps.workloadAttestors ?? [])],
       allowUnauthenticatedVerifiers: config.allow_unauthenticated_verifiers,
       ...(this.endpoints ? { readiness: (caller: PeerProcess, timeoutMs: number, gone: () => boolean) => this.endpoints!.waitCallerReady(caller.pid, timeoutMs, gone) } : {}),

@@ -36,6 +36,8 @@ export const agentConfigSchema = z.object({
   /** This node's name in the mesh (node registry). Default: the host name. */
   node_name: z.string().optional(),
   max_svids: z.number().int().positive().default(10_000),
+  /** A Workload API stream whose client reads nothing for this long is reset (RESOURCE_EXHAUSTED); meanwhile only its newest answer waits. */
+  slow_reader_deadline: durationField('slow_reader_deadline', '30s', { positive: true }),
   /** Adds unix:sha256: selectors (hashes each caller's executable, cached). */
   workload_sha256: z.boolean().default(false),
   /** Serve bundles and ValidateJWTSVID to callers that match no entry. */

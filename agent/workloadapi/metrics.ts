@@ -16,6 +16,10 @@ export class WorkloadApiMetrics {
   openStreams = 0;
   /** Connections accepted on the socket and still open. */
   openConnections = 0;
+  /** Streams reset because their client stopped reading for longer than the deadline. */
+  slowReadersClosed = 0;
+  /** Reads the bytes held for stream clients now (set by the server). */
+  bufferedBytes: () => number = () => 0;
 
   constructor(registry?: MetricsRegistry) {
     if (!registry) return;
@@ -24,6 +28,10 @@ export class WorkloadApiMetrics {
     streams.collect(() => streams.set(this.openStreams));
     const connections = registry.gauge('meshid_workload_api_connections', 'Connections to the Workload API socket open now.');
     connections.collect(() => connections.set(this.openConnections));
+    const slow = registry.gauge('meshid_workload_api_slow_readers_closed', 'Workload API streams reset since start because their client stopped reading past the deadline.');
+    slow.collect(() => slow.set(this.slowReadersClosed));
+    const buffered = registry.gauge('meshid_workload_api_buffered_bytes', 'Bytes of stream answers held for clients that have not read them yet (at most two answers a stream).');
+    buffered.collect(() => buffered.set(this.bufferedBytes()));
   }
 
   countCall(method: string, code: Status): void {

@@ -58,6 +58,8 @@ export interface WorkloadApiServerOptions {
   readiness?: (caller: PeerProcess, timeoutMs: number, gone: () => boolean) => Promise<ReadinessAnswer>;
   /** How long stop() waits for streams to deliver their final status before it cuts connections. Default 2000 ms. */
   stopGraceMs?: number;
+  /** A stream whose client reads nothing for this long is reset (RESOURCE_EXHAUSTED). Default 30 000 ms. */
+  slowReaderDeadlineMs?: number;
 }
 
 export interface ReadinessAnswer { ready: boolean; endpoints: string[]; waiting_for: string[] }
@@ -100,6 +102,8 @@ export class WorkloadApiServer {
   private readonly attestation: WorkloadAttestation;
   private readonly allowUnauthenticatedVerifiers: boolean;
   private readonly stopGraceMs: number;
+  private readonly slowReaderDeadlineMs: number;
+  private slowReaderSweep: NodeJS.Timeout | undefined;
   private readonly proto: WorkloadProto;
   private readonly customPeerCredentials: boolean;
   private readonly readiness: WorkloadApiServerOptions['readiness'];
@@ -125,7 +129,9 @@ export class WorkloadApiServer {
     this.logger = options.logger ?? silentLogger;
     this.allowUnauthenticatedVerifiers = options.allowUnauthenticatedVerifiers ?? false;
     this.stopGraceMs = options.stopGraceMs ?? 2000;
+    this.slowReaderDeadlineMs = options.slowReaderDeadlineMs ?? 30_000;
     this.metrics = new WorkloadApiMetrics(options.metricsRegistry);
+    this.metrics.bufferedBytes = () => this.bufferedBytes();
     this.attestation = new WorkloadAttestation({
       attestors: options.attestors,
       ...(options.attestationCacheTtlMs !== undefined ? { cacheTtlMs: options.attestationCacheTtlMs } : {}),
@@ -170,6 +176,8 @@ export class WorkloadApiServer {
       });
       netServer.on('error', (err) => this.logger.error('workload API socket error', { error: err.message }));
       this.socketInode = (await lstat(this.socketPath)).ino;
+      this.slowReaderSweep = setInterval(() => this.closeSlowReaders(), Math.min(1000, Math.max(50, this.slowReaderDeadlineMs / 4)));
+      this.slowReaderSweep.unref();
       await chmod(this.socketPath, 0o777);
       this.state = 'running';
       this.logger.info('workload API listening', { socket: this.socketPath });
@@ -189,6 +197,8 @@ export class WorkloadApiServer {
 
   private async shutdown(): Promise<void> {
     this.state = 'stopping';
+    if (this.slowReaderSweep) clearInterval(this.slowReaderSweep);
+    this.slowReaderSweep = undefined;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
     if (this.refreshScheduled) clearImmediate(this.refreshScheduled);
@@ -332,9 +342,29 @@ export class WorkloadApiServer {
       this.streams.add(stream);
       this.metrics.openStreams++;
       call.onEnded(() => this.forgetStream(stream));
-      call.send(this.frame(kind, answer));
+      call.sendLatest(this.frame(kind, answer));
     } catch (err) {
       this.finishWithError(call, err);
+    }
+  }
+
+  /** Bytes held for stream clients now. */
+  bufferedBytes(): number {
+    let n = 0;
+    for (const s of this.streams) n += s.call.bufferedBytes;
+    return n;
+  }
+
+  /** Resets the streams whose client has read nothing for longer than the deadline. */
+  private closeSlowReaders(): void {
+    const now = Date.now();
+    for (const stream of [...this.streams]) {
+      const blocked = stream.call.blockedForMs(now);
+      if (blocked <= this.slowReaderDeadlineMs) continue;
+      this.forgetStream(stream);
+      stream.call.abandon();
+      this.metrics.slowReadersClosed++;
+      this.logger.warn('workload API stream reset: its client read nothing for too long', { method: stream.kind, blocked_ms: blocked, deadline_ms: this.slowReaderDeadlineMs });
     }
   }
 
@@ -385,7 +415,7 @@ export class WorkloadApiServer {
         continue;
       }
       stream.lastSent = answer;
-      stream.call.send(this.frame(stream.kind, answer));
+      stream.call.sendLatest(this.frame(stream.kind, answer));
     }
   }
 

@@ -1,4 +1,4 @@
-import { createServer as createHttp2Server, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { constants as http2Constants, createServer as createHttp2Server, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { status as Status } from '@grpc/grpc-js';
 import { silentLogger, type Logger } from '../../common/log.js';
@@ -84,6 +84,10 @@ export class GrpcCall<Context> {
   private cancelledByClient = false;
   private deadline: NodeJS.Timeout | undefined;
   private readonly endHooks: (() => void)[] = [];
+  /** The newest message waiting while the client does not read; a newer one replaces it. */
+  private pendingFrame: Buffer | undefined;
+  /** Since when the stream's write buffer has been full (the client stopped reading). */
+  private blockedAt: number | undefined;
 
   constructor(
     private readonly stream: ServerHttp2Stream,
@@ -115,6 +119,44 @@ export class GrpcCall<Context> {
     if (this.ended || this.stream.destroyed) return;
     if (!this.stream.headersSent) this.stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
     this.stream.write(frame);
+  }
+
+  /**
+   * Sends a stream message of which only the newest matters (a Workload API
+   * answer). While the client does not read, at most one message is being
+   * written and one waits; a newer message replaces the waiting one, as
+   * SPIRE's cache subscribers keep only the latest update.
+   */
+  sendLatest(frame: Buffer): void {
+    if (this.ended || this.stream.destroyed) return;
+    if (this.blockedAt !== undefined) { this.pendingFrame = frame; return; }
+    this.send(frame);
+    if (!this.stream.writableNeedDrain) return;
+    this.blockedAt = Date.now();
+    this.stream.once('drain', () => {
+      this.blockedAt = undefined;
+      const next = this.pendingFrame;
+      this.pendingFrame = undefined;
+      if (next) this.sendLatest(next);
+    });
+  }
+
+  /** How long the client has not been reading what sendLatest wrote; 0 when it keeps up. */
+  blockedForMs(now = Date.now()): number { return this.blockedAt === undefined ? 0 : now - this.blockedAt; }
+
+  /** Bytes this call holds for its client: written but not yet taken by HTTP/2, and the waiting message. */
+  get bufferedBytes(): number { return (this.stream.destroyed ? 0 : this.stream.writableLength) + (this.pendingFrame?.length ?? 0); }
+
+  /**
+   * Ends a call whose client stopped reading. Trailers would queue behind the
+   * unread messages, so the stream is reset with ENHANCE_YOUR_CALM, which gRPC
+   * clients report as RESOURCE_EXHAUSTED.
+   */
+  abandon(): void {
+    if (this.ended) return;
+    this.pendingFrame = undefined;
+    this.end(Status.RESOURCE_EXHAUSTED);
+    if (!this.stream.destroyed) this.stream.close(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   /** Answers a unary call: its one message, then status OK. */
