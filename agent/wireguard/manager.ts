@@ -177,7 +177,12 @@ export class WireGuardManager {
         dump = await this.dump();
       } catch (err) {
         // wireguard-go died a moment ago and its exit is not handled yet: report it down, as it is.
-        if (this.process === undefined || !this.process.hasExited) throw err;
+        // A process killed this instant has closed its socket before the kernel shows it gone
+        // (files close early in exit), so give it a moment to show as exited before calling this an error.
+        const proc = this.process;
+        if (proc === undefined) throw err;
+        for (let i = 0; i < 40 && !proc.hasExited; i++) await new Promise((r) => setTimeout(r, 25));
+        if (!proc.hasExited) throw err;
         up = false;
       }
     }

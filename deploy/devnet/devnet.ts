@@ -199,7 +199,9 @@ export class Devnet {
     const ul = state.underlay.namespace;
     const prefixLen = state.underlay.cidr.split('/')[1]!;
     await addNamespace(ul, ['net/ipv6/conf/all/disable_ipv6=1', 'net/ipv6/conf/default/disable_ipv6=1']);
-    await ipBatch(ul, [['link', 'add', state.underlay.bridge, 'type', 'bridge'], ['link', 'set', state.underlay.bridge, 'up']]);
+    // A quiet underlay: no multicast on its links, so the kernel sends no IGMP reports when they come up
+    // and everything that crosses the bridge is traffic between nodes (the e2e tests capture it).
+    await ipBatch(ul, [['link', 'add', state.underlay.bridge, 'type', 'bridge', 'mcast_snooping', '0'], ['link', 'set', state.underlay.bridge, 'multicast', 'off', 'up']]);
 
     if (state.host !== null) {
       // Made in the root namespace with its peer moved straight into the underlay: a name clash fails before anything exists.
@@ -208,8 +210,8 @@ export class Devnet {
       this.writeState();
       try { writeFileSync(`/proc/sys/net/ipv6/conf/${state.host.link}/disable_ipv6`, '1'); } catch { /* IPv6 off already */ }
       await run(['ip', 'address', 'add', `${state.host.address}/${prefixLen}`, 'dev', state.host.link]);
-      await run(['ip', 'link', 'set', state.host.link, 'up']);
-      await ipBatch(ul, [['link', 'set', 'host', 'master', state.underlay.bridge, 'up']]);
+      await run(['ip', 'link', 'set', state.host.link, 'multicast', 'off', 'up']);
+      await ipBatch(ul, [['link', 'set', 'host', 'master', state.underlay.bridge, 'multicast', 'off', 'up']]);
     }
 
     for (const node of state.nodes) {
@@ -221,11 +223,11 @@ export class Devnet {
       const port = `n-${node.name}`;
       await ipBatch(ul, [
         ['link', 'add', port, 'type', 'veth', 'peer', 'name', node.underlayLink, 'netns', node.namespace],
-        ['link', 'set', port, 'master', state.underlay.bridge, 'up'],
+        ['link', 'set', port, 'master', state.underlay.bridge, 'multicast', 'off', 'up'],
       ]);
       await ipBatch(node.namespace, [
         ['address', 'add', `${node.underlayIp}/${prefixLen}`, 'dev', node.underlayLink],
-        ['link', 'set', node.underlayLink, 'up'],
+        ['link', 'set', node.underlayLink, 'multicast', 'off', 'up'],
       ]);
     }
 

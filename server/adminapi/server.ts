@@ -57,6 +57,9 @@ function expressPath(template: string): string {
   return template.replace(/:/g, '\\:').replace(/\{(\w+)\}/g, ':$1');
 }
 
+/** How long an idle admin connection is kept open: longer than clients keep one (undici, which fetch and the CLI use, keeps it 4 s). */
+export const ADMIN_KEEP_ALIVE_MS = 65_000;
+
 export class AdminApi {
   private readonly app = express();
   private readonly routes: Route[];
@@ -86,6 +89,11 @@ export class AdminApi {
     if (this.server) throw new Error('AdminApi already started');
     const { host, port } = parseBind(this.opts.bind);
     const server = this.app.listen(port, host ?? '::');
+    // Node closes an idle keep-alive connection after 5 s, as a client may pick it for its next
+    // request (undici keeps them 4 s): the request then meets a closed socket. The server keeps
+    // them longer than any client does, and waits for headers longer still.
+    server.keepAliveTimeout = ADMIN_KEEP_ALIVE_MS;
+    server.headersTimeout = ADMIN_KEEP_ALIVE_MS + 5000;
     this.server = server;
     server.on('connection', (s: Socket) => {
       this.sockets.add(s);

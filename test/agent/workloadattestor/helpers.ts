@@ -26,14 +26,18 @@ export async function waitForExec(pid: number, exe: string, timeoutMs = 5000): P
   }
 }
 
-/** Runs a command to completion; resolves with its stdout, rejects on a non-zero exit. */
-export async function run(t: Teardown, command: string, args: string[], options: SpawnOptions = {}): Promise<string> {
+/** Runs a command to completion; resolves with its stdout, rejects on a non-zero exit or after `timeoutMs` (killed, with what it printed). */
+export async function run(t: Teardown, command: string, args: string[], options: SpawnOptions = {}, timeoutMs = 60_000): Promise<string> {
   const child = spawnChild(t, command, args, options);
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
   const [code] = await once(child, 'exit') as [number | null];
+  clearTimeout(timer);
+  if (timedOut) throw new Error(`${command} ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout: ${out || '(none)'}; stderr: ${err || '(none)'}`);
   if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${code}: ${err}`);
   return out;
 }

@@ -149,3 +149,25 @@ t.test('a bad bind address and a short token are refused at construction', async
   await t.rejects(inUse.start(), { code: 'EADDRINUSE' });
   await inUse.stop();
 });
+
+t.test('a keep-alive connection idle past Node\'s default 5 s is still open and serves the next request (no EPIPE/"other side closed" race)', async (t) => {
+  const f = await startAdminApi(t, 'keepalive');
+  const { Agent } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const get = () => new Promise<{ status: number; reused: boolean; socket: import('node:net').Socket }>((resolve, reject) => {
+    const req = httpRequest(`${f.url}/v1/entries`, { agent, headers: { authorization: `Bearer ${TOKEN}` } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket, socket: req.socket! }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const first = await get();
+  t.equal(first.status, 200);
+  await new Promise((r) => setTimeout(r, 5600)); // past the 5 s at which Node would have closed it
+  t.notOk(first.socket.destroyed, 'the server kept the idle connection open');
+  const second = await get();
+  t.equal(second.status, 200);
+  t.ok(second.reused, 'the second request went over the same connection');
+});
