@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Build chatter (apt, npm, node-gyp, make) goes to a log file, shown only when a step fails.
+mkdir -p build
+log=build/setup.log
+: > "$log"
+quiet() {
+  if ! "$@" >>"$log" 2>&1; then
+    echo "setup: '$*' failed; the end of $log:" >&2
+    tail -n 60 "$log" >&2
+    exit 1
+  fi
+}
+
 need_debs=()
 command -v clang >/dev/null || need_debs+=(clang llvm)
 command -v bpftool >/dev/null || need_debs+=(bpftool)
@@ -32,8 +44,8 @@ if [ ${#need_debs[@]} -gt 0 ]; then
     exit 1
   fi
   echo "setup: installing ${need_debs[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
+  quiet apt-get update -qq
+  quiet env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}"
 fi
 
 # bpffs for pinned maps
@@ -44,12 +56,24 @@ fi
 # npm packages: (re)install when node_modules is missing or older than the lock file
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  quiet npm ci --no-audit --no-fund --loglevel=error
 fi
 # native modules must load after a clean install
-node -e "new (require('better-sqlite3'))(':memory:').prepare('select 1').get()" \
-  || { echo "setup: better-sqlite3 did not load; rebuilding" >&2; npm rebuild better-sqlite3 >&2; }
+node -e "new (require('better-sqlite3'))(':memory:').prepare('select 1').get()" >>"$log" 2>&1 \
+  || { echo "setup: better-sqlite3 did not load; rebuilding" >&2; quiet npm rebuild better-sqlite3; }
 
-if [ -f Makefile ]; then make -s all >&2; fi
+if [ -f Makefile ]; then quiet make -s all; fi
 npx tsc -p tsconfig.json
 node scripts/prune-dist.mjs
+
+# The three commands on the PATH, as links to this checkout (root only: /usr/local/bin).
+if [ "$(id -u)" -eq 0 ] && [ -d /usr/local/bin ] && [ -w /usr/local/bin ]; then
+  linked=()
+  for cmd in meshid meshid-server meshid-agent; do
+    if [ "$(readlink "/usr/local/bin/$cmd" 2>/dev/null)" != "$PWD/bin/$cmd.js" ]; then
+      ln -sfn "$PWD/bin/$cmd.js" "/usr/local/bin/$cmd"
+      linked+=("$cmd")
+    fi
+  done
+  if [ ${#linked[@]} -gt 0 ]; then echo "setup: ${linked[*]} now on the PATH (links in /usr/local/bin to $PWD/bin)" >&2; fi
+fi

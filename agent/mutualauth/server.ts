@@ -14,6 +14,8 @@ export interface AuthServerOptions {
   handshakeTimeoutMs: number;
   idleTimeoutMs: number;
   maxSessions: number;
+  /** Connections (handshaking or in session) one source address may hold; more are closed before TLS. */
+  maxPerSource: number;
   /** Batches from a node wait (up to tunnelWaitMs) for the tunnel to it to be configured here. */
   tunnel?: TunnelReadiness;
   tunnelWaitMs?: number;
@@ -37,6 +39,9 @@ export class AuthServer {
   private readonly sessions = new Set<ServerSession>();
   private readonly handshaking = new Set<Socket>();
   private readonly contexts = new SecureContextCache();
+  /** Open connections by source address. */
+  private readonly perSource = new Map<string, number>();
+  private registered: { revision: number; addresses: Set<string> } | undefined;
   port = 0;
 
   constructor(private readonly opts: AuthServerOptions) {}
@@ -82,7 +87,38 @@ export class AuthServer {
     }
   }
 
+  /** The underlay addresses of the nodes in the registry: the only sources a peer agent connects from. */
+  private registeredAddresses(): Set<string> {
+    const state = this.core.state;
+    if (this.registered?.revision !== state.revision) {
+      this.registered = { revision: state.revision, addresses: new Set([...state.nodes.values()].map((n) => n.address).filter((a) => a !== '')) };
+    }
+    return this.registered.addresses;
+  }
+
+  /**
+   * Before any TLS: a source that is no node of the registry is closed at
+   * once, and a node's address holds at most maxPerSource connections, so a
+   * flood can neither fill the listener nor make a real peer wait.
+   */
   private onConnection(raw: Socket): void {
+    const source = (raw.remoteAddress ?? '').replace(/^::ffff:/, '');
+    if (!this.registeredAddresses().has(source)) {
+      this.core.countFailure('unregistered_source');
+      raw.destroy();
+      return;
+    }
+    const held = this.perSource.get(source) ?? 0;
+    if (held >= this.opts.maxPerSource) {
+      this.core.countFailure('source_limit');
+      raw.destroy();
+      return;
+    }
+    this.perSource.set(source, held + 1);
+    raw.once('close', () => {
+      const n = (this.perSource.get(source) ?? 1) - 1;
+      if (n <= 0) this.perSource.delete(source); else this.perSource.set(source, n);
+    });
     this.handshaking.add(raw);
     raw.once('close', () => this.handshaking.delete(raw));
     let context;

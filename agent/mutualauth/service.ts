@@ -49,6 +49,10 @@ export interface MutualAuthOptions {
   /** Batches in flight per peer session (default 4). */
   maxInFlightBatches?: number;
   handshakeTimeoutMs?: number;
+  /** How long an accepted connection has to finish its TLS handshake (default 2 s). */
+  acceptHandshakeTimeoutMs?: number;
+  /** Connections one registered source address may hold on the listener (default 16). */
+  maxConnectionsPerSource?: number;
   requestTimeoutMs?: number;
   idleTimeoutMs?: number;
   maxSessions?: number;
@@ -129,8 +133,8 @@ export class MutualAuth {
       clock: opts.clock, logger: opts.logger, toBootNs: opts.toBootNs ?? wallClockToBootNs,
     });
     this.server = new AuthServer({
-      core: this.core, listen: opts.listen, handshakeTimeoutMs: this.o.handshakeTimeoutMs,
-      idleTimeoutMs: this.o.idleTimeoutMs, maxSessions: this.o.maxSessions,
+      core: this.core, listen: opts.listen, handshakeTimeoutMs: opts.acceptHandshakeTimeoutMs ?? 2_000,
+      idleTimeoutMs: this.o.idleTimeoutMs, maxSessions: this.o.maxSessions, maxPerSource: opts.maxConnectionsPerSource ?? 16,
       ...(opts.tunnel ? { tunnel: opts.tunnel, tunnelWaitMs: this.o.tunnelWaitMs } : {}),
     });
   }

@@ -16,6 +16,8 @@ export class WorkloadApiMetrics {
   openStreams = 0;
   /** Connections accepted on the socket and still open. */
   openConnections = 0;
+  /** Connections closed at accept: the process, or the socket, holds too many. */
+  connectionsRefused = 0;
   /** Streams reset because their client stopped reading for longer than the deadline. */
   slowReadersClosed = 0;
   /** Reads the bytes held for stream clients now (set by the server). */
@@ -28,6 +30,8 @@ export class WorkloadApiMetrics {
     streams.collect(() => streams.set(this.openStreams));
     const connections = registry.gauge('meshid_workload_api_connections', 'Connections to the Workload API socket open now.');
     connections.collect(() => connections.set(this.openConnections));
+    const refused = registry.gauge('meshid_workload_api_connections_refused', 'Workload API connections closed at accept since start because their process (64) or the socket (8192) held too many.');
+    refused.collect(() => refused.set(this.connectionsRefused));
     const slow = registry.gauge('meshid_workload_api_slow_readers_closed', 'Workload API streams reset since start because their client stopped reading past the deadline.');
     slow.collect(() => slow.set(this.slowReadersClosed));
     const buffered = registry.gauge('meshid_workload_api_buffered_bytes', 'Bytes of stream answers held for clients that have not read them yet (at most two answers a stream).');

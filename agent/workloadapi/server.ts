@@ -84,6 +84,10 @@ interface OpenStream {
 const NO_IDENTITY = 'no identity issued';
 const MAX_REQUEST_BYTES = 64 * 1024;
 const MAX_STREAMS_PER_CONNECTION = 1000;
+/** Connections one process may hold open on the socket (a client needs one; a pool a few). */
+const MAX_CONNECTIONS_PER_PROCESS = 64;
+/** Connections on the socket in all. */
+const MAX_CONNECTIONS = 8192;
 
 /**
  * The SPIFFE Workload API on a Unix socket, as spire-agent serves it.
@@ -121,6 +125,8 @@ export class WorkloadApiServer {
    */
   private readonly answers = new Map<string, Answer | Error>();
   private readonly sockets = new Set<Socket>();
+  /** Open connections per peer process (pid and start time). */
+  private readonly perProcess = new Map<string, number>();
   private readonly streams = new Set<OpenStream>();
 
   constructor(options: WorkloadApiServerOptions) {
@@ -249,11 +255,23 @@ export class WorkloadApiServer {
       socket.destroy();
       return;
     }
+    const key = `${peer.pid}/${peer.startTime}`;
+    const held = this.perProcess.get(key) ?? 0;
+    if (held >= MAX_CONNECTIONS_PER_PROCESS || this.sockets.size >= MAX_CONNECTIONS) {
+      this.metrics.connectionsRefused++;
+      this.logger.warn('workload API connection refused: too many open', { pid: peer.pid, uid: peer.uid, of_process: held, total: this.sockets.size });
+      this.attestation.release(peer);
+      socket.destroy();
+      return;
+    }
+    this.perProcess.set(key, held + 1);
     this.sockets.add(socket);
     this.metrics.openConnections++;
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.metrics.openConnections--;
+      const n = (this.perProcess.get(key) ?? 1) - 1;
+      if (n <= 0) this.perProcess.delete(key); else this.perProcess.set(key, n);
       this.attestation.release(peer);
     });
     transport.attach(socket, peer);

@@ -3,7 +3,7 @@
  * CLI, agent, and a workload fetching its SVID through the Workload API.
  */
 import t from 'tap';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,4 +110,14 @@ t.test('server, CLI and agent binaries: an admin creates an entry, the agent att
   const after = run('meshid', [...admin(), '-o', 'json', 'entry', 'list']);
   t.equal(after.code, 0, after.stderr);
   t.match(after.stdout, /ns\/default\/sa\/web/, 'entry survived SIGKILL');
+});
+
+t.test('after the README\'s setup, meshid, meshid-server and meshid-agent are on the PATH and run this checkout', { skip: process.getuid?.() !== 0 ? 'the links are made as root' : false }, async (t) => {
+  const { realpathSync } = await import('node:fs');
+  for (const cmd of ['meshid', 'meshid-server', 'meshid-agent'] as const) {
+    t.equal(realpathSync(`/usr/local/bin/${cmd}`), realpathSync(bin(cmd)), `${cmd} links to this checkout's bin/${cmd}.js`);
+    const r = spawnSync(cmd, ['--help'], { encoding: 'utf8' });
+    t.equal(r.status, 0, `${cmd} --help runs from the PATH`);
+    t.match(r.stdout, new RegExp(`Usage: ${cmd}`));
+  }
 });

@@ -98,3 +98,19 @@ t.test('a stream whose client reads nothing past the deadline is reset, and a gR
   tt.equal(server.metrics.openStreams, 1, 'the reading stream is still open');
   good.cancel();
 });
+
+t.test('one process holds at most 64 connections on the socket; the rest are closed at accept and counted', async (tt) => {
+  const source = await bigSource(1);
+  const server = await startServer(tt, source);
+  const socks = Array.from({ length: 80 }, () => { const s = createConnection(server.socketPath); s.on('error', () => {}); return s; });
+  tt.teardown(() => { for (const s of socks) s.destroy(); });
+  await waitFor(() => server.metrics.openConnections + server.metrics.connectionsRefused === 80, 10_000, 'every connection accepted or refused');
+  tt.equal(server.metrics.openConnections, 64);
+  tt.equal(server.metrics.connectionsRefused, 16);
+  for (const s of socks) s.destroy();
+  await waitFor(() => server.metrics.openConnections === 0, 5000, 'the connections to close');
+  const client = newClient(tt, server, true);
+  const st = client.stream<X509SVIDResponseMessage>('FetchX509SVID');
+  tt.equal((await st.message(0, 10_000)).svids.length, 1, 'and once they are closed the process is served again');
+  st.cancel();
+});
