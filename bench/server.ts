@@ -281,7 +281,8 @@ async function main(): Promise<void> {
     const commitLimit = median(commitRounds);
     const writePath = await writePathRate(dir, TrustDomain.parse('example.org'), Math.min(1000, UPDATES));
 
-    parts = await startServerParts();
+    // every simulated agent connects from 127.0.0.1: the per-source limits are for real networks
+    parts = await startServerParts({ agentApi: { maxConnectionsPerSource: 1_000_000, attestPerSourcePerMinute: 1_000_000 } });
     const registration = new Registration({ datastore: parts.store, trustDomain: parts.td });
     const rootPem = parts.ca.bundle().x509Pem();
     const tokens = Array.from({ length: AGENTS }, (_, i) => `bench-agent-${String(i).padStart(5, '0')}-${Math.random().toString(36).slice(2, 10)}`);

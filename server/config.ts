@@ -41,6 +41,12 @@ export const serverConfigSchema = z.object({
     allow_insecure_scheme: z.boolean().default(false),
   }).strict().optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** Limits of the agent API listener, per source address (SPIRE limits attestation per IP). */
+  agent_api_limits: z.object({
+    attest_per_source_per_minute: z.number().int().positive().default(60),
+    connections_per_source: z.number().int().positive().default(32),
+    connections: z.number().int().positive().default(20_000),
+  }).strict().prefault({}),
   /** How long start-up waits for SQLite's integrity check of the datastore; 0 skips it. */
   datastore_check_timeout: durationField('datastore_check_timeout', '30s'),
   /** A main event loop that gets no turn for this long kills the process (SIGKILL) for its supervisor to restart; 0 turns it off. */

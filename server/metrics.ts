@@ -11,6 +11,7 @@ export class ServerMetrics {
   readonly entries: Gauge = this.registry.gauge('meshid_server_entries', 'Registration entries.');
   readonly agents: Gauge = this.registry.gauge('meshid_server_agents', 'Attested agents, by state (active, banned).');
   readonly caRotations: Counter = this.registry.counter('meshid_server_ca_rotations_total', 'CA slot events by kind (x509, jwt) and event (prepared, activated, pruned).');
+  readonly agentApiConnectionsRefused: Counter = this.registry.counter('meshid_server_agent_api_connections_refused_total', 'Agent API connections closed before TLS, by reason (source_limit, hello_timeout).');
   readonly agentRefusals: Counter = this.registry.counter('meshid_server_agent_refusals_total', 'Authenticated agent API calls refused with PermissionDenied (a claim on what is not the caller\'s), by method.');
   readonly agentClaimsOverridden: Counter = this.registry.counter('meshid_server_agent_claims_overridden_total', 'Node claims of agents that disagreed with the Kubernetes API, which won, by field.');
   readonly datastoreCorruption: Counter = this.registry.counter('meshid_server_datastore_corruption_total', 'Times the datastore was found corrupt, at start or by a call at run time (when).');

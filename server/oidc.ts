@@ -11,7 +11,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from '../common/log.js';
 import type { Bundle } from '../spiffe/bundle.js';
 import { signatureAlgorithmFor } from '../spiffe/keys.js';
-import { parseBind } from './adminapi/server.js';
+import { parseBind } from '../common/bind.js';
 
 export interface OidcDiscoveryOptions {
   /** HOST:PORT; port 0 picks a free one. */

@@ -115,6 +115,9 @@ export class MeshidServer {
       agentSvidTtlSeconds: config.agent_svid_ttl,
       endpoints: new IdentityAllocator(this.store),
       kubernetesOwnsNodes: this.kubernetes !== undefined,
+      attestPerSourcePerMinute: config.agent_api_limits.attest_per_source_per_minute,
+      maxConnectionsPerSource: config.agent_api_limits.connections_per_source,
+      maxConnections: config.agent_api_limits.connections,
     });
     this.agentPort = await this.agentApi.start();
     this.adminApi = new AdminApi({

@@ -5,6 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { parseBind } from '../../common/bind.js';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
@@ -40,15 +41,6 @@ export interface AdminApiOptions {
 export const MAX_BODY_BYTES = 1024 * 1024;
 /** How long stop() lets in-flight requests finish before it closes their connections. */
 const STOP_GRACE_MS = 2000;
-
-/** "127.0.0.1:8080", "[::1]:8080", ":8080" (all addresses) → host and port. */
-export function parseBind(bind: string, field = 'admin'): { host: string | undefined; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(bind);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new InvalidArgument(`${field} bind address "${bind}" must be HOST:PORT`, field);
-  const host = m[1] ?? m[2];
-  return { host: host === '' ? undefined : host, port };
-}
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 

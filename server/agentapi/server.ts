@@ -1,6 +1,8 @@
 /** The agent API: node attestation, SVID signing for agents, and the Sync stream. */
-import { Server, status as Status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, status as Status, type ConnectionInjector, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { parseBind } from '../../common/bind.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import { toServiceError } from '../../common/grpcstatus.js';
@@ -41,6 +43,14 @@ export interface AgentApiOptions {
   maxBatchSize?: number;
   /** Largest request message, bytes. */
   maxMessageBytes?: number;
+  /** Connections one source address may hold (an agent needs one or two). Default 32. */
+  maxConnectionsPerSource?: number;
+  /** Connections in all. Default 20 000. */
+  maxConnections?: number;
+  /** A connection that has not sent a TLS ClientHello by then is closed. Default 5000 ms. */
+  helloTimeoutMs?: number;
+  /** AttestAgent calls one source address may make a minute. Default 60. */
+  attestPerSourcePerMinute?: number;
 }
 
 /** gRPC handlers get the authenticated agent from here; one lookup per call. */
@@ -63,11 +73,67 @@ export class AgentApiServer {
     const maxBytes = this.opts.maxMessageBytes ?? 4 * 1024 * 1024;
     this.server = new Server({ 'grpc.max_receive_message_length': maxBytes, 'grpc.max_send_message_length': 64 * 1024 * 1024 });
     this.server.addService(loadAgentProto().service, this.handlers());
-    const server = this.server;
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(this.opts.bind, creds, (err, p) => (err ? reject(err) : resolve(p))));
-    this.opts.logger.info('agent API listening', { bind: this.opts.bind, port });
-    return port;
+    // Our own listener hands each admitted TCP connection to gRPC: limits apply before TLS.
+    const injector = this.server.createConnectionInjector(creds);
+    this.injector = injector;
+    const { host, port } = parseBind(this.opts.bind, 'bind');
+    const listener = createNetServer((socket) => this.admit(socket, injector));
+    listener.maxConnections = this.opts.maxConnections ?? 20_000;
+    this.listener = listener;
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(port, host ?? '::', () => { listener.off('error', reject); resolve(); });
+    });
+    listener.on('error', (err) => this.opts.logger.error('agent API listener failed', { err }));
+    const bound = (listener.address() as AddressInfo).port;
+    this.opts.logger.info('agent API listening', { bind: this.opts.bind, port: bound });
+    return bound;
+  }
+
+  private injector: ConnectionInjector | undefined;
+  private listener: NetServer | undefined;
+  private readonly perSource = new Map<string, number>();
+  private readonly attestWindow = new Map<string, { start: number; count: number }>();
+
+  /** Per-source cap and a ClientHello deadline, then TLS and gRPC. */
+  private admit(socket: Socket, injector: ConnectionInjector): void {
+    const source = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const held = this.perSource.get(source) ?? 0;
+    if (held >= (this.opts.maxConnectionsPerSource ?? 32)) {
+      this.opts.metrics.agentApiConnectionsRefused.inc({ reason: 'source_limit' });
+      socket.destroy();
+      return;
+    }
+    this.perSource.set(source, held + 1);
+    socket.once('close', () => {
+      const n = (this.perSource.get(source) ?? 1) - 1;
+      if (n <= 0) this.perSource.delete(source); else this.perSource.set(source, n);
+    });
+    socket.on('error', () => {});
+    const hello = setTimeout(() => {
+      // a ClientHello is a few hundred bytes; a connection that sent none by now is holding a slot
+      if (socket.bytesRead < 64) {
+        this.opts.metrics.agentApiConnectionsRefused.inc({ reason: 'hello_timeout' });
+        socket.destroy();
+      }
+    }, this.opts.helloTimeoutMs ?? 5000);
+    hello.unref();
+    socket.once('close', () => clearTimeout(hello));
+    injector.injectConnection(socket);
+  }
+
+  /** AttestAgent per source address: a fixed window of a minute, as SPIRE limits attestation per IP. */
+  private limitAttestation(peer: string): void {
+    const source = peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    const now = Date.now();
+    const limit = this.opts.attestPerSourcePerMinute ?? 60;
+    let w = this.attestWindow.get(source);
+    if (!w || now - w.start >= 60_000) {
+      if (this.attestWindow.size > 10_000) this.attestWindow.clear();
+      w = { start: now, count: 0 };
+      this.attestWindow.set(source, w);
+    }
+    if (++w.count > limit) throw new ResourceExhausted(`more than ${limit} AttestAgent calls from ${source} in a minute; try again in ${Math.ceil((w.start + 60_000 - now) / 1000)} s`);
   }
 
   async stop(): Promise<void> {
@@ -76,19 +142,34 @@ export class AgentApiServer {
     this.identity.stop();
     const server = this.server;
     this.server = undefined;
+    const listener = this.listener;
+    this.listener = undefined;
     if (!server) return;
+    const closed = listener ? new Promise<void>((resolve) => listener.close(() => resolve())) : Promise.resolve();
+    this.injector?.drain(1000);
     await new Promise<void>((resolve) => {
-      const force = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
+      const force = setTimeout(() => { this.injector?.destroy(); server.forceShutdown(); resolve(); }, 2000);
       server.tryShutdown(() => { clearTimeout(force); resolve(); });
     });
+    this.injector?.destroy();
+    this.injector = undefined;
+    await closed;
   }
 
   /** The server's own SVID chain, so tests and tools can pin it. */
   serverCertificateChain(): Buffer[] { return this.identity.chain(); }
 
   private handlers(): UntypedServiceImplementation {
+    const attest = this.unary('AttestAgent', false, (req: AttestAgentRequestMsg) => this.attestAgent(req));
     return {
-      AttestAgent: this.unary('AttestAgent', false, (req: AttestAgentRequestMsg) => this.attestAgent(req)),
+      AttestAgent: (call: ServerUnaryCall<AttestAgentRequestMsg, AttestAgentResponseMsg>, callback: sendUnaryData<AttestAgentResponseMsg>) => {
+        try { this.limitAttestation(call.getPeer()); } catch (err) {
+          this.opts.metrics.agentApiCalls.inc({ method: 'AttestAgent', code: 'RESOURCE_EXHAUSTED' });
+          callback(toServiceError(err));
+          return;
+        }
+        attest(call, callback);
+      },
       RenewAgent: this.unary('RenewAgent', true, (req: RenewAgentRequestMsg, caller) => this.renewAgent(req, caller!)),
       BatchNewX509SVID: this.unary('BatchNewX509SVID', true, (req: BatchNewX509SvidRequestMsg, caller) => this.batchNewX509Svid(req, caller!)),
       NewJWTSVID: this.unary('NewJWTSVID', true, (req: NewJwtSvidRequestMsg, caller) => this.newJwtSvid(req, caller!)),

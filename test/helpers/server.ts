@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { FakeClock, systemClock, type Clock } from '../../common/clock.js';
 import { JsonLogger, MemoryLogSink, silentLogger } from '../../common/log.js';
 import { loadAgentProto } from '../../api/agentproto.js';
-import { AgentApiServer } from '../../server/agentapi/server.js';
+import { AgentApiServer, type AgentApiOptions } from '../../server/agentapi/server.js';
 import { AttestorRegistry, JoinTokenAttestor } from '../../server/attestation/index.js';
 import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager, P256 } from '../../server/ca/index.js';
 import { Datastore } from '../../server/datastore/index.js';
@@ -30,7 +30,7 @@ export interface ServerParts {
   stop(): Promise<void>;
 }
 
-export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x509Ttl?: number; agentTtl?: number; maxMessageBytes?: number; kubernetesOwnsNodes?: boolean } = {}): Promise<ServerParts> {
+export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x509Ttl?: number; agentTtl?: number; maxMessageBytes?: number; kubernetesOwnsNodes?: boolean; agentApi?: Partial<AgentApiOptions> } = {}): Promise<ServerParts> {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-srv-'));
   const td = TrustDomain.parse('example.org');
   const clock = opts.clock ?? systemClock;
@@ -53,6 +53,7 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
     agentSvidTtlSeconds: opts.agentTtl ?? 3600, endpoints: new IdentityAllocator(store),
     ...(opts.maxMessageBytes ? { maxMessageBytes: opts.maxMessageBytes } : {}),
     ...(opts.kubernetesOwnsNodes ? { kubernetesOwnsNodes: true } : {}),
+    ...opts.agentApi,
   });
   const port = await api.start();
   return {
