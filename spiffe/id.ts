@@ -159,6 +159,9 @@ export function agentId(td: TrustDomain, attestor: string, ...node: string[]): S
 /** The ID that all server-side issuers use, spiffe://<td>/meshid/server. */
 export function serverId(td: TrustDomain): SpiffeId { return td.child('meshid', 'server'); }
 
+/** IDs under /meshid/ belong to meshid itself (the server's and the agents' own); no workload SVID may carry one. */
+export const isReservedId = (id: SpiffeId): boolean => id.segments[0] === 'meshid';
+
 export function isAgentId(id: SpiffeId): boolean {
   const s = id.segments;
   return s.length >= 4 && s[0] === 'meshid' && s[1] === 'agent';

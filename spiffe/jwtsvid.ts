@@ -30,9 +30,23 @@ export interface JwtSvidClaims {
   [claim: string]: unknown;
 }
 
+/** The most audiences one JWT-SVID carries, and the longest one: a token stays a header's size. */
+export const MAX_AUDIENCES = 32;
+export const MAX_AUDIENCE_LENGTH = 256;
+
+/** Checks an audience list for a JWT-SVID; the error names the field and the item. */
+export function checkAudience(audience: readonly string[], field = 'audience'): void {
+  if (audience.length === 0) throw new InvalidArgument('a JWT-SVID needs at least one audience', field);
+  if (audience.length > MAX_AUDIENCES) throw new InvalidArgument(`${audience.length} audiences; a JWT-SVID carries at most ${MAX_AUDIENCES}`, field);
+  audience.forEach((a, i) => {
+    if (typeof a !== 'string' || a === '') throw new InvalidArgument('an audience must be a non-empty string', `${field}[${i}]`);
+    if (a.length > MAX_AUDIENCE_LENGTH) throw new InvalidArgument(`audience of ${a.length} characters; at most ${MAX_AUDIENCE_LENGTH}`, `${field}[${i}]`);
+  });
+}
+
 /** The one function that mints a JWT-SVID. */
 export function mintJwtSvid(signer: JwtSigner, spiffeId: SpiffeId, audience: readonly string[], issuedAt: Date, expiresAt: Date, extra: Record<string, unknown> = {}): string {
-  if (audience.length === 0) throw new InvalidArgument('a JWT-SVID needs at least one audience', 'audience');
+  checkAudience(audience);
   const alg = signatureAlgorithmFor(signer.privateKey).jwsAlg;
   const header = { alg, kid: signer.kid, typ: 'JWT' };
   const claims: JwtSvidClaims = {

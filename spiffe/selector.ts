@@ -1,6 +1,32 @@
 import { InvalidSelector } from './errors.js';
 
-const TYPE_RE = /^[a-z0-9][a-z0-9_.-]*$/i;
+const TYPE_RE = /^[a-z0-9][a-z0-9_.-]*$/;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
+
+/** What a selector's value must look like, for the types whose values have a form: `key` (before the next colon) → check. */
+const VALUE_RULES: Record<string, Record<string, [(v: string) => boolean, string]>> = {
+  unix: {
+    uid: [(v) => /^\d{1,10}$/.test(v) && Number(v) <= 0xffffffff, 'a numeric uid'],
+    gid: [(v) => /^\d{1,10}$/.test(v) && Number(v) <= 0xffffffff, 'a numeric gid'],
+    supplementary_gid: [(v) => /^\d{1,10}$/.test(v) && Number(v) <= 0xffffffff, 'a numeric gid'],
+    sha256: [(v) => /^[0-9a-f]{64}$/.test(v), '64 lowercase hex digits'],
+    path: [(v) => v.startsWith('/'), 'an absolute path'],
+  },
+  k8s: {
+    ns: [(v) => DNS_LABEL.test(v), 'a Kubernetes namespace name (a DNS label: lowercase letters, digits and "-", at most 63)'],
+    sa: [(v) => DNS_SUBDOMAIN.test(v), 'a Kubernetes ServiceAccount name (a DNS subdomain: lowercase letters, digits, "-" and ".", at most 253)'],
+  },
+};
+
+function checkValue(type: string, value: string, field: string): void {
+  const rules = VALUE_RULES[type];
+  if (!rules) return;
+  const colon = value.indexOf(':');
+  if (colon < 0) return;
+  const rule = rules[value.slice(0, colon)];
+  if (rule && !rule[0](value.slice(colon + 1))) throw new InvalidSelector(`selector "${type}:${value}": ${value.slice(0, colon)} must be ${rule[1]}`, field);
+}
 export const MAX_SELECTOR_BYTES = 1024;
 
 /** A selector `type:value` (e.g. `k8s:ns:default`, `unix:uid:0`): the type is up to the first colon. */
@@ -16,9 +42,10 @@ export class Selector {
   }
 
   static of(type: string, value: string, field = 'selector'): Selector {
-    if (!TYPE_RE.test(type)) throw new InvalidSelector(`selector type "${type}" must be letters, digits, "_", "." or "-"`, field);
+    if (!TYPE_RE.test(type)) throw new InvalidSelector(`selector type "${type}" must be lowercase letters, digits, "_", "." or "-"`, field);
     if (value.length === 0) throw new InvalidSelector(`selector "${type}:" has an empty value`, field);
     if (/[\u0000-\u001f\u007f]/.test(value)) throw new InvalidSelector(`selector "${type}:…" has a control character`, field);
+    checkValue(type, value, field);
     return new Selector(type, value);
   }
 

@@ -301,8 +301,15 @@ export class SvidCache implements WorkloadSource {
     for (const [k] of [...this.jwts].sort((a, b) => a[1].lastUsed - b[1].lastUsed).slice(0, this.jwts.size - max)) this.jwts.delete(k);
   }
 
-  validateJwtSvid(token: string, audience: string): { spiffeId: SpiffeId; claims: Record<string, unknown> } {
-    const v = verifyJwtSvid(token, this.bundleSet().jwt, audience, this.opts.clock.now());
+  /**
+   * As spire-agent validates: against this trust domain's JWT bundle and the
+   * bundles of the trust domains the caller's entries federate with; a caller
+   * with no identity still validates against its own trust domain's.
+   */
+  validateJwtSvid(token: string, audience: string, caller?: SelectorSet): { spiffeId: SpiffeId; claims: Record<string, unknown> } {
+    const allowed = new Set([this.opts.state.trustDomain.name, ...(caller ? this.matching(caller).flatMap((e) => e.federatesWith) : [])]);
+    const all = this.bundleSet().jwt;
+    const v = verifyJwtSvid(token, (td) => (allowed.has(td.name) ? all(td) : undefined), audience, this.opts.clock.now());
     return { spiffeId: v.spiffeId, claims: v.claims };
   }
 }

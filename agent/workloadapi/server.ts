@@ -5,6 +5,7 @@ import { silentLogger, type Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
 import { FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable } from '../../spiffe/errors.js';
 import { SpiffeId } from '../../spiffe/id.js';
+import { checkAudience } from '../../spiffe/jwtsvid.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
 import type { PeerProcess, WorkloadAttestor } from '../workloadattestor/attestor.js';
 import { WorkloadAttestation } from '../workloadattestor/attestation.js';
@@ -537,6 +538,7 @@ export class WorkloadApiServer {
   private async fetchJwtSvid(call: Call, request: JWTSVIDRequestMessage): Promise<JWTSVIDResponseMessage> {
     const { audience, spiffe_id: requested } = request;
     if (audience.length === 0 || audience.some((a) => a === '')) throw new InvalidArgument('audience must be specified', 'audience');
+    checkAudience(audience);
     const spiffeId = requested ? SpiffeId.parse(requested, 'spiffe_id') : undefined;
     const selectors = await this.attestCaller(call);
     const svids = await this.source.jwtSvidsFor(selectors, [...audience], spiffeId);
@@ -550,9 +552,10 @@ export class WorkloadApiServer {
     const { audience, svid } = request;
     if (audience === '') throw new InvalidArgument('audience must be specified', 'audience');
     if (svid === '') throw new InvalidArgument('svid must be specified', 'svid');
+    // As spire-agent: the caller is attested, but one with no identity may still verify tokens against
+    // its own trust domain's bundle (public keys); federated bundles only for the entries it has.
     const selectors = await this.attestCaller(call);
-    if (!this.allowUnauthenticatedVerifiers && this.source.x509SvidsFor(selectors).length === 0) throw new PermissionDenied(NO_IDENTITY);
-    const { spiffeId, claims } = this.source.validateJwtSvid(svid, audience);
+    const { spiffeId, claims } = this.source.validateJwtSvid(svid, audience, selectors);
     return { spiffe_id: spiffeId.toString(), claims: toStruct(claims) };
   }
 }

@@ -28,7 +28,7 @@ export interface WorkloadSource {
   /** Mints or returns a cached JWT-SVID for each matching identity (all matching, or only spiffeId if given). Throws PermissionDenied (spiffe/errors.ts) when none match. */
   jwtSvidsFor(caller: SelectorSet, audience: string[], spiffeId?: SpiffeId): Promise<{ spiffeId: SpiffeId; token: string; hint: string }[]>;
   /** Validates against the JWT bundles; throws a MeshidError (InvalidJwt, JwtExpired, JwtSignatureInvalid, JwtAudienceMismatch, Untrusted) on failure. */
-  validateJwtSvid(token: string, audience: string): { spiffeId: SpiffeId; claims: Record<string, unknown> };
+  validateJwtSvid(token: string, audience: string, caller?: SelectorSet): { spiffeId: SpiffeId; claims: Record<string, unknown> };
   /** The SPIFFE IDs the caller is entitled to, whether or not a valid SVID is held for them now. Absent: those of x509SvidsFor. */
   identitiesFor?(caller: SelectorSet): SpiffeId[];
   /** Why an entitled caller has no valid SVID (the server unreachable since when); said in the Unavailable status. */

@@ -1,6 +1,6 @@
 /** Attested agents (list, show, evict, ban) and the join tokens that let new agents attest. */
 import { randomBytes } from 'node:crypto';
-import { InvalidSpiffeId } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, InvalidSpiffeId } from '../../spiffe/errors.js';
 import { SpiffeId, agentId, isAgentId } from '../../spiffe/id.js';
 import { tokenDigest } from '../attestation/index.js';
 import type { AttestedNode, ListAttestedNodesOptions } from '../datastore/index.js';
@@ -82,14 +82,20 @@ export function agentRoutes(ctx: RouteContext): Route[] {
       method: 'post', path: '/v1/tokens', action: 'token.create',
       target: (req) => bodyString(req, 'agent_id'),
       handle(req) {
-        const body = bodyObject(req.body, ['ttl', 'agent_id']);
+        const body = bodyObject(req.body, ['ttl', 'agent_id', 'reattest']);
         const ttl = present(body, 'ttl') ? seconds(body.ttl, 'ttl', 1, MAX_TOKEN_TTL) : DEFAULT_TOKEN_TTL;
+        if (present(body, 'reattest') && typeof body.reattest !== 'boolean') throw new InvalidArgument('reattest must be true or false', 'reattest');
         let fixedId: SpiffeId | undefined;
         if (present(body, 'agent_id')) {
           fixedId = spiffeIdIn(trustDomain, body.agent_id, 'agent_id');
           // Agents and workloads live in separate parts of the ID space, so a token can never mint a workload's ID.
           if (!isAgentId(fixedId)) {
             throw new InvalidSpiffeId(`agent_id must be an agent ID, spiffe://${trustDomain.name}/meshid/agent/<attestor>/<node>`, 'agent_id');
+          }
+          // a token for an agent that is attested lets whoever holds it take that node's identity over
+          const attested = store.findAttestedNode(fixedId);
+          if (attested && body.reattest !== true) {
+            throw new FailedPrecondition(`agent ${fixedId.toString()} is attested already (${attested.banned ? 'banned' : 'active'}); a token for it lets its holder become that agent: set reattest (meshid token generate --reattest) to mean it`, 'agent_id');
           }
         }
         const token = randomBytes(32).toString('base64url');

@@ -1,6 +1,6 @@
 /** Reading request bodies and query strings at the door: each helper names the field it refuses. */
 import { InvalidArgument, InvalidSpiffeId, MeshidError } from '../../spiffe/errors.js';
-import { SpiffeId, type TrustDomain } from '../../spiffe/id.js';
+import { isReservedId, SpiffeId, type TrustDomain } from '../../spiffe/id.js';
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -49,6 +49,13 @@ export function spiffeIdIn(td: TrustDomain, v: unknown, field: string): SpiffeId
   const id = SpiffeId.parse(v, field);
   if (!id.memberOf(td)) throw new InvalidSpiffeId(`${field} ${id.toString()} is not in the trust domain ${td.name}`, field);
   if (id.path === '') throw new InvalidSpiffeId(`${field} must have a path, not be the trust domain's own ID`, field);
+  return id;
+}
+
+/** A workload's SPIFFE ID: in the trust domain, and not under /meshid/ (the server's and agents' own IDs). */
+export function workloadIdIn(td: TrustDomain, v: unknown, field: string): SpiffeId {
+  const id = spiffeIdIn(td, v, field);
+  if (isReservedId(id)) throw new InvalidSpiffeId(`${field} ${id.toString()} is under /meshid/, which is reserved for the server and agents`, field);
   return id;
 }
 

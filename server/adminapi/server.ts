@@ -190,7 +190,9 @@ export class AdminApi {
   private fail(err: unknown, req: Request, res: Response): void {
     // body-parser's errors carry a `type`: a malformed or oversized body is the caller's fault.
     const type = (err as { type?: unknown }).type;
-    if (typeof type === 'string' && !(err instanceof MeshidError)) {
+    // express decodes path parameters with decodeURIComponent: "%ff" is the caller's bad input
+    if (err instanceof URIError) err = new InvalidArgument(`the request path ${JSON.stringify(req.path)} is not valid percent-encoded UTF-8`, 'path');
+    else if (typeof type === 'string' && !(err instanceof MeshidError)) {
       if (type === 'entity.too.large') err = new ResourceExhausted(`the request body is larger than ${MAX_BODY_BYTES} bytes`, 'body');
       else if (type === 'entity.parse.failed') err = new InvalidArgument(`the request body is not valid JSON: ${(err as Error).message}`, 'body');
       else err = new InvalidArgument(`the request body cannot be read: ${(err as Error).message}`, 'body');

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgument, InvalidCsr } from '../../spiffe/errors.js';
 import { pemFromDer } from '../../spiffe/x509.js';
 import { dnsNameError } from '../registration/index.js';
-import { bodyObject, present, requiredString, seconds, spiffeIdIn, stringList } from './input.js';
+import { bodyObject, present, requiredString, seconds, stringList, workloadIdIn } from './input.js';
 import { type Route, type RouteContext, bodyString } from './route.js';
 
 const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
@@ -32,7 +32,7 @@ export function svidRoutes(ctx: RouteContext): Route[] {
       method: 'post', path: '/v1/svids/x509', action: 'svid.mint_x509', target: (req) => bodyString(req, 'spiffe_id'),
       handle(req) {
         const body = bodyObject(req.body, ['spiffe_id', 'csr', 'ttl', 'dns_names']);
-        const spiffeId = spiffeIdIn(trustDomain, requiredString(body, 'spiffe_id'), 'spiffe_id');
+        const spiffeId = workloadIdIn(trustDomain, requiredString(body, 'spiffe_id'), 'spiffe_id');
         const csrText = requiredString(body, 'csr');
         if (!BASE64.test(csrText)) throw new InvalidCsr('csr must be the DER CSR in base64');
         const ttl = present(body, 'ttl') ? seconds(body.ttl, 'ttl', 0, registration.limits.maxX509SvidTtl) : 0;
@@ -57,7 +57,7 @@ export function svidRoutes(ctx: RouteContext): Route[] {
       method: 'post', path: '/v1/svids/jwt', action: 'svid.mint_jwt', target: (req) => bodyString(req, 'spiffe_id'),
       handle(req) {
         const body = bodyObject(req.body, ['spiffe_id', 'audience', 'ttl']);
-        const spiffeId = spiffeIdIn(trustDomain, requiredString(body, 'spiffe_id'), 'spiffe_id');
+        const spiffeId = workloadIdIn(trustDomain, requiredString(body, 'spiffe_id'), 'spiffe_id');
         if (!present(body, 'audience')) throw new InvalidArgument('audience is required', 'audience');
         const aud = audience(body.audience);
         const ttl = present(body, 'ttl') ? seconds(body.ttl, 'ttl', 0, registration.limits.maxJwtSvidTtl) : 0;

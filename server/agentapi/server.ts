@@ -15,6 +15,7 @@ import {
 import { InvalidArgument, MeshidError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated } from '../../spiffe/errors.js';
 import { isAgentId, type SpiffeId } from '../../spiffe/id.js';
 import { verifyX509Svid } from '../../spiffe/x509svid.js';
+import { checkAudience } from '../../spiffe/jwtsvid.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import type { AttestedNode, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { AttestorRegistry } from '../attestation/index.js';
@@ -299,7 +300,7 @@ export class AgentApiServer {
   }
 
   private newJwtSvid(req: NewJwtSvidRequestMsg, caller: Caller): NewJwtSvidResponseMsg {
-    if (req.audience.length === 0 || req.audience.some((a) => !a)) throw new InvalidArgument('audience is required', 'audience');
+    checkAudience(req.audience);
     const entry = this.authorizedEntries(caller).get(req.entry_id);
     if (!entry) throw new PermissionDenied(`entry "${req.entry_id}" does not exist or is not authorised for ${caller.agentId}`);
     const jwt = this.opts.ca.signJwtSvid(entry.spiffeId, req.audience, entry.jwtSvidTtl);

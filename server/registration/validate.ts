@@ -1,4 +1,4 @@
-import { SpiffeId, TrustDomain } from '../../spiffe/id.js';
+import { isReservedId, SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import { SelectorSet } from '../../spiffe/selector.js';
 import { InvalidArgument, InvalidSpiffeId, InvalidTrustDomain } from '../../spiffe/errors.js';
 import type { EntryPatch, EntrySpec, ListEntriesOptions, SelectorMatch } from '../datastore/index.js';
@@ -77,7 +77,7 @@ function idInTrustDomain(v: unknown, field: string, ctx: ValidationContext): Spi
 
 function workloadId(v: unknown, ctx: ValidationContext): SpiffeId {
   const id = idInTrustDomain(v, 'spiffe_id', ctx);
-  if (id.segments[0] === 'meshid') {
+  if (isReservedId(id)) {
     throw new InvalidSpiffeId(`spiffe_id ${id.toString()} is under /meshid/, which is reserved for the server and agents`, 'spiffe_id');
   }
   return id;

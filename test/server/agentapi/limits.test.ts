@@ -49,3 +49,20 @@ t.test('the agent API caps connections per source and closes ones that send no C
   const res = await call<{ svid: { spiffe_id: string } }>(a.client, 'RenewAgent', { csr: csrFor(generateKeyPair()) });
   tt.equal(res.svid.spiffe_id, a.agentId.toString(), 'a real agent is served once the slots are free');
 });
+
+t.test('NewJWTSVID refuses 10,000 audiences (it signed a 4 MB token before) and over-long ones, naming the field', async (tt) => {
+  const parts = await startServerParts();
+  tt.teardown(() => parts.stop());
+  const a = await attestAgent(parts);
+  tt.teardown(() => a.client.close());
+  const { SpiffeId } = await import('../../../spiffe/id.js');
+  const { SelectorSet } = await import('../../../spiffe/selector.js');
+  const entry = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/a/sa/b'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1']) });
+  const many = await call(a.client, 'NewJWTSVID', { entry_id: entry.id, audience: Array.from({ length: 10_000 }, (_, i) => `${'a'.repeat(290)}${i}`) }).catch((e: unknown) => e);
+  tt.equal(code(many), status.INVALID_ARGUMENT);
+  tt.match((many as ServiceError).details, /10000 audiences; a JWT-SVID carries at most 32/);
+  const long = await call(a.client, 'NewJWTSVID', { entry_id: entry.id, audience: ['y'.repeat(257)] }).catch((e: unknown) => e);
+  tt.equal(code(long), status.INVALID_ARGUMENT);
+  const ok = await call<{ svid: { token: string } }>(a.client, 'NewJWTSVID', { entry_id: entry.id, audience: ['db'] });
+  tt.ok(ok.svid.token.length < 2000, 'one audience: a token of ordinary size');
+});
