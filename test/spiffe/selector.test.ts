@@ -20,7 +20,7 @@ t.test('the type ends at the first colon and the value keeps every later colon',
   const s = Selector.parse('k8s:pod-label:app:web:v1');
   tt.equal(s.type, 'k8s');
   tt.equal(s.value, 'pod-label:app:web:v1');
-  tt.equal(Selector.parse('k8s:ns:').value, 'ns:', 'a trailing colon is part of the value');
+  tt.equal(Selector.parse('docker:label:').value, 'label:', 'a trailing colon is part of the value');
   tt.equal(Selector.parse('docker:image_id:sha256:abc').value, 'image_id:sha256:abc');
 });
 
@@ -49,7 +49,8 @@ t.test('bad selectors are rejected with a message that says why', async (tt) => 
 
 t.test('Selector.of checks the parts it is given', async (tt) => {
   tt.equal(Selector.of('k8s', 'sa:web').toString(), 'k8s:sa:web');
-  tt.equal(Selector.of('K8s_x.y-z', 'v').type, 'K8s_x.y-z');
+  tt.equal(Selector.of('k8s_x.y-z', 'v').type, 'k8s_x.y-z');
+  tt.throws(() => Selector.of('K8s', 'ns:default'), { code: 'invalid_selector', message: /must be lowercase/ }, 'types are lowercase');
   tt.throws(() => Selector.of('k8s:x', 'v'), { code: 'invalid_selector' });
   tt.throws(() => Selector.of('k8s', ''), { code: 'invalid_selector', message: /empty value/ });
 });
@@ -106,4 +107,18 @@ t.test('subsetOf agrees with a naive check on random sets', async (tt) => {
     return SelectorSet.parse(a).subsetOf(SelectorSet.parse(b)) === naive;
   }), { numRuns: 2000 });
   tt.pass('2000 random pairs agreed');
+});
+
+t.test('values are checked per type: unix ids are numbers, k8s namespaces and ServiceAccounts follow Kubernetes name rules', async (tt) => {
+  for (const ok of ['unix:uid:0', 'unix:gid:4294967295', 'unix:supplementary_gid:27', 'unix:user:any name', 'unix:path:/usr/bin/x',
+    `unix:sha256:${'a'.repeat(64)}`, 'k8s:ns:kube-system', 'k8s:sa:web.v1', 'k8s:pod-label:App:Web', 'k8s:ns-other:Whatever']) {
+    tt.equal(Selector.parse(ok).toString(), ok, `${ok} is taken`);
+  }
+  const refused: [string, RegExp][] = [
+    ['unix:uid:root', /uid must be a numeric uid/], ['unix:uid:4294967296', /numeric uid/], ['unix:gid:1.5', /numeric gid/],
+    ['unix:path:bin/x', /absolute path/], [`unix:sha256:${'A'.repeat(64)}`, /64 lowercase hex/],
+    ['k8s:ns:Default', /namespace name/], ['k8s:ns:a_b', /namespace name/], [`k8s:ns:${'a'.repeat(64)}`, /namespace name/],
+    ['k8s:ns:', /namespace name/], ['k8s:sa:web_app', /ServiceAccount name/], ['k8s:sa:.web', /ServiceAccount name/],
+  ];
+  for (const [bad, why] of refused) tt.throws(() => Selector.parse(bad, 'selectors[0]'), { code: 'invalid_selector', field: 'selectors[0]', message: why }, bad);
 });
