@@ -4,6 +4,7 @@
  * (unknown agents are refused), and answers authenticate batches.
  */
 import { createServer, type Server, type Socket } from 'node:net';
+import { ConnectionsPerKey } from '../../common/connlimit.js';
 import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload, type TunnelReadiness } from './core.js';
 import { decodeAuthenticate, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof, type ResultMsg, type WirePair } from './protocol.js';
 import { acceptSession, SecureContextCache, type Session } from './session.js';
@@ -40,7 +41,7 @@ export class AuthServer {
   private readonly handshaking = new Set<Socket>();
   private readonly contexts = new SecureContextCache();
   /** Open connections by source address. */
-  private readonly perSource = new Map<string, number>();
+  private perSource: ConnectionsPerKey | undefined;
   private registered: { revision: number; addresses: Set<string> } | undefined;
   port = 0;
 
@@ -108,17 +109,12 @@ export class AuthServer {
       raw.destroy();
       return;
     }
-    const held = this.perSource.get(source) ?? 0;
-    if (held >= this.opts.maxPerSource) {
+    this.perSource ??= new ConnectionsPerKey(this.opts.maxPerSource);
+    if (!this.perSource.admit(source, raw)) {
       this.core.countFailure('source_limit');
       raw.destroy();
       return;
     }
-    this.perSource.set(source, held + 1);
-    raw.once('close', () => {
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n <= 0) this.perSource.delete(source); else this.perSource.set(source, n);
-    });
     this.handshaking.add(raw);
     raw.once('close', () => this.handshaking.delete(raw));
     let context;

@@ -1,6 +1,7 @@
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { ConnectionsPerKey } from '../../common/connlimit.js';
 import { silentLogger, type Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
 import { FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable } from '../../spiffe/errors.js';
@@ -127,7 +128,7 @@ export class WorkloadApiServer {
   private readonly answers = new Map<string, Answer | Error>();
   private readonly sockets = new Set<Socket>();
   /** Open connections per peer process (pid and start time). */
-  private readonly perProcess = new Map<string, number>();
+  private readonly perProcess = new ConnectionsPerKey(MAX_CONNECTIONS_PER_PROCESS);
   private readonly streams = new Set<OpenStream>();
 
   constructor(options: WorkloadApiServerOptions) {
@@ -257,22 +258,18 @@ export class WorkloadApiServer {
       return;
     }
     const key = `${peer.pid}/${peer.startTime}`;
-    const held = this.perProcess.get(key) ?? 0;
-    if (held >= MAX_CONNECTIONS_PER_PROCESS || this.sockets.size >= MAX_CONNECTIONS) {
+    if (this.sockets.size >= MAX_CONNECTIONS || !this.perProcess.admit(key, socket)) {
       this.metrics.connectionsRefused++;
-      this.logger.warn('workload API connection refused: too many open', { pid: peer.pid, uid: peer.uid, of_process: held, total: this.sockets.size });
+      this.logger.warn('workload API connection refused: too many open', { pid: peer.pid, uid: peer.uid, of_process: this.perProcess.held(key), total: this.sockets.size });
       this.attestation.release(peer);
       socket.destroy();
       return;
     }
-    this.perProcess.set(key, held + 1);
     this.sockets.add(socket);
     this.metrics.openConnections++;
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.metrics.openConnections--;
-      const n = (this.perProcess.get(key) ?? 1) - 1;
-      if (n <= 0) this.perProcess.delete(key); else this.perProcess.set(key, n);
       this.attestation.release(peer);
     });
     transport.attach(socket, peer);

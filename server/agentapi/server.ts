@@ -3,6 +3,7 @@ import { Server, status as Status, type ConnectionInjector, type ServerUnaryCall
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseBind } from '../../common/bind.js';
+import { ConnectionsPerKey } from '../../common/connlimit.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import { toServiceError } from '../../common/grpcstatus.js';
@@ -93,23 +94,18 @@ export class AgentApiServer {
 
   private injector: ConnectionInjector | undefined;
   private listener: NetServer | undefined;
-  private readonly perSource = new Map<string, number>();
+  private perSource: ConnectionsPerKey | undefined;
   private readonly attestWindow = new Map<string, { start: number; count: number }>();
 
   /** Per-source cap and a ClientHello deadline, then TLS and gRPC. */
   private admit(socket: Socket, injector: ConnectionInjector): void {
     const source = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const held = this.perSource.get(source) ?? 0;
-    if (held >= (this.opts.maxConnectionsPerSource ?? 32)) {
+    this.perSource ??= new ConnectionsPerKey(this.opts.maxConnectionsPerSource ?? 32);
+    if (!this.perSource.admit(source, socket)) {
       this.opts.metrics.agentApiConnectionsRefused.inc({ reason: 'source_limit' });
       socket.destroy();
       return;
     }
-    this.perSource.set(source, held + 1);
-    socket.once('close', () => {
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n <= 0) this.perSource.delete(source); else this.perSource.set(source, n);
-    });
     socket.on('error', () => {});
     const hello = setTimeout(() => {
       // a ClientHello is a few hundred bytes; a connection that sent none by now is holding a slot
