@@ -9,6 +9,7 @@ import { labelCollector } from '../common/flags.js';
 import { EventLoopWatchdog } from '../common/watchdog.js';
 import { unixRequest } from '../common/unixhttp.js';
 import { MeshidError } from '../spiffe/errors.js';
+import { TrustDomain } from '../spiffe/id.js';
 import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/x509.js';
 import { MeshidAgent } from './agent.js';
 import { loadAgentConfig } from './config.js';
@@ -75,6 +76,15 @@ function firstMessage<T>(client: Record<string, Function>, method: string, timeo
   });
 }
 
+/**
+ * The file name part for a bundle: the Workload API keys bundles by trust domain ID
+ * ("spiffe://example.org"); the file takes the trust domain's name, which has no "/"
+ * (a key that is no trust domain ID is refused rather than written as a path).
+ */
+function trustDomainFileName(key: string): string {
+  return TrustDomain.parse(key.replace(/^spiffe:\/\//, ''), 'bundle trust domain').name;
+}
+
 /** Writes a file whole or not at all: a temporary file in the same directory, then rename (readers never see half a key). */
 function writeOut(dir: string, name: string, content: string, mode = 0o644): string {
   mkdirSync(dir, { recursive: true });
@@ -103,7 +113,7 @@ function showX509(res: X509SVIDResponseMessage, dir: string | undefined): void {
     }
   });
   for (const [td, der] of Object.entries(res.federated_bundles ?? {})) {
-    if (dir) writeOut(dir, `federated_bundle.${td}.pem`, splitConcatenatedDer(der).map((d) => pemFromDer(d)).join(''));
+    if (dir) writeOut(dir, `federated_bundle.${trustDomainFileName(td)}.pem`, splitConcatenatedDer(der).map((d) => pemFromDer(d)).join(''));
   }
   if (dir) process.stdout.write(`Wrote ${res.svids.length} SVID(s) to ${dir}\n`);
 }
@@ -168,7 +178,7 @@ fetch.command('bundles')
       const res = await firstMessage<X509BundlesResponseMessage>(c, 'FetchX509Bundles', Number(o.timeout) * 1000);
       for (const [td, der] of Object.entries(res.bundles)) {
         const pem = splitConcatenatedDer(der).map((d) => pemFromDer(d)).join('');
-        if (o.write) writeOut(o.write, `${td}.pem`, pem);
+        if (o.write) writeOut(o.write, `${trustDomainFileName(td)}.pem`, pem);
         else process.stdout.write(`# ${td}\n${pem}`);
       }
     } finally { c.close(); }

@@ -114,3 +114,38 @@ t.test('one process holds at most 64 connections on the socket; the rest are clo
   tt.equal((await st.message(0, 10_000)).svids.length, 1, 'and once they are closed the process is served again');
   st.cancel();
 });
+
+t.test('`meshid-agent api watch --write` stalled (a disk that blocks it) catches up on the current SVID, not on every one it missed', async (tt) => {
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { bin } = await import('../../helpers/process.js');
+  const { pemFromDer } = await import('../../../spiffe/x509.js');
+  const source = await bigSource(150);
+  const server = await startServer(tt, source, { slowReaderDeadlineMs: 120_000 });
+  const dir = mkdtempSync(join(tmpdir(), 'meshid-watch-'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const watcher = spawn(process.execPath, [bin('meshid-agent'), 'api', 'watch', '--socket', server.socketPath, '--write', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  tt.teardown(() => { watcher.kill('SIGCONT'); watcher.kill('SIGKILL'); });
+  let out = '';
+  watcher.stdout.on('data', (d: Buffer) => { out += d; });
+  watcher.stderr.on('data', (d: Buffer) => { out += `[stderr] ${d}`; });
+  const received = () => (out.match(/^Received /gm) ?? []).length;
+  await waitFor(() => received() >= 1, 20_000, 'the first answer to be written');
+  watcher.kill('SIGSTOP'); // as if its write to a slow disk blocked it
+  let latest = '';
+  for (let i = 0; i < 20; i++) {
+    latest = pemFromDer((await source.rotate('/ns/default/sa/w0')).certChainDer[0]!);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await waitFor(() => server.bufferedBytes() > 0, 10_000, 'the agent to hold what the stalled watcher does not read');
+  const before = received();
+  watcher.kill('SIGCONT');
+  await waitFor(() => { try { return readFileSync(join(dir, 'svid.pem'), 'utf8').startsWith(latest); } catch { return false; } }, 20_000, 'svid.pem to hold the current SVID')
+    .catch((err: Error) => { throw new Error(`${err.message}; received ${before} then ${received()}, ${server.bufferedBytes()} bytes held, ${server.metrics.openStreams} streams; out: ${out.slice(-300)}`); });
+  tt.ok(received() - before <= 3, `after the stall it wrote ${received() - before} update(s), not the 20 it missed`);
+  tt.equal(readFileSync(join(dir, 'svid.pem'), 'utf8').split('-----BEGIN CERTIFICATE-----')[1], latest.split('-----BEGIN CERTIFICATE-----')[1], 'svid.pem is the current SVID');
+  // the federated bundle is named by trust domain (it crashed the watcher when named by trust domain ID, "spiffe://…")
+  tt.match(readFileSync(join(dir, 'federated_bundle.federated.test.pem'), 'utf8'), /BEGIN CERTIFICATE/);
+});
