@@ -353,7 +353,11 @@ export class MeshidAgent {
       byLifetime.set(l.expired, { state: 'expired' });
     });
     const minRemaining = r.gauge('meshid_agent_x509_svid_min_remaining_seconds', 'The least remaining lifetime of any X509-SVID held (negative: expired).');
-    minRemaining.collect(() => { const m = this.cache.lifetimes().minRemainingMs; if (m !== undefined) minRemaining.set(Math.round(m / 1000)); else minRemaining.reset(); });
+    minRemaining.collect(() => {
+      const m = this.cache.lifetimes().minRemainingMs;
+      // floor: an SVID expired by any amount shows negative
+      if (m !== undefined) minRemaining.set(Math.floor(m / 1000)); else minRemaining.reset();
+    });
     const renewals = r.gauge('meshid_agent_svid_renewals', 'X509-SVIDs renewed since start.');
     renewals.collect(() => renewals.set(this.cache.renewals));
     const failures = r.gauge('meshid_agent_svid_sign_failures', 'X509-SVID signing attempts that failed since start.');
