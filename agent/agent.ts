@@ -95,7 +95,7 @@ export class MeshidAgent {
     const refused = (err: ServiceError): Promise<void> => this.identity.handleServerRefusal(err);
 
     await this.identity.start();
-    this.cache = new SvidCache({ state: this.state, connection: this.connection, clock: deps.clock, logger: log.child({ component: 'cache' }), maxSvids: config.max_svids, onServerRefusal: refused });
+    this.cache = new SvidCache({ state: this.state, connection: this.connection, clock: deps.clock, logger: log.child({ component: 'cache' }), maxSvids: config.max_svids, onServerRefusal: refused, availabilityTargetMs: config.availability_target * 1000 });
     this.sync = new SyncClient({ connection: this.connection, state: this.state, logger: log.child({ component: 'sync' }), onRefused: refused });
     this.state.onChange((c) => {
       if (!c.bundles) return;

@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { durationField, readConfigFile, validateConfig } from '../common/config.js';
+import { parseServerList } from './serverapi/connection.js';
 import { TrustDomain } from '../spiffe/id.js';
 import { kubernetesAgentConfigSchema } from './workloadattestor/k8s.js';
 
@@ -21,7 +22,15 @@ export const endpointSchema = z.object({
 export type EndpointConfig = z.infer<typeof endpointSchema>;
 
 export const agentConfigSchema = z.object({
-  server: hostPort,
+  /** HOST:PORT of the server, or several (a,b,c) or a DNS name with several addresses: one Sync stream, failover to the next. */
+  server: z.string().superRefine((v, ctx) => {
+    try { parseServerList(v); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); }
+  }),
+  /**
+   * SPIRE's availability_target: X509-SVIDs are renewed once their remaining lifetime
+   * falls below it, so an outage of every server this long expires none. 0: half life.
+   */
+  availability_target: durationField('availability_target', '0s'),
   trust_domain: z.string().default('example.org').transform((v, ctx) => {
     try { return TrustDomain.parse(v); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
   }),

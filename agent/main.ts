@@ -27,7 +27,7 @@ const program = new Command('meshid-agent').description('meshid node agent: SPIF
 program.command('run')
   .description('run the agent until SIGTERM or SIGINT')
   .option('--config <file>', 'YAML or JSON config file')
-  .option('--server <host:port>', 'meshid-server agent API address')
+  .option('--server <host:port[,host:port…]>', 'meshid-server agent API address; several (or a DNS name with several addresses) for failover')
   .option('--join-token <token>', 'one-time join token for node attestation')
   .option('--trust-bundle <file>', 'bootstrap trust bundle (PEM or SPIFFE JSON)')
   .option('--trust-domain <td>', 'trust domain (default example.org)')

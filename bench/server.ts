@@ -225,23 +225,23 @@ function sqliteCommitRate(dir: string, n: number): number {
 
 /** Registration.createEntry then deleteEntry, one per transaction, with no agent connected: the write path alone. */
 async function writePathRate(dir: string, td: TrustDomain, n: number): Promise<{ create: number; remove: number; cpuUsPerWrite: number }> {
-  const store = Datastore.open({ path: join(dir, 'writepath.sqlite3'), trustDomain: td });
+  const store = await Datastore.open({ path: join(dir, 'writepath.sqlite3'), trustDomain: td });
   try {
     const registration = new Registration({ datastore: store, trustDomain: td });
     const parent = `spiffe://${td.name}/meshid/agent/join_token/writepath`;
     const cpu0 = process.cpuUsage();
     let t0 = performance.now();
     for (let i = 0; i < n; i++) {
-      registration.createEntry({ id: `wp-${i}`, spiffe_id: `spiffe://${td.name}/bench/wp/${i}`, parent_id: parent, selectors: SELECTORS });
+      await registration.createEntry({ id: `wp-${i}`, spiffe_id: `spiffe://${td.name}/bench/wp/${i}`, parent_id: parent, selectors: SELECTORS });
       await nextTurn();
     }
     const create = n / ((performance.now() - t0) / 1000);
     t0 = performance.now();
-    for (let i = 0; i < n; i++) { registration.deleteEntry(`wp-${i}`); await nextTurn(); }
+    for (let i = 0; i < n; i++) { await registration.deleteEntry(`wp-${i}`); await nextTurn(); }
     const remove = n / ((performance.now() - t0) / 1000);
     return { create, remove, cpuUsPerWrite: cpuUs(process.cpuUsage(cpu0)) / (2 * n) };
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -287,7 +287,7 @@ async function main(): Promise<void> {
     const rootPem = parts.ca.bundle().x509Pem();
     const tokens = Array.from({ length: AGENTS }, (_, i) => `bench-agent-${String(i).padStart(5, '0')}-${Math.random().toString(36).slice(2, 10)}`);
     const expiresAt = Math.floor(Date.now() / 1000) + 3600;
-    for (const token of tokens) parts.store.createJoinToken({ token, expiresAt });
+    for (const token of tokens) await parts.store.createJoinToken({ token, expiresAt });
 
     for (let c = 0; c < PROCS; c++) {
       children.push(fork(fileURLToPath(import.meta.url), ['--client'], { execArgv: ['--enable-source-maps'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
@@ -314,7 +314,7 @@ async function main(): Promise<void> {
         perAgent[parent]!++;
         specs.push({ spiffeId: SpiffeId.parse(`spiffe://${parts.td.name}/bench/load/w${j}`), parentId: SpiffeId.parse(parent), selectors: SelectorSet.parse(SELECTORS) });
       }
-      const failed = parts.store.batchCreateEntries(specs).find((r) => !r.ok);
+      const failed = (await parts.store.batchCreateEntries(specs)).find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
     }
     const snapCpu0 = process.cpuUsage();
@@ -350,8 +350,8 @@ async function main(): Promise<void> {
       const stopAt = t0 + PHASE_WRITE_SECONDS * 1000;
       for (let j = 0; j < max && now() < stopAt; j++) {
         const id = `${prefix}${j}`;
-        if (kind === 'created') registration.createEntry({ id, spiffe_id: `spiffe://${parts!.td.name}/bench/churn/r${round}/w${j}`, parent_id: parentOf(j), selectors: SELECTORS });
-        else registration.deleteEntry(id);
+        if (kind === 'created') await registration.createEntry({ id, spiffe_id: `spiffe://${parts!.td.name}/bench/churn/r${round}/w${j}`, parent_id: parentOf(j), selectors: SELECTORS });
+        else await registration.deleteEntry(id);
         written.set(id, now());
         await nextTurn(); // the next admin request is another turn of the event loop
       }

@@ -40,13 +40,13 @@ async function main(): Promise<void> {
 
   // 1. the signing path itself, as each BatchNewX509SVID item runs it: with the native
   //    P-256 addon (as meshid-server runs), and with node:crypto alone for comparison
-  const signingPath = (accelerator: P256 | undefined): number[] => {
+  const signingPath = async (accelerator: P256 | undefined): Promise<number[]> => {
     const ca = new CertificateAuthority({
       trustDomain: td, keys: new MemoryKeyManager(), journal: new MemoryCaJournal(), clock: systemClock, logger: silentLogger,
       caTtlSeconds: 86400, x509SvidTtlSeconds: 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256', caSubject: [['O', 'bench']],
       ...(accelerator ? { p256: accelerator } : {}),
     });
-    ca.start();
+    await ca.start();
     const rates: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const t0 = performance.now();
@@ -56,13 +56,13 @@ async function main(): Promise<void> {
     ca.stop();
     return rates;
   };
-  const core = signingPath(p256);
-  const nodeCrypto = p256 ? signingPath(undefined) : core;
+  const core = await signingPath(p256);
+  const nodeCrypto = p256 ? await signingPath(undefined) : core;
 
   // 2. the whole RPC: TLS gRPC on loopback, batches of 500, client in the same process (one core for both)
   const parts = await startServerParts();
   const agent = await attestAgent(parts);
-  const entry = parts.store.createEntry({ spiffeId: id, parentId: agent.agentId, selectors: SelectorSet.parse(['unix:uid:0']) });
+  const entry = await parts.store.createEntry({ spiffeId: id, parentId: agent.agentId, selectors: SelectorSet.parse(['unix:uid:0']) });
   const rpc: number[] = [];
   const batch = 500;
   for (let r = 0; r < ROUNDS; r++) {

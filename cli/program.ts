@@ -1,6 +1,7 @@
 /** The `meshid` command tree: global options here, one file per command group. */
 import { Command, Option } from 'commander';
 import { registerAgentCommands } from './agent.js';
+import { registerServerCommands } from './server.js';
 import { registerBundleCommands } from './bundle.js';
 import { DEFAULT_SERVER, DEFAULT_TOKEN_FILE } from './client.js';
 import { registerEntryCommands } from './entry.js';
@@ -30,6 +31,7 @@ export function buildProgram(io: ProgramIo = { writeOut: (s) => process.stdout.w
   // Subcommands copy the settings above when they are made, so these come after them.
   registerEntryCommands(program);
   registerAgentCommands(program);
+  registerServerCommands(program);
   registerTokenCommands(program);
   registerBundleCommands(program);
   registerX509Commands(program);

@@ -28,6 +28,8 @@ command -v tcpdump >/dev/null || need_debs+=(tcpdump)
 command -v openssl >/dev/null || need_debs+=(openssl)
 command -v kubectl >/dev/null || need_debs+=(kubernetes-client)
 command -v make >/dev/null || need_debs+=(make)
+# PostgreSQL for several servers on one database; tests start clusters of their own (initdb, pg_ctl)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_debs+=(postgresql)
 command -v g++ >/dev/null || need_debs+=(g++)
 # a second gRPC implementation (C-core, as py-spiffe uses) for the Workload API interop test
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || need_debs+=(python3-grpcio)

@@ -17,6 +17,8 @@ export const serverConfigSchema = z.object({
     try { return TrustDomain.parse(v); } catch (err) { ctx.addIssue({ code: 'custom', message: (err as Error).message }); return z.NEVER; }
   }),
   data_dir: z.string().default('/var/lib/meshid/server'),
+  /** This server's id among those sharing a datastore; default: made once and kept in <data_dir>/server_id. */
+  server_id: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, 'must be 1-128 letters, digits, ".", "_" or "-"').optional(),
   bind: hostPort.default('0.0.0.0:8081'),
   admin: hostPort.default('127.0.0.1:8080'),
   ca_ttl: duration('ca_ttl', '24h'),
@@ -46,6 +48,18 @@ export const serverConfigSchema = z.object({
     attest_per_source_per_minute: z.number().int().positive().default(60),
     connections_per_source: z.number().int().positive().default(32),
     connections: z.number().int().positive().default(20_000),
+  }).strict().prefault({}),
+  /**
+   * Where registration entries and everything else live: `sqlite:PATH` (default
+   * sqlite:<data_dir>/datastore.sqlite3) or `postgres://user@host:port/db` for
+   * several servers on one database. The password comes from the URL, from
+   * password_file (mode 0600), or from PG* environment variables; it is never logged.
+   */
+  datastore: z.object({
+    url: z.string().min(1).optional(),
+    password_file: z.string().min(1).optional(),
+    /** PostgreSQL connections per server. */
+    pool_size: z.number().int().positive().max(1000).default(10),
   }).strict().prefault({}),
   /** How long start-up waits for SQLite's integrity check of the datastore; 0 skips it. */
   datastore_check_timeout: durationField('datastore_check_timeout', '30s'),

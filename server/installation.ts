@@ -74,9 +74,9 @@ export function checkBeforeOpen(o: InstallationOptions): void {
 }
 
 /** After it is opened: binds the datastore and the data dir to one installation, or refuses a datastore that is not this one. */
-export function bindInstallation(store: Datastore, o: InstallationOptions): { installationId: string; created: boolean } {
+export async function bindInstallation(store: Datastore, o: InstallationOptions): Promise<{ installationId: string; created: boolean }> {
   const marker = readMarker(o.dataDir);
-  const record = store.installation();
+  const record = await store.installation();
   if (record) {
     if (record.trustDomain !== o.trustDomain) {
       throw new FailedPrecondition(`datastore ${o.datastorePath} belongs to trust domain ${record.trustDomain}, not ${o.trustDomain}`, 'trust_domain');
@@ -89,12 +89,13 @@ export function bindInstallation(store: Datastore, o: InstallationOptions): { in
     return { installationId: record.installationId, created: false };
   }
   // No record: a datastore from before installations were recorded, or a new one.
-  if (!store.hasData() && !o.initFresh) {
+  const hadData = await store.hasData();
+  if (!hadData && !o.initFresh) {
     if (marker) throw new FailedPrecondition(`datastore ${o.datastorePath} is empty, but data dir ${o.dataDir} was initialised (installation ${marker.installation_id}, ${marker.created_at}): ${RECOVER(o)}`, 'datastore');
     if (hasCaKeys(o.keysDir)) throw new FailedPrecondition(`datastore ${o.datastorePath} is empty, but CA keys exist in ${o.keysDir}: ${RECOVER(o)}`, 'datastore');
   }
-  const id = store.hasData() && marker ? marker.installation_id : randomUUID();
-  store.recordInstallation(id);
+  const id = hadData && marker ? marker.installation_id : randomUUID();
+  await store.recordInstallation(id);
   writeMarker(o, id);
-  return { installationId: id, created: !store.hasData() };
+  return { installationId: id, created: !hadData };
 }

@@ -7,6 +7,8 @@ import { MeshidError } from '../spiffe/errors.js';
 import { loadServerConfig } from './config.js';
 import { MeshidServer } from './server.js';
 import { backupDatastore } from './datastore/backup.js';
+import { copyDatastore } from './datastore/copy.js';
+import { TrustDomain } from '../spiffe/id.js';
 import { join } from 'node:path';
 
 const program = new Command('meshid-server')
@@ -21,10 +23,12 @@ program.command('run')
   .option('--bind <host:port>', 'agent API (gRPC over TLS) address')
   .option('--admin <host:port>', 'admin HTTP API address')
   .option('--log-level <level>', 'debug, info, warn or error')
+  .option('--datastore <url>', 'sqlite:PATH (default sqlite:<data-dir>/datastore.sqlite3) or postgres://user@host:port/db for several servers')
   .option('--init-fresh', 'start a new installation (new datastore and CA) in a data dir whose datastore is missing or empty; without it such a start is refused')
   .option('--replace-lost-ca-key', 'make a new CA key where the active one is missing from keys/; without it such a start is refused')
-  .action(async (o: { config?: string; dataDir?: string; trustDomain?: string; bind?: string; admin?: string; logLevel?: string; initFresh?: boolean; replaceLostCaKey?: boolean }) => {
+  .action(async (o: { config?: string; dataDir?: string; trustDomain?: string; bind?: string; admin?: string; logLevel?: string; datastore?: string; initFresh?: boolean; replaceLostCaKey?: boolean }) => {
     const config = loadServerConfig(o.config, { data_dir: o.dataDir, trust_domain: o.trustDomain, bind: o.bind, admin: o.admin, log_level: o.logLevel });
+    if (o.datastore !== undefined) config.datastore.url = o.datastore;
     const logger = new JsonLogger(process.stderr, config.log_level, { service: 'meshid-server' });
     new EventLoopWatchdog({ stallLimitMs: config.watchdog.stall_limit * 1000, service: 'meshid-server' }).start();
     const server = new MeshidServer(config, { clock: systemClock, logger, startup: { initFresh: !!o.initFresh, replaceLostCaKey: !!o.replaceLostCaKey } });
@@ -56,6 +60,19 @@ datastore.command('backup')
     const s = await backupDatastore(join(config.data_dir, 'datastore.sqlite3'), file);
     process.stdout.write(`Wrote ${s.file}: installation ${s.installationId || '(not recorded)'}, schema ${s.schemaVersion}, revision ${s.revision}, ${s.entries} entries, ${s.agents} agents.\n` +
       `Restore: stop the server, copy it to ${join(config.data_dir, 'datastore.sqlite3')}, remove that file's -wal and -shm, start the server.\n`);
+  });
+
+datastore.command('migrate')
+  .description('copy every table of one datastore into a new, empty one (e.g. sqlite:PATH to postgres://… to run several servers); stop the server first')
+  .requiredOption('--from <url>', 'the datastore to copy: sqlite:PATH or postgres://…')
+  .requiredOption('--to <url>', 'the empty datastore to copy into')
+  .option('--trust-domain <td>', 'trust domain (default example.org)', 'example.org')
+  .action(async (o: { from: string; to: string; trustDomain: string }) => {
+    const s = await copyDatastore(o.from, o.to, TrustDomain.parse(o.trustDomain), (line) => process.stderr.write(line + '\n'));
+    const total = Object.values(s.rows).reduce((a, b) => a + b, 0);
+    process.stdout.write(`Copied ${total} rows from ${s.from} to ${s.to} at revision ${s.revision}: ` +
+      `${s.rows['registered_entries']} entries, ${s.rows['attested_nodes']} agents, ${s.rows['servers']} servers.\n` +
+      'Start the server with --datastore pointing at the copy and its data dir unchanged (server_id, keys/): agents carry on without attesting again.\n');
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

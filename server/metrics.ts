@@ -16,4 +16,15 @@ export class ServerMetrics {
   readonly agentClaimsOverridden: Counter = this.registry.counter('meshid_server_agent_claims_overridden_total', 'Node claims of agents that disagreed with the Kubernetes API, which won, by field.');
   readonly datastoreCorruption: Counter = this.registry.counter('meshid_server_datastore_corruption_total', 'Times the datastore was found corrupt, at start or by a call at run time (when).');
   readonly adminRequests: Counter = this.registry.counter('meshid_server_admin_requests_total', 'Admin API requests by route and HTTP status.');
+
+  private readonly refreshers: (() => Promise<void>)[] = [];
+
+  /** Runs before each scrape: gauges read from the datastore, which answers asynchronously. */
+  onRefresh(fn: () => Promise<void>): void { this.refreshers.push(fn); }
+
+  /** The exposition text, after every refresher ran (one that fails leaves its gauges as they were). */
+  async render(): Promise<string> {
+    await Promise.all(this.refreshers.map((fn) => fn().catch(() => undefined)));
+    return this.registry.render();
+  }
 }

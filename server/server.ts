@@ -10,7 +10,11 @@ import { AgentApiServer } from './agentapi/server.js';
 import { AttestorRegistry, JoinTokenAttestor, type NodeAttestor } from './attestation/index.js';
 import { CertificateAuthority, DatastoreCaJournal, DiskKeyManager, loadUpstreamAuthority, MemoryKeyManager, P256 } from './ca/index.js';
 import type { ServerConfig } from './config.js';
-import { Datastore } from './datastore/index.js';
+import { Datastore, parseDatastoreUrl } from './datastore/index.js';
+import { redactUrl } from './datastore/postgres.js';
+import { ChangeFeed } from './datastore/feed.js';
+import { ClusterAuthorities } from './ca/cluster.js';
+import { LeaderJobs } from './leader.js';
 import { checkIntegrity } from './datastore/integrity.js';
 import { bindInstallation, checkBeforeOpen } from './installation.js';
 import { IdentityAllocator } from './identity/index.js';
@@ -36,6 +40,14 @@ export interface MeshidServerDeps {
 export class MeshidServer {
   readonly metrics = new ServerMetrics();
   store!: Datastore;
+  /** Every server's committed changes, from the change log; what Sync streams and the Kubernetes bundle publisher hear. */
+  feed!: ChangeFeed;
+  /** This server's id among those sharing the datastore (data_dir/server_id, or config server_id). */
+  serverId = '';
+  /** Every server's authorities: the trust domain's bundle. */
+  authorities!: ClusterAuthorities;
+  leader: LeaderJobs | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
   ca!: CertificateAuthority;
   registration!: Registration;
   private agentApi: AgentApiServer | undefined;
@@ -54,20 +66,32 @@ export class MeshidServer {
     const { config, deps } = this;
     const log = deps.logger;
     mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
-    const datastorePath = join(config.data_dir, 'datastore.sqlite3');
+    const where = parseDatastoreUrl(config.datastore.url ?? `sqlite:${join(config.data_dir, 'datastore.sqlite3')}`);
+    const datastorePath = where.engine === 'sqlite' ? where.path : redactUrl(where.url);
     const keysDir = join(config.data_dir, 'keys');
     const installation = {
       dataDir: config.data_dir, datastorePath, trustDomain: config.trust_domain.name, initFresh: deps.startup?.initFresh ?? false,
       ...(config.key_manager === 'disk' ? { keysDir } : {}),
     };
-    checkBeforeOpen(installation);
-    await this.checkIntegrity(datastorePath);
-    this.store = Datastore.open({
-      path: datastorePath, trustDomain: config.trust_domain, now: () => deps.clock.now().getTime(),
+    if (where.engine === 'sqlite') {
+      checkBeforeOpen(installation);
+      await this.checkIntegrity(where.path);
+    }
+    const password = config.datastore.password_file ? readSecretFile(config.datastore.password_file, 'datastore.password_file') : undefined;
+    this.store = await Datastore.open({
+      url: where.engine === 'sqlite' ? `sqlite:${where.path}` : where.url, trustDomain: config.trust_domain, now: () => deps.clock.now().getTime(),
+      ...(password !== undefined ? { password } : {}), poolSize: config.datastore.pool_size,
       onCorruption: (err) => this.datastoreCorrupt(err),
+      onConnectionError: (err) => log.warn('datastore connection lost; it is made again on next use', { datastore: datastorePath, error: err.message }),
     });
-    const bound = bindInstallation(this.store, installation);
+    log.info('datastore open', { engine: this.store.engine, datastore: this.store.location, schema_version: this.store.schemaVersion });
+    this.feed = new ChangeFeed(this.store, { logger: log.child({ component: 'feed' }) });
+    await this.feed.start();
+    const bound = await bindInstallation(this.store, installation);
     if (bound.created) log.info('new installation', { installation_id: bound.installationId, data_dir: config.data_dir });
+    this.serverId = config.server_id ?? serverIdOf(config.data_dir);
+    await this.store.registerServer({ serverId: this.serverId, agentAddress: config.bind, caTtl: config.ca_ttl });
+    this.authorities = new ClusterAuthorities({ store: this.store, serverId: this.serverId, trustDomain: config.trust_domain, clock: deps.clock, logger: log.child({ component: 'authorities' }) });
     const subject: [string, string][] = [['C', config.ca_subject.country], ['O', config.ca_subject.organization]];
     if (config.ca_subject.common_name) subject.push(['CN', config.ca_subject.common_name]);
     const p256 = P256.load();
@@ -77,7 +101,7 @@ export class MeshidServer {
       keys: config.key_manager === 'disk' ? new DiskKeyManager(keysDir) : new MemoryKeyManager(),
       // a new key is normal only where agents keep trusting what signs it: memory keys (tests), an upstream CA
       lostActiveKey: config.key_manager === 'disk' && !config.upstream_authority && !deps.startup?.replaceLostCaKey ? 'refuse' : 'replace',
-      journal: new DatastoreCaJournal(this.store),
+      journal: new DatastoreCaJournal(this.store, this.serverId),
       clock: deps.clock,
       logger: log.child({ component: 'ca' }),
       caTtlSeconds: config.ca_ttl,
@@ -86,23 +110,32 @@ export class MeshidServer {
       keyType: config.ca_key_type,
       caSubject: subject,
       ...(config.upstream_authority ? { upstream: loadUpstreamAuthority(config.upstream_authority.cert_file, config.upstream_authority.key_file, config.upstream_authority.bundle_file) } : {}),
-      onBundleChange: (bundle) => this.store.setBundle(config.trust_domain, bundle.toJwks() as never),
+      // this server's authorities join every other server's in the trust domain's bundle
+      onBundleChange: (bundle) => this.authorities.publish(bundle, this.ca.intermediates()),
       onRotation: (kind, event) => this.metrics.caRotations.inc({ kind, event }),
       ...(p256 ? { p256 } : {}),
       ...(config.jwt_issuer ? { jwtIssuer: config.jwt_issuer } : {}),
     });
-    this.ca.start();
+    await this.ca.start();
+    // another server's rotation changes the bundle: verify agents and answer with the new union
+    this.feed.onChange((changes) => {
+      if (changes.some((c) => c.kind === 'bundle' && c.id === config.trust_domain.name)) {
+        this.authorities.refresh().catch((err: unknown) => log.warn('reading the trust bundle failed', { error: (err as Error).message }));
+      }
+    });
+    this.heartbeat = setInterval(() => { void this.beat(); }, 5000);
+    this.heartbeat.unref();
     this.registration = new Registration({ datastore: this.store, trustDomain: config.trust_domain, now: () => deps.clock.now().getTime() });
-    this.metrics.entries.collect(() => this.metrics.entries.set(this.store.listEntries().items.length));
-    this.metrics.agents.collect(() => {
-      const all = this.store.listAttestedNodes().items;
+    this.metrics.onRefresh(async () => this.metrics.entries.set((await this.store.listEntries()).items.length));
+    this.metrics.onRefresh(async () => {
+      const all = (await this.store.listAttestedNodes()).items;
       this.metrics.agents.set(all.filter((a) => !a.banned).length, { state: 'active' });
       this.metrics.agents.set(all.filter((a) => a.banned).length, { state: 'banned' });
     });
     if (config.kubernetes.enabled) {
       // loaded only here: @kubernetes/client-node costs ~60 MB of RSS that a server outside Kubernetes should not carry
       const { KubernetesIntegration } = await import('./k8s/index.js');
-      this.kubernetes = new KubernetesIntegration({ config: config.kubernetes, store: this.store, trustDomain: config.trust_domain, clock: deps.clock, logger: log.child({ component: 'k8s' }) });
+      this.kubernetes = new KubernetesIntegration({ config: config.kubernetes, store: this.store, ...(this.feed ? { changes: this.feed } : {}), trustDomain: config.trust_domain, clock: deps.clock, logger: log.child({ component: 'k8s' }) });
     }
     this.agentApi = new AgentApiServer({
       bind: config.bind,
@@ -115,6 +148,8 @@ export class MeshidServer {
       agentSvidTtlSeconds: config.agent_svid_ttl,
       endpoints: new IdentityAllocator(this.store),
       kubernetesOwnsNodes: this.kubernetes !== undefined,
+      changes: this.feed,
+      trust: this.authorities,
       attestPerSourcePerMinute: config.agent_api_limits.attest_per_source_per_minute,
       maxConnectionsPerSource: config.agent_api_limits.connections_per_source,
       maxConnections: config.agent_api_limits.connections,
@@ -130,18 +165,22 @@ export class MeshidServer {
       clock: deps.clock,
       authToken: this.adminToken(),
       ready: () => this.ready && !this.corrupt,
+      trustBundle: () => this.authorities.bundle(),
+      serverId: this.serverId,
     });
     this.adminPort = await this.adminApi.start();
     if (config.oidc_discovery) {
       const o = config.oidc_discovery;
       this.oidc = new OidcDiscoveryServer({
-        bind: o.bind, bundle: () => this.ca.bundle(), domains: o.domains, allowInsecureScheme: o.allow_insecure_scheme,
+        bind: o.bind, bundle: () => this.authorities.bundle(), domains: o.domains, allowInsecureScheme: o.allow_insecure_scheme,
         ...(config.jwt_issuer ? { issuer: config.jwt_issuer } : {}), ...(o.jwks_uri ? { jwksUri: o.jwks_uri } : {}),
         logger: log.child({ component: 'oidc' }),
       });
       this.oidcPort = await this.oidc.start();
     }
     await this.kubernetes?.start();
+    this.leader = new LeaderJobs({ store: this.store, serverId: this.serverId, authorities: this.authorities, clock: deps.clock, logger: log.child({ component: 'leader' }) });
+    this.leader.start();
     this.ready = true;
     log.info('meshid-server started', { trust_domain: config.trust_domain.name, agent_port: this.agentPort, admin_port: this.adminPort, data_dir: config.data_dir });
   }
@@ -171,14 +210,30 @@ export class MeshidServer {
     this.deps.logger.error('datastore is corrupt; readiness is off until the server is restarted on a restored datastore', { err });
   }
 
+  /** The heartbeat; a server that was pruned while it could not reach the datastore registers and publishes again. */
+  private async beat(): Promise<void> {
+    try {
+      if (await this.store.serverHeartbeat(this.serverId)) return;
+      this.deps.logger.warn('this server was pruned from the datastore; registering again', { server_id: this.serverId });
+      await this.store.registerServer({ serverId: this.serverId, agentAddress: this.config.bind, caTtl: this.config.ca_ttl });
+      await this.ca.rotate();
+      await this.authorities.publish(this.ca.bundle(), this.ca.intermediates());
+    } catch (err) {
+      this.deps.logger.warn('server heartbeat failed', { error: (err as Error).message });
+    }
+  }
+
   async stop(): Promise<void> {
     this.ready = false;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.leader?.stop();
     await this.kubernetes?.stop();
     await this.oidc?.stop();
     await this.adminApi?.stop();
     await this.agentApi?.stop();
     this.ca?.stop();
-    this.store?.close();
+    await this.feed?.stop();
+    await this.store?.close();
   }
 
   /** The admin bearer token: read from the configured file, or made once under data_dir (0600). */
@@ -193,4 +248,26 @@ export class MeshidServer {
     if (token.length < 16) throw new FailedPrecondition(`admin token in ${file} is shorter than 16 characters`, 'admin_token_file');
     return token;
   }
+}
+
+/** A secret in a file of its own: mode 0600 (or stricter), first line, not empty. */
+function readSecretFile(file: string, field: string): string {
+  if (!existsSync(file)) throw new FailedPrecondition(`${field} ${file} does not exist`, field);
+  if (statSync(file).mode & 0o077) throw new FailedPrecondition(`${field} ${file} must have mode 0600 (it holds a password)`, field);
+  const secret = readFileSync(file, 'utf8').split('\n')[0]!.trim();
+  if (secret === '') throw new FailedPrecondition(`${field} ${file} is empty`, field);
+  return secret;
+}
+
+/** The server's id, made once and kept in the data dir: a server that restarts with its data dir is the same server. */
+function serverIdOf(dataDir: string): string {
+  const file = join(dataDir, 'server_id');
+  if (existsSync(file)) {
+    const id = readFileSync(file, 'utf8').trim();
+    if (/^[A-Za-z0-9._-]{1,128}$/.test(id)) return id;
+    throw new FailedPrecondition(`${file} holds no valid server id; remove it to make a new one`, 'server_id');
+  }
+  const id = `server-${randomBytes(6).toString('hex')}`;
+  writeFileSync(file, id + '\n', { mode: 0o600 });
+  return id;
 }

@@ -102,9 +102,11 @@ export class AgentIdentity {
     const key = generateKeyPair();
     let res: AttestAgentResponseMsg;
     try {
+      // not repeated on another server by the connection: a server that got the call but not
+      // its answer out may have spent a one-time token (the caller's retry picks the next server)
       res = await this.opts.connection.unary<AttestAgentResponseMsg>('AttestAgent', {
         attestation: { type: plugin.type, payload: await plugin.payload() }, csr: createCsr(key.privateKey, key.publicKey),
-      });
+      }, 15_000, { failover: false });
     } catch (err) {
       const e = err as ServiceError;
       if (e.code === status.PERMISSION_DENIED && /banned/.test(e.details ?? '')) throw new AgentBanned(`the server has banned this agent: ${e.details}`);

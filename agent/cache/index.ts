@@ -34,6 +34,20 @@ export interface SvidCacheOptions {
   /** How often due renewals are looked for. */
   tickMs?: number;
   onServerRefusal?: (err: ServiceError) => Promise<void>;
+  /**
+   * SPIRE's availability_target, in ms: an X509-SVID is renewed once its
+   * remaining lifetime falls below this, so an outage of every server this long
+   * never lets one expire. 0 (default), or an SVID whose whole lifetime is not
+   * longer than it: renewed at half life.
+   */
+  availabilityTargetMs?: number;
+}
+
+/** When an SVID issued at `issuedAt` that expires at `expiresAt` is due for renewal. */
+export function renewalDueAt(issuedAt: number, expiresAt: number, availabilityTargetMs = 0): number {
+  const half = issuedAt + (expiresAt - issuedAt) / 2;
+  if (availabilityTargetMs <= 0 || expiresAt - issuedAt <= availabilityTargetMs) return half;
+  return expiresAt - availabilityTargetMs;
 }
 
 interface Held { svid: CachedX509Svid; key: KeyObject; issuedAt: number; entryRevision: number; lastUsed: number }
@@ -105,13 +119,12 @@ export class SvidCache implements WorkloadSource {
     this.kick();
   }
 
-  /** Queues SVIDs past half their life, tells listeners about SVIDs that expired, and signs what is queued. */
+  /** Queues SVIDs due for renewal (half life, or availability_target), tells listeners about SVIDs that expired, and signs what is queued. */
   private tick(): void {
     const now = this.opts.clock.now().getTime();
     let expired = false;
     for (const [id, h] of this.held) {
-      const half = h.issuedAt + (h.svid.expiresAt.getTime() - h.issuedAt) / 2;
-      if (now >= half) this.queue.add(id);
+      if (now >= renewalDueAt(h.issuedAt, h.svid.expiresAt.getTime(), this.opts.availabilityTargetMs)) this.queue.add(id);
       const exp = h.svid.expiresAt.getTime();
       if (exp > this.expiriesSeenUntil && exp <= now) expired = true;
     }
@@ -216,7 +229,7 @@ export class SvidCache implements WorkloadSource {
     for (const h of this.held.values()) {
       const exp = h.svid.expiresAt.getTime();
       if (exp <= now) out.expired++;
-      else if (now >= h.issuedAt + (exp - h.issuedAt) / 2) out.renewalDue++;
+      else if (now >= renewalDueAt(h.issuedAt, exp, this.opts.availabilityTargetMs)) out.renewalDue++;
       else out.fresh++;
       out.minRemainingMs = Math.min(out.minRemainingMs ?? Infinity, exp - now);
     }

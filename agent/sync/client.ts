@@ -7,7 +7,7 @@
 import type { ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../common/log.js';
 import type { SyncUpdateMsg } from '../../api/agentproto.js';
-import type { ServerConnection } from '../serverapi/connection.js';
+import { isServerDown, type ServerConnection } from '../serverapi/connection.js';
 import type { AgentState } from './state.js';
 
 export interface SyncClientOptions {
@@ -67,14 +67,16 @@ export class SyncClient {
   private connect(): void {
     if (this.status === 'stopped') return;
     this.status = 'connecting';
-    let stream: NodeJS.EventEmitter & { cancel(): void };
+    let stream: NodeJS.EventEmitter & { cancel(): void; address: string };
     try {
-      stream = this.opts.connection.stream('Sync', {});
+      // resume: a server whose change log still holds what came after this revision sends only that
+      stream = this.opts.connection.stream('Sync', { revision: this.opts.state.revision });
     } catch (err) {
       this.scheduleReconnect(err as ServiceError);
       return;
     }
     this.stream = stream;
+    let first = true;
     stream.on('data', (msg: SyncUpdateMsg) => {
       try {
         this.opts.state.apply(msg);
@@ -82,12 +84,14 @@ export class SyncClient {
         this.opts.logger.error('could not apply a Sync message', { err });
         return;
       }
-      if (msg.snapshot) {
+      // the first message of a stream is a snapshot, or the changes since the revision the agent had
+      if (msg.snapshot || first) {
+        first = false;
         this.status = 'synced';
         this.attempt = 0;
         this.lastSyncAt = new Date();
         this.resolveFirst();
-        this.opts.logger.info('synced with the server', { revision: Number(msg.revision), entries: msg.entries.length });
+        this.opts.logger.info('synced with the server', { server: this.opts.connection.address, revision: Number(msg.revision), entries: msg.entries.length });
       }
     });
     let ended = false;
@@ -97,7 +101,11 @@ export class SyncClient {
       this.stream = undefined;
       this.scheduleReconnect(err);
     };
-    stream.on('error', (err: ServiceError) => end(err));
+    stream.on('error', (err: ServiceError) => {
+      // a server that went away: the next attempt goes to another one (several --server addresses)
+      if (isServerDown(err) || err.code === 1 /* CANCELLED by a server shutting down */) this.opts.connection.failed(stream.address);
+      end(err);
+    });
     stream.on('end', () => end(undefined));
   }
 

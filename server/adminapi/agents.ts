@@ -45,15 +45,15 @@ function agentParam(req: AdminRequest): SpiffeId {
 
 export function agentRoutes(ctx: RouteContext): Route[] {
   const { store, trustDomain } = ctx;
-  const evict = (req: AdminRequest) => {
-    const agent = store.evictAttestedNode(agentParam(req));
+  const evict = async (req: AdminRequest) => {
+    const agent = await store.evictAttestedNode(agentParam(req));
     return { json: agentToJson(agent), audit: [{ target: agent.spiffeId.toString() }] };
   };
   const idTarget = (req: AdminRequest) => req.params.id ?? '';
   return [
     {
       method: 'get', path: '/v1/agents',
-      handle(req) {
+      async handle(req) {
         const q = new Query(req.query, ['banned', 'attestation_type', 'page_size', 'page_token']);
         const opts: ListAttestedNodesOptions = {};
         const banned = q.bool('banned');
@@ -64,24 +64,24 @@ export function agentRoutes(ctx: RouteContext): Route[] {
         if (attestationType !== undefined) opts.attestationType = attestationType;
         if (pageSize !== undefined) opts.pageSize = pageSize;
         if (pageToken !== undefined) opts.pageToken = pageToken;
-        const page = store.listAttestedNodes(opts);
+        const page = await store.listAttestedNodes(opts);
         return { json: { agents: page.items.map(agentToJson), next_page_token: page.nextPageToken } };
       },
     },
-    { method: 'get', path: '/v1/agents/{id}', handle: (req) => ({ json: agentToJson(store.getAttestedNode(agentParam(req))) }) },
+    { method: 'get', path: '/v1/agents/{id}', handle: async (req) => ({ json: agentToJson(await store.getAttestedNode(agentParam(req))) }) },
     { method: 'delete', path: '/v1/agents/{id}', action: 'agent.evict', target: idTarget, handle: evict },
     { method: 'post', path: '/v1/agents/{id}:evict', action: 'agent.evict', target: idTarget, handle: evict },
     {
       method: 'post', path: '/v1/agents/{id}:ban', action: 'agent.ban', target: idTarget,
-      handle(req) {
-        const agent = store.banAttestedNode(agentParam(req));
+      async handle(req) {
+        const agent = await store.banAttestedNode(agentParam(req));
         return { json: agentToJson(agent), audit: [{ target: agent.spiffeId.toString() }] };
       },
     },
     {
       method: 'post', path: '/v1/tokens', action: 'token.create',
       target: (req) => bodyString(req, 'agent_id'),
-      handle(req) {
+      async handle(req) {
         const body = bodyObject(req.body, ['ttl', 'agent_id', 'reattest']);
         const ttl = present(body, 'ttl') ? seconds(body.ttl, 'ttl', 1, MAX_TOKEN_TTL) : DEFAULT_TOKEN_TTL;
         if (present(body, 'reattest') && typeof body.reattest !== 'boolean') throw new InvalidArgument('reattest must be true or false', 'reattest');
@@ -93,14 +93,14 @@ export function agentRoutes(ctx: RouteContext): Route[] {
             throw new InvalidSpiffeId(`agent_id must be an agent ID, spiffe://${trustDomain.name}/meshid/agent/<attestor>/<node>`, 'agent_id');
           }
           // a token for an agent that is attested lets whoever holds it take that node's identity over
-          const attested = store.findAttestedNode(fixedId);
+          const attested = await store.findAttestedNode(fixedId);
           if (attested && body.reattest !== true) {
             throw new FailedPrecondition(`agent ${fixedId.toString()} is attested already (${attested.banned ? 'banned' : 'active'}); a token for it lets its holder become that agent: set reattest (meshid token generate --reattest) to mean it`, 'agent_id');
           }
         }
         const token = randomBytes(32).toString('base64url');
         const expiresAt = Math.floor(ctx.clock.now().getTime() / 1000) + ttl;
-        store.createJoinToken(fixedId ? { token, expiresAt, agentId: fixedId } : { token, expiresAt });
+        await store.createJoinToken(fixedId ? { token, expiresAt, agentId: fixedId } : { token, expiresAt });
         const agent = fixedId ?? agentId(trustDomain, 'join_token', token);
         // The audit line names the token by digest: the log must not hold a usable secret.
         const target = fixedId ? `${fixedId.toString()} (join_token ${tokenDigest(token)})` : `join_token ${tokenDigest(token)}`;

@@ -11,7 +11,7 @@ function bundleToJson(b: StoredBundle): { trust_domain: string; bundle: SpiffeBu
 }
 
 export function bundleRoutes(ctx: RouteContext): Route[] {
-  const { store, ca, trustDomain } = ctx;
+  const { store, trustDomain } = ctx;
   /** The `{trust_domain}` path parameter: a federated trust domain, never the server's own. */
   const federated = (req: AdminRequest): TrustDomain => {
     const td = TrustDomain.parse(req.params.trust_domain ?? '', 'trust_domain');
@@ -24,9 +24,9 @@ export function bundleRoutes(ctx: RouteContext): Route[] {
   return [
     {
       method: 'get', path: '/v1/bundle',
-      handle(req) {
+      async handle(req) {
         const format = new Query(req.query, ['format']).one('format') ?? 'spiffe';
-        const bundle = ca.bundle();
+        const bundle = ctx.trustBundle();
         if (format === 'pem') return { text: bundle.x509Pem(), contentType: 'application/x-pem-file' };
         if (format === 'spiffe') return { json: bundle.toJwks() };
         throw new InvalidArgument('format must be spiffe or pem', 'format');
@@ -34,14 +34,14 @@ export function bundleRoutes(ctx: RouteContext): Route[] {
     },
     {
       method: 'get', path: '/v1/bundles',
-      handle(req) {
+      async handle(req) {
         new Query(req.query, []);
-        return { json: { bundles: store.listFederatedBundles().map(bundleToJson) } };
+        return { json: { bundles: (await store.listFederatedBundles()).map(bundleToJson) } };
       },
     },
     {
       method: 'put', path: '/v1/bundles/{trust_domain}', action: 'bundle.set', target: tdTarget,
-      handle(req) {
+      async handle(req) {
         const td = federated(req);
         if (!isObject(req.body)) throw new InvalidArgument('the request body must be a SPIFFE bundle (a JSON object with "keys")', 'bundle');
         // Parsed and re-encoded: what is stored (and sent to agents) is known to be usable.
@@ -49,15 +49,15 @@ export function bundleRoutes(ctx: RouteContext): Route[] {
         if (bundle.x509Authorities.length + bundle.jwtAuthorities.length === 0) {
           throw new InvalidArgument('the bundle has no keys', 'bundle.keys');
         }
-        const stored = store.setBundle(td, bundle.toJwks() as SpiffeBundleDocument);
+        const stored = await store.setBundle(td, bundle.toJwks() as SpiffeBundleDocument);
         return { json: bundleToJson(stored), audit: [{ target: td.name }] };
       },
     },
     {
       method: 'delete', path: '/v1/bundles/{trust_domain}', action: 'bundle.delete', target: tdTarget,
-      handle(req) {
+      async handle(req) {
         const td = federated(req);
-        store.deleteFederatedBundle(td);
+        await store.deleteFederatedBundle(td);
         return { json: { trust_domain: td.name }, audit: [{ target: td.name }] };
       },
     },

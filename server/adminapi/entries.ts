@@ -99,14 +99,14 @@ export function entryRoutes(ctx: RouteContext): Route[] {
     {
       method: 'post', path: '/v1/entries', action: 'entry.create',
       target: (req) => bodyString(req, 'spiffe_id') || bodyString(req, 'k8s_sa'),
-      handle(req) {
-        const entry = registration.createEntry(expandServiceAccount(req.body, trustDomain));
+      async handle(req) {
+        const entry = await registration.createEntry(expandServiceAccount(req.body, trustDomain));
         return { status: 201, json: entryToJson(entry), audit: [{ target: entry.id }] };
       },
     },
     {
       method: 'post', path: '/v1/entries:batchCreate', action: 'entry.create',
-      handle(req) {
+      async handle(req) {
         const inputs = batchItems(req.body, 'entries');
         const results: BatchEntryResult[] = new Array(inputs.length);
         const expanded: { index: number; input: unknown }[] = [];
@@ -117,24 +117,24 @@ export function entryRoutes(ctx: RouteContext): Route[] {
             results[index] = { status: statusOf(err) };
           }
         });
-        registration.batchCreateEntries(expanded.map((e) => e.input)).forEach((r, i) => { results[expanded[i]!.index] = r; });
+        (await registration.batchCreateEntries(expanded.map((e) => e.input))).forEach((r, i) => { results[expanded[i]!.index] = r; });
         return { json: { results }, audit: results.map((r, i) => outcome(r, inputs[i])) };
       },
     },
     {
       method: 'post', path: '/v1/entries:batchDelete', action: 'entry.delete',
-      handle(req) {
+      async handle(req) {
         const ids = batchItems(req.body, 'ids');
-        const results = registration.batchDeleteEntries(ids);
+        const results = await registration.batchDeleteEntries(ids);
         return { json: { results }, audit: results.map((r, i) => outcome(r, ids[i])) };
       },
     },
     {
       method: 'get', path: '/v1/entries',
-      handle(req) {
+      async handle(req) {
         let page;
         try {
-          page = registration.listEntries(listFilter(req));
+          page = await registration.listEntries(listFilter(req));
         } catch (err) {
           throw renameField(err, LIST_FIELDS);
         }
@@ -143,19 +143,19 @@ export function entryRoutes(ctx: RouteContext): Route[] {
     },
     {
       method: 'get', path: '/v1/entries/{id}',
-      handle: (req) => ({ json: entryToJson(registration.getEntry(req.params.id)) }),
+      handle: async (req) => ({ json: entryToJson(await registration.getEntry(req.params.id)) }),
     },
     {
       method: 'patch', path: '/v1/entries/{id}', action: 'entry.update', target: (req) => req.params.id ?? '',
-      handle(req) {
-        const entry = registration.updateEntry(req.params.id, req.body ?? {});
+      async handle(req) {
+        const entry = await registration.updateEntry(req.params.id, req.body ?? {});
         return { json: entryToJson(entry), audit: [{ target: entry.id }] };
       },
     },
     {
       method: 'delete', path: '/v1/entries/{id}', action: 'entry.delete', target: (req) => req.params.id ?? '',
-      handle(req) {
-        const entry = registration.deleteEntry(req.params.id);
+      async handle(req) {
+        const entry = await registration.deleteEntry(req.params.id);
         return { json: entryToJson(entry), audit: [{ target: entry.id }] };
       },
     },

@@ -10,7 +10,7 @@ export function healthRoutes(ctx: RouteContext): Route[] {
     },
     {
       method: 'get', path: '/metrics', public: true,
-      handle: () => ({ text: ctx.metrics.registry.render(), contentType: 'text/plain; version=0.0.4; charset=utf-8' }),
+      handle: async () => ({ text: await ctx.metrics.render(), contentType: 'text/plain; version=0.0.4; charset=utf-8' }),
     },
   ];
 }

@@ -8,9 +8,9 @@ export function meshRoutes(ctx: RouteContext): Route[] {
   return [
     {
       method: 'get', path: '/v1/identities',
-      handle(req) {
+      async handle(req) {
         new Query(req.query, []);
-        const identities = store.listIdentities().map((i) => ({
+        const identities = (await store.listIdentities()).map((i) => ({
           id: i.id,
           labels: i.labels,
           namespace: i.serviceAccount.namespace,
@@ -23,9 +23,9 @@ export function meshRoutes(ctx: RouteContext): Route[] {
     },
     {
       method: 'get', path: '/v1/nodes',
-      handle(req) {
+      async handle(req) {
         new Query(req.query, []);
-        const nodes = store.listNodes().map((n) => ({
+        const nodes = (await store.listNodes()).map((n) => ({
           id: n.id, name: n.name, address: n.address, wireguard_public_key: n.wireguardPublicKey, pod_cidr: n.podCidr,
           agent_id: n.agentId, created_at: n.createdAt,
         }));
@@ -34,14 +34,14 @@ export function meshRoutes(ctx: RouteContext): Route[] {
     },
     {
       method: 'get', path: '/v1/endpoints',
-      handle(req) {
+      async handle(req) {
         const q = new Query(req.query, ['node_id', 'identity']);
         const filter: { nodeId?: number; identity?: number } = {};
         const nodeId = q.wholeNumber('node_id');
         const identity = q.wholeNumber('identity');
         if (nodeId !== undefined) filter.nodeId = nodeId;
         if (identity !== undefined) filter.identity = identity;
-        const endpoints = store.listEndpoints(filter).map((e) => ({
+        const endpoints = (await store.listEndpoints(filter)).map((e) => ({
           ip: e.ip, identity: e.identity, node_id: e.nodeId, namespace: e.namespace, name: e.name, labels: e.labels,
         }));
         return { json: { endpoints } };

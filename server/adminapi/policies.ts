@@ -12,34 +12,34 @@ export function policyRoutes(ctx: RouteContext): Route[] {
   return [
     {
       method: 'post', path: '/v1/policies:apply', action: 'policy.apply',
-      handle(req) {
+      async handle(req) {
         const body = bodyObject(req.body, ['yaml']);
-        const applied = applyPolicies(store, requiredString(body, 'yaml'));
+        const applied = await applyPolicies(store, requiredString(body, 'yaml'));
         return { json: { applied }, audit: applied.map((p) => ({ target: `${p.kind} ${p.namespace ? `${p.namespace}/` : ''}${p.name} (${p.result})` })) };
       },
     },
     {
       method: 'post', path: '/v1/policies:delete', action: 'policy.delete',
-      handle(req) {
+      async handle(req) {
         const body = bodyObject(req.body, ['yaml', 'namespace', 'name', 'kind']);
         if (typeof body['yaml'] === 'string') {
-          const deleted = deletePolicyDocuments(store, body['yaml']);
+          const deleted = await deletePolicyDocuments(store, body['yaml']);
           return { json: { deleted }, audit: deleted.map((p) => ({ target: `${p.namespace ? `${p.namespace}/` : ''}${p.name}${p.deleted ? '' : ' (absent)'}` })) };
         }
         const name = requiredString(body, 'name');
         const namespace = body['namespace'] === undefined ? '' : requiredString(body, 'namespace');
         const kind = body['kind'];
         if (kind !== undefined && !KINDS.includes(kind as PolicyKind)) throw new InvalidArgument(`kind must be one of ${KINDS.join(', ')}`, 'kind');
-        const old = deletePolicy(store, { namespace, name, ...(kind ? { kind: kind as PolicyKind } : {}) });
+        const old = await deletePolicy(store, { namespace, name, ...(kind ? { kind: kind as PolicyKind } : {}) });
         return { json: { deleted: [{ namespace: old.namespace, name: old.name, kind: old.kind, deleted: true }] }, audit: [{ target: `${namespace ? `${namespace}/` : ''}${name}` }] };
       },
     },
     {
       method: 'get', path: '/v1/policies',
-      handle(req) {
+      async handle(req) {
         const q = new Query(req.query, ['namespace']);
         const namespace = q.one('namespace');
-        const policies = store.listPolicies(namespace !== undefined ? { namespace } : {}).map((p) => ({
+        const policies = (await store.listPolicies(namespace !== undefined ? { namespace } : {})).map((p) => ({
           namespace: p.namespace, name: p.name, kind: p.kind, revision: p.revision, spec: p.spec,
         }));
         return { json: { policies } };

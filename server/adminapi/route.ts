@@ -4,6 +4,7 @@ import type { Logger } from '../../common/log.js';
 import type { TrustDomain } from '../../spiffe/id.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import type { Datastore } from '../datastore/index.js';
+import type { Bundle } from '../../spiffe/bundle.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { Registration } from '../registration/index.js';
 
@@ -55,6 +56,10 @@ export interface RouteContext {
   clock: Clock;
   logger: Logger;
   ready: () => boolean;
+  /** The trust domain's bundle: every server's authorities (default: this CA's). */
+  trustBundle: () => Bundle;
+  /** This server's id among those sharing the datastore ('' in tests that run no MeshidServer). */
+  serverId: string;
 }
 
 /** Best-effort target for a failed change: a string member of the body, if it has one. */

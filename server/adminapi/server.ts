@@ -22,7 +22,9 @@ import { meshRoutes } from './mesh.js';
 import { policyRoutes } from './policies.js';
 import type { AdminRequest, AuditOutcome, Method, Route } from './route.js';
 import { errorResponse } from '../../common/httpstatus.js';
+import { serverRoutes } from './servers.js';
 import { svidRoutes } from './svids.js';
+import type { Bundle } from '../../spiffe/bundle.js';
 
 export interface AdminApiOptions {
   /** HOST:PORT; port 0 picks a free one. */
@@ -35,6 +37,9 @@ export interface AdminApiOptions {
   clock: Clock;
   authToken: string;
   ready: () => boolean;
+  /** The trust domain's bundle: every server's authorities. Default: the CA's own. */
+  trustBundle?: () => Bundle;
+  serverId?: string;
 }
 
 /** The largest JSON body accepted; a batch of a few thousand entries fits. */
@@ -65,9 +70,10 @@ export class AdminApi {
     const ctx = {
       trustDomain: opts.store.trustDomain, store: opts.store, ca: opts.ca, registration: opts.registration,
       metrics: opts.metrics, clock: opts.clock, logger: opts.logger, ready: opts.ready,
+      trustBundle: opts.trustBundle ?? (() => opts.ca.bundle()), serverId: opts.serverId ?? '',
     };
     this.routes = [
-      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx),
+      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx), ...serverRoutes(ctx),
     ];
     this.build();
   }

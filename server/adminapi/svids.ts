@@ -30,7 +30,7 @@ export function svidRoutes(ctx: RouteContext): Route[] {
   return [
     {
       method: 'post', path: '/v1/svids/x509', action: 'svid.mint_x509', target: (req) => bodyString(req, 'spiffe_id'),
-      handle(req) {
+      async handle(req) {
         const body = bodyObject(req.body, ['spiffe_id', 'csr', 'ttl', 'dns_names']);
         const spiffeId = workloadIdIn(trustDomain, requiredString(body, 'spiffe_id'), 'spiffe_id');
         const csrText = requiredString(body, 'csr');
@@ -47,7 +47,7 @@ export function svidRoutes(ctx: RouteContext): Route[] {
             spiffe_id: spiffeId.toString(),
             cert_chain: svid.certChainDer.map((der) => pemFromDer(der)).join(''),
             expires_at: unix(svid.expiresAt),
-            bundle: ca.bundle().x509Pem(),
+            bundle: ctx.trustBundle().x509Pem(),
           },
           audit: [{ target: spiffeId.toString() }],
         };
@@ -55,7 +55,7 @@ export function svidRoutes(ctx: RouteContext): Route[] {
     },
     {
       method: 'post', path: '/v1/svids/jwt', action: 'svid.mint_jwt', target: (req) => bodyString(req, 'spiffe_id'),
-      handle(req) {
+      async handle(req) {
         const body = bodyObject(req.body, ['spiffe_id', 'audience', 'ttl']);
         const spiffeId = workloadIdIn(trustDomain, requiredString(body, 'spiffe_id'), 'spiffe_id');
         if (!present(body, 'audience')) throw new InvalidArgument('audience is required', 'audience');

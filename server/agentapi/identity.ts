@@ -11,8 +11,22 @@ export class ServerIdentity {
   private timer: NodeJS.Timeout | undefined;
   private listeners: ((ctx: SecureContextOptions) => void)[] = [];
   private current: Buffer[] = [];
+  private context: SecureContextOptions | undefined;
 
-  constructor(private readonly ca: CertificateAuthority, private readonly clock: Clock, private readonly logger: Logger) {}
+  /**
+   * `roots`: the authorities client certificates are checked against in the
+   * handshake (gRPC hands a handler the peer certificate only when TLS verified
+   * it): every server's when several share the datastore. Default: this CA's.
+   */
+  constructor(private readonly ca: CertificateAuthority, private readonly clock: Clock, private readonly logger: Logger,
+    private readonly roots: () => string = () => ca.bundle().x509Pem()) {}
+
+  /** The roots changed (another server's CA joined or left the bundle): the same SVID, new roots. */
+  refreshRoots(): void {
+    if (!this.context) return;
+    this.context = { ...this.context, ca: this.roots() };
+    for (const l of this.listeners) l(this.context);
+  }
 
   /** Mints the first SVID and schedules renewals; returns the TLS context for it. */
   start(): SecureContextOptions { return this.renew(); }
@@ -31,8 +45,9 @@ export class ServerIdentity {
     const ctx: SecureContextOptions = {
       key: privateKeyPem(privateKey),
       cert: svid.certChainDer.map((d) => pemFromDer(d)).join(''),
-      ca: this.ca.bundle().x509Pem(),
+      ca: this.roots(),
     };
+    this.context = ctx;
     const halfLife = Math.max(1000, (svid.expiresAt.getTime() - this.clock.now().getTime()) / 2);
     this.timer = setTimeout(() => {
       try {

@@ -94,17 +94,17 @@ export function authorizeNodeClaim(req: PublishNodeRequestMsg, caller: Claimant,
  * Checks a RegisterEndpoints request: each IP an address inside the caller's
  * node's pod CIDR, given once, and not another node's endpoint.
  */
-export function authorizeEndpointClaim(regs: readonly EndpointRegistrationMsg[], node: MeshNode, endpointAt: (ip: string) => Endpoint | undefined): void {
+export async function authorizeEndpointClaim(regs: readonly EndpointRegistrationMsg[], node: MeshNode, endpointAt: (ip: string) => Promise<Endpoint | undefined>): Promise<void> {
   const range = node.podCidr ? cidrRange(node.podCidr) : null;
   const seen = new Set<string>();
-  regs.forEach((r, i) => {
+  for (const [i, r] of regs.entries()) {
     const field = `endpoints[${i}].ip`;
     if (typeof r.ip !== 'string' || isIP(r.ip) === 0) throw new InvalidArgument(`"${r.ip}" is not an IP address`, field);
     if (seen.has(r.ip)) throw new InvalidArgument(`${r.ip} is listed twice`, field);
     seen.add(r.ip);
     if (!range) throw new PermissionDenied(`node "${node.name}" has no pod CIDR, so it can host no endpoint (${r.ip})`);
     if (!rangeContains(range, r.ip)) throw new PermissionDenied(`${r.ip} is outside node "${node.name}"'s pod CIDR ${node.podCidr}`);
-    const holder = endpointAt(r.ip);
+    const holder = await endpointAt(r.ip);
     if (holder && holder.nodeId !== node.id) throw new PermissionDenied(`${r.ip} is an endpoint of node ${holder.nodeId}, not of node "${node.name}"`);
-  });
+  }
 }

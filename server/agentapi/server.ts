@@ -23,7 +23,9 @@ import type { AttestorRegistry } from '../attestation/index.js';
 import type { ServerMetrics } from '../metrics.js';
 import { AgentApiCredentials } from './credentials.js';
 import { endpointMsg, nodeMsg, x509SvidMsg } from './convert.js';
-import { AgentSyncStream } from './sync.js';
+import { AgentSyncStream, type ChangeSource } from './sync.js';
+import { pemFromDer } from '../../spiffe/x509.js';
+import type { Bundle } from '../../spiffe/bundle.js';
 import { ServerIdentity } from './identity.js';
 import type { EndpointRegistrar } from './endpoints.js';
 import { authorizeEndpointClaim, authorizeNodeClaim } from './nodeclaims.js';
@@ -53,6 +55,14 @@ export interface AgentApiOptions {
   helloTimeoutMs?: number;
   /** AttestAgent calls one source address may make a minute. Default 60. */
   attestPerSourcePerMinute?: number;
+  /**
+   * Where Sync streams hear of changes: the change feed (every server's writes,
+   * datastore/feed.ts), as meshid-server runs it. Default: the datastore's own
+   * commits, enough for one server in one process.
+   */
+  changes?: ChangeSource & { onReset?(listener: () => void): () => void };
+  /** The trust domain's authorities, to verify agents by: every server's (ca/cluster.ts). Default: this CA's own. */
+  trust?: { bundle(): Bundle; intermediates(): Buffer[]; onChange?(listener: () => void): void };
 }
 
 /** gRPC handlers get the authenticated agent from here; one lookup per call. */
@@ -65,11 +75,16 @@ export class AgentApiServer {
   private readonly maxBatch: number;
 
   constructor(private readonly opts: AgentApiOptions) {
-    this.identity = new ServerIdentity(opts.ca, opts.clock, opts.logger);
+    const trust = opts.trust;
+    this.identity = trust
+      ? new ServerIdentity(opts.ca, opts.clock, opts.logger, () => [trust.bundle().x509Pem(), ...trust.intermediates().map((d) => pemFromDer(d))].join(''))
+      : new ServerIdentity(opts.ca, opts.clock, opts.logger);
+    trust?.onChange?.(() => this.identity.refreshRoots());
     this.maxBatch = opts.maxBatchSize ?? 1000;
   }
 
   async start(): Promise<number> {
+    this.opts.changes?.onReset?.(() => { for (const s of this.streams) s.resync(); });
     const creds = new AgentApiCredentials(this.identity.start());
     this.identity.onRotate((ctx) => creds.update(ctx));
     const maxBytes = this.opts.maxMessageBytes ?? 4 * 1024 * 1024;
@@ -172,7 +187,7 @@ export class AgentApiServer {
       NewJWTSVID: this.unary('NewJWTSVID', true, (req: NewJwtSvidRequestMsg, caller) => this.newJwtSvid(req, caller!)),
       PublishNode: this.unary('PublishNode', true, (req: PublishNodeRequestMsg, caller) => this.publishNode(req, caller!)),
       RegisterEndpoints: this.unary('RegisterEndpoints', true, (req: RegisterEndpointsRequestMsg, caller) => this.registerEndpoints(req, caller!)),
-      Sync: (call: ServerWritableStream<unknown, SyncUpdateMsg>) => this.sync(call),
+      Sync: (call: ServerWritableStream<unknown, SyncUpdateMsg>) => { void this.sync(call); },
     };
   }
 
@@ -181,7 +196,7 @@ export class AgentApiServer {
       const started = performance.now();
       let caller: Caller | undefined;
       Promise.resolve()
-        .then(() => { caller = authenticated ? this.authenticate(call) : undefined; return fn(call.request, caller); })
+        .then(async () => { caller = authenticated ? await this.authenticate(call) : undefined; return fn(call.request, caller); })
         .then((res) => {
           this.opts.metrics.agentApiCalls.inc({ method, code: 'OK' });
           callback(null, res);
@@ -205,25 +220,26 @@ export class AgentApiServer {
    * node record: an evicted agent must attest again (Unauthenticated), a banned
    * one gets nothing (PermissionDenied), a superseded SVID is refused.
    */
-  private authenticate(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } | null }): Caller {
+  private async authenticate(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } | null }): Promise<Caller> {
     const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
     if (!raw) throw new Unauthenticated('no client certificate: attest with AttestAgent first');
-    const bundle = this.opts.ca.bundle();
+    const trust = this.opts.trust ?? this.opts.ca;
+    const bundle = trust.bundle();
     let agentId: SpiffeId, serial: string;
     try {
-      const v = verifyX509Svid([raw, ...this.opts.ca.intermediates()], (td) => (td.equals(bundle.trustDomain) ? bundle.x509Authorities : undefined), this.opts.clock.now());
+      const v = verifyX509Svid([raw, ...trust.intermediates()], (td) => (td.equals(bundle.trustDomain) ? bundle.x509Authorities : undefined), this.opts.clock.now());
       agentId = v.spiffeId;
       serial = v.leaf.serialHex;
     } catch (err) {
       throw new Unauthenticated(`client certificate refused: ${(err as Error).message}`);
     }
     if (!isAgentId(agentId)) throw new PermissionDenied(`${agentId} is not an agent ID`);
-    let node = this.opts.store.findAttestedNode(agentId);
+    let node = await this.opts.store.findAttestedNode(agentId);
     if (!node) throw new Unauthenticated(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw new PermissionDenied(`agent ${agentId} is banned`);
     if (serial !== node.certSerial) {
       if (serial !== node.newCertSerial) throw new Unauthenticated(`agent SVID serial ${serial} is not the current one: attest again`);
-      node = this.opts.store.updateAttestedNode(agentId, {
+      node = await this.opts.store.updateAttestedNode(agentId, {
         certSerial: node.newCertSerial, certNotAfter: node.newCertNotAfter, newCertSerial: '', newCertNotAfter: 0,
       });
     }
@@ -240,42 +256,42 @@ export class AgentApiServer {
     if (!req.csr || req.csr.length === 0) throw new InvalidArgument('csr is missing', 'csr');
     const { publicKeySpki } = this.opts.ca.parseCsr(req.csr); // before the attestor spends a one-time token
     const result = await this.opts.attestors.get(req.attestation.type).attest(req.attestation.payload);
-    const existing = this.opts.store.findAttestedNode(result.agentId);
+    const existing = await this.opts.store.findAttestedNode(result.agentId);
     if (existing?.banned) throw new PermissionDenied(`agent ${result.agentId} is banned`);
     const svid = this.opts.ca.signX509Svid(result.agentId, publicKeySpki, this.opts.agentSvidTtlSeconds);
     const certNotAfter = Math.floor(svid.expiresAt.getTime() / 1000);
     if (existing) {
-      this.opts.store.updateAttestedNode(result.agentId, {
+      await this.opts.store.updateAttestedNode(result.agentId, {
         attestationType: req.attestation.type, certSerial: svid.serialHex, certNotAfter, newCertSerial: '', newCertNotAfter: 0,
         selectors: result.selectors, canReattest: result.canReattest,
       });
     } else {
-      this.opts.store.createAttestedNode({
+      await this.opts.store.createAttestedNode({
         spiffeId: result.agentId, attestationType: req.attestation.type, certSerial: svid.serialHex, certNotAfter,
         selectors: result.selectors, canReattest: result.canReattest,
       });
     }
     this.opts.metrics.svidsSigned.inc({ type: 'agent' });
     this.opts.logger.info('agent attested', { agent_id: result.agentId.toString(), attestation: req.attestation.type });
-    return { svid: x509SvidMsg(result.agentId, svid.certChainDer, svid.expiresAt), bundle: Buffer.from(this.opts.ca.bundle().toJson()) };
+    return { svid: x509SvidMsg(result.agentId, svid.certChainDer, svid.expiresAt), bundle: Buffer.from((this.opts.trust ?? this.opts.ca).bundle().toJson()) };
   }
 
-  private renewAgent(req: RenewAgentRequestMsg, caller: Caller): RenewAgentResponseMsg {
+  private async renewAgent(req: RenewAgentRequestMsg, caller: Caller): Promise<RenewAgentResponseMsg> {
     const svid = this.signAgentSvid(caller.agentId, req.csr);
-    this.opts.store.updateAttestedNode(caller.agentId, { newCertSerial: svid.serialHex, newCertNotAfter: Math.floor(svid.expiresAt.getTime() / 1000) });
+    await this.opts.store.updateAttestedNode(caller.agentId, { newCertSerial: svid.serialHex, newCertNotAfter: Math.floor(svid.expiresAt.getTime() / 1000) });
     this.opts.metrics.svidsSigned.inc({ type: 'agent' });
     return { svid: x509SvidMsg(caller.agentId, svid.certChainDer, svid.expiresAt) };
   }
 
   /** The entries the caller may have, by id. */
-  private authorizedEntries(caller: Caller): Map<string, RegistrationEntry> {
-    return new Map(this.opts.store.entriesForAgent(caller.agentId, caller.node.selectors).map((e) => [e.id, e]));
+  private async authorizedEntries(caller: Caller): Promise<Map<string, RegistrationEntry>> {
+    return new Map((await this.opts.store.entriesForAgent(caller.agentId, caller.node.selectors)).map((e) => [e.id, e]));
   }
 
-  private batchNewX509Svid(req: BatchNewX509SvidRequestMsg, caller: Caller): BatchNewX509SvidResponseMsg {
+  private async batchNewX509Svid(req: BatchNewX509SvidRequestMsg, caller: Caller): Promise<BatchNewX509SvidResponseMsg> {
     if (req.params.length === 0) throw new InvalidArgument('params is empty', 'params');
     if (req.params.length > this.maxBatch) throw new ResourceExhausted(`${req.params.length} CSRs in one call; the limit is ${this.maxBatch}`, 'params');
-    const entries = this.authorizedEntries(caller);
+    const entries = await this.authorizedEntries(caller);
     const results: BatchNewX509SvidResultMsg[] = req.params.map((p, i) => {
       const started = performance.now();
       try {
@@ -295,55 +311,55 @@ export class AgentApiServer {
     return { results };
   }
 
-  private newJwtSvid(req: NewJwtSvidRequestMsg, caller: Caller): NewJwtSvidResponseMsg {
+  private async newJwtSvid(req: NewJwtSvidRequestMsg, caller: Caller): Promise<NewJwtSvidResponseMsg> {
     checkAudience(req.audience);
-    const entry = this.authorizedEntries(caller).get(req.entry_id);
+    const entry = (await this.authorizedEntries(caller)).get(req.entry_id);
     if (!entry) throw new PermissionDenied(`entry "${req.entry_id}" does not exist or is not authorised for ${caller.agentId}`);
     const jwt = this.opts.ca.signJwtSvid(entry.spiffeId, req.audience, entry.jwtSvidTtl);
     this.opts.metrics.svidsSigned.inc({ type: 'jwt' });
     return { svid: { token: jwt.token, spiffe_id: entry.spiffeId.toString(), expires_at: Math.floor(jwt.expiresAt.getTime() / 1000), issued_at: Math.floor(jwt.issuedAt.getTime() / 1000) } };
   }
 
-  private publishNode(req: PublishNodeRequestMsg, caller: Caller): PublishNodeResponseMsg {
-    const node = this.opts.store.transaction(() => {
-      const claim = authorizeNodeClaim(req, { agentId: caller.agentId, selectors: caller.node.selectors }, this.opts.store.listNodes(), this.opts.kubernetesOwnsNodes ?? false);
+  private async publishNode(req: PublishNodeRequestMsg, caller: Caller): Promise<PublishNodeResponseMsg> {
+    const node = await this.opts.store.transaction(async (tx) => {
+      const claim = authorizeNodeClaim(req, { agentId: caller.agentId, selectors: caller.node.selectors }, await tx.listNodes(), this.opts.kubernetesOwnsNodes ?? false);
       for (const o of claim.overridden) {
         this.opts.metrics.agentClaimsOverridden.inc({ field: o.field });
         this.opts.logger.warn('agent claim disagrees with the Kubernetes API, which wins', { agent_id: caller.agentId.toString(), node: req.name, field: o.field, claimed: o.claimed, kept: o.kept });
       }
-      return this.opts.store.upsertNode(claim.update);
+      return tx.upsertNode(claim.update);
     });
     return { node: nodeMsg(node) };
   }
 
-  private registerEndpoints(req: RegisterEndpointsRequestMsg, caller: Caller): RegisterEndpointsResponseMsg {
-    const store = this.opts.store;
-    const endpoints = store.transaction(() => {
-      const node = store.listNodes().find((n) => n.agentId === caller.agentId.toString());
+  private async registerEndpoints(req: RegisterEndpointsRequestMsg, caller: Caller): Promise<RegisterEndpointsResponseMsg> {
+    const endpoints = await this.opts.store.transaction(async (tx) => {
+      const node = (await tx.listNodes()).find((n) => n.agentId === caller.agentId.toString());
       if (!node) throw new NotFound(`agent ${caller.agentId} has not published its node`, 'node');
       if (this.opts.kubernetesOwnsNodes) {
         // pods come from the API; an agent's list neither adds nor (empty) removes any
         if (req.endpoints.length > 0) throw new PermissionDenied(`endpoints come from the Kubernetes API here; agent ${caller.agentId} may not register any`);
-        return store.listEndpoints({ nodeId: node.id });
+        return tx.listEndpoints({ nodeId: node.id });
       }
-      authorizeEndpointClaim(req.endpoints, node, (ip) => store.findEndpoint(ip));
-      return this.opts.endpoints.replaceNodeEndpoints(node.id, req.endpoints);
+      await authorizeEndpointClaim(req.endpoints, node, (ip) => tx.findEndpoint(ip));
+      return this.opts.endpoints.replaceNodeEndpoints(node.id, req.endpoints, tx);
     });
     return { endpoints: endpoints.map(endpointMsg) };
   }
 
-  private sync(call: ServerWritableStream<unknown, SyncUpdateMsg>): void {
+  private async sync(call: ServerWritableStream<unknown, SyncUpdateMsg>): Promise<void> {
     let caller: Caller;
     try {
-      caller = this.authenticate(call);
+      caller = await this.authenticate(call);
     } catch (err) {
       call.emit('error', toServiceError(err));
       return;
     }
+    if (call.cancelled) return;
     const stream = new AgentSyncStream(this.opts.store, caller.agentId, caller.node.selectors, {
       write: (msg) => call.write(msg),
       fail: (err) => { this.streams.delete(stream); call.emit('error', toServiceError(err)); },
-    });
+    }, undefined, this.opts.changes);
     this.streams.add(stream);
     this.opts.metrics.syncStreams.set(this.streams.size);
     const end = (): void => {
@@ -354,6 +370,6 @@ export class AgentApiServer {
     call.on('cancelled', end);
     call.on('close', end);
     call.on('error', end);
-    stream.start();
+    stream.start(Number((call.request as { revision?: number | string } | undefined)?.revision ?? 0));
   }
 }

@@ -32,9 +32,11 @@ export class JoinTokenAttestor implements NodeAttestor {
     if (!/^[A-Za-z0-9_.-]{8,256}$/.test(token)) throw new InvalidArgument('join token must be 8-256 letters, digits, "_", "." or "-"', 'attestation.payload');
     let consumed;
     try {
-      consumed = this.store.consumeJoinToken(token);
+      consumed = await this.store.consumeJoinToken(token);
     } catch (err) {
-      // Unknown, spent and expired tokens look the same to the caller.
+      // Unknown, spent and expired tokens look the same to the caller; a datastore outage does not.
+      const code = (err as { code?: string }).code;
+      if (code !== 'not_found' && code !== 'failed_precondition') throw err;
       throw new PermissionDenied(`join token refused: ${(err as Error).message}`);
     }
     const id = consumed.agentId ?? agentId(this.trustDomain, 'join_token', token);

@@ -40,14 +40,14 @@ export interface CaSlot {
 }
 
 export interface CaJournal {
-  load(): CaSlot[];
-  save(slots: readonly CaSlot[]): void;
+  load(): Promise<CaSlot[]>;
+  save(slots: readonly CaSlot[]): Promise<void>;
 }
 
 export class MemoryCaJournal implements CaJournal {
   private slots: CaSlot[] = [];
-  load(): CaSlot[] { return this.slots.map((s) => ({ ...s })); }
-  save(slots: readonly CaSlot[]): void { this.slots = slots.map((s) => ({ ...s })); }
+  async load(): Promise<CaSlot[]> { return this.slots.map((s) => ({ ...s })); }
+  async save(slots: readonly CaSlot[]): Promise<void> { this.slots = slots.map((s) => ({ ...s })); }
 }
 
 export interface CaOptions {
@@ -74,7 +74,7 @@ export interface CaOptions {
   /** How often start() checks for rotation. */
   rotationCheckSeconds?: number;
   /** Called with the new bundle whenever it changes. */
-  onBundleChange?: (bundle: Bundle) => void;
+  onBundleChange?: (bundle: Bundle) => void | Promise<void>;
   /** Counts rotations (prepared/activated/pruned) for /metrics. */
   onRotation?: (kind: SlotKind, event: 'prepared' | 'activated' | 'pruned') => void;
   /** The `iss` claim of JWT-SVIDs (jwt_issuer); absent: none. */
@@ -113,12 +113,12 @@ export class CertificateAuthority {
   }
 
   /** Loads the journal, makes the keys it lacks, and checks for rotation every few seconds. */
-  start(): void {
-    this.load();
-    this.rotate();
+  async start(): Promise<void> {
+    await this.load();
+    await this.rotate();
     const every = (this.opts.rotationCheckSeconds ?? 10) * 1000;
     this.timer = setInterval(() => {
-      try { this.rotate(); } catch (err) { this.opts.logger.error('CA rotation failed', { err }); }
+      this.rotate().catch((err: unknown) => this.opts.logger.error('CA rotation failed', { err }));
     }, every);
     this.timer.unref();
   }
@@ -128,8 +128,8 @@ export class CertificateAuthority {
     this.timer = undefined;
   }
 
-  private load(): void {
-    this.slots = this.opts.journal.load().filter((s) => {
+  private async load(): Promise<void> {
+    this.slots = (await this.opts.journal.load()).filter((s) => {
       const usable = s.kind === 'jwt' ? !!s.publicKeySpki : !!s.certDer;
       if (!usable) this.opts.logger.warn('dropping unusable CA journal slot', { slot: s.id });
       return usable;
@@ -141,7 +141,16 @@ export class CertificateAuthority {
    * active slot where none is usable, prepares and activates successors.
    * Idempotent; start() calls it periodically, tests call it after moving the clock.
    */
-  rotate(): void {
+  rotate(): Promise<void> {
+    // one at a time: the timer's and a test's (or start's) must not interleave
+    const run = this.rotating.then(() => this.rotateNow());
+    this.rotating = run.catch(() => undefined);
+    return run;
+  }
+
+  private rotating: Promise<void> = Promise.resolve();
+
+  private async rotateNow(): Promise<void> {
     const now = this.opts.clock.now().getTime();
     let changed = false;
     for (const kind of ['x509', 'jwt'] as const) {
@@ -185,12 +194,12 @@ export class CertificateAuthority {
       }
     }
     if (changed || !this.x509 || !this.jwt) {
-      this.opts.journal.save(this.slots);
+      await this.opts.journal.save(this.slots);
       this.refreshActive();
       this.sequence++;
       this.currentBundle = this.buildBundle();
       this.opts.logger.info('CA slots updated', { slots: this.slots.map((s) => ({ kind: s.kind, id: s.id, state: s.state, notAfter: new Date(s.notAfter).toISOString() })) });
-      this.opts.onBundleChange?.(this.currentBundle);
+      await this.opts.onBundleChange?.(this.currentBundle);
     }
   }
 

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { SpiffeId } from '../../spiffe/id.js';
 import { Selector, SelectorSet } from '../../spiffe/selector.js';
-import { AlreadyExists, FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/errors.js';
-import { type Core, checkPageSize, decodePageToken, encodePageToken } from './core.js';
+import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { type Core, type Queryable, type Tx, checkPageSize, decodePageToken, encodePageToken } from './core.js';
+import type { SqlParam } from './engine.js';
 import type {
   AttestedNode, AttestedNodePatch, ConsumedJoinToken, ListAttestedNodesOptions, NewAttestedNode, NewJoinToken, Page,
 } from './types.js';
@@ -22,8 +23,8 @@ interface NodeRow {
   selectors: string;
 }
 
-const SELECT_NODE = `SELECT n.*,
-    (SELECT json_group_array(s.type || ':' || s.value) FROM attested_node_selectors s WHERE s.spiffe_id = n.spiffe_id) AS selectors
+const selectNode = (core: Core): string => `SELECT n.*,
+    (SELECT ${core.dialect.jsonArray("s.type || ':' || s.value")} FROM attested_node_selectors s WHERE s.spiffe_id = n.spiffe_id) AS selectors
   FROM attested_nodes n`;
 
 function rowToNode(r: NodeRow): AttestedNode {
@@ -50,48 +51,50 @@ function checkTime(value: number, field: string): number {
 
 /** Attested nodes (agents): what the server knows about each agent it issued an SVID to. */
 export class AttestedNodeStore {
-  constructor(private readonly core: Core) {}
+  private readonly selectNode: string;
 
-  create(node: NewAttestedNode): AttestedNode {
+  constructor(private readonly core: Core) {
+    this.selectNode = selectNode(core);
+  }
+
+  async create(tx: Tx, node: NewAttestedNode): Promise<AttestedNode> {
     if (node.attestationType === '') throw new InvalidArgument('attestation type is empty', 'attestation_type');
     checkTime(node.certNotAfter, 'cert_not_after');
-    return this.core.write(() => {
-      const id = node.spiffeId.toString();
-      if (this.find(node.spiffeId)) throw new AlreadyExists(`agent ${id} is already attested`, 'spiffe_id');
-      const now = this.core.nowSeconds();
-      const revision = this.core.recordChange('agent', id, 'upsert');
-      this.core.stmt(`INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, can_reattest,
-          created_at, updated_at, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
-        .run(id, node.attestationType, node.certSerial, node.certNotAfter, node.canReattest ? 1 : 0, now, now, revision);
-      this.insertSelectors(id, node.selectors ?? SelectorSet.empty);
-      return this.get(node.spiffeId);
-    });
+    const id = node.spiffeId.toString();
+    if (await this.find(tx, node.spiffeId)) throw new AlreadyExists(`agent ${id} is already attested`, 'spiffe_id');
+    const now = this.core.nowSeconds();
+    const revision = await this.core.recordChange(tx, 'agent', id, 'upsert');
+    await tx.run(`INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, can_reattest,
+        created_at, updated_at, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    id, node.attestationType, node.certSerial, node.certNotAfter, node.canReattest ? 1 : 0, now, now, revision);
+    await this.insertSelectors(tx, id, node.selectors ?? SelectorSet.empty);
+    return this.get(tx, node.spiffeId);
   }
 
   /** undefined when the agent is not known; for attestation, which decides what that means. */
-  find(id: SpiffeId): AttestedNode | undefined {
-    const row = this.core.stmt(`${SELECT_NODE} WHERE n.spiffe_id = ?`).get(id.toString()) as NodeRow | undefined;
+  async find(q: Queryable, id: SpiffeId): Promise<AttestedNode | undefined> {
+    const row = await q.get<NodeRow>(`${this.selectNode} WHERE n.spiffe_id = ?`, id.toString());
     return row && rowToNode(row);
   }
 
-  get(id: SpiffeId): AttestedNode {
-    const node = this.find(id);
+  async get(q: Queryable, id: SpiffeId): Promise<AttestedNode> {
+    const node = await this.find(q, id);
     if (!node) throw new NotFound(`agent ${id.toString()} not found`, 'spiffe_id');
     return node;
   }
 
-  list(opts: ListAttestedNodesOptions = {}): Page<AttestedNode> {
+  async list(q: Queryable, opts: ListAttestedNodesOptions = {}): Promise<Page<AttestedNode>> {
     const pageSize = checkPageSize(opts.pageSize);
     const after = decodePageToken('agents', opts.pageToken);
     const where: string[] = [];
-    const params: unknown[] = [];
+    const params: SqlParam[] = [];
     if (opts.banned !== undefined) { where.push('n.banned = ?'); params.push(opts.banned ? 1 : 0); }
     if (opts.attestationType !== undefined) { where.push('n.attestation_type = ?'); params.push(opts.attestationType); }
     if (opts.expiresBefore !== undefined) { where.push('n.cert_not_after < ?'); params.push(opts.expiresBefore); }
     if (after !== undefined) { where.push('n.spiffe_id > ?'); params.push(after); }
-    let sql = SELECT_NODE + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY n.spiffe_id';
+    let sql = this.selectNode + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY n.spiffe_id';
     if (pageSize > 0) { sql += ' LIMIT ?'; params.push(pageSize + 1); }
-    const rows = this.core.stmt(sql).all(...params) as NodeRow[];
+    const rows = await q.all<NodeRow>(sql, ...params);
     let nextPageToken = '';
     if (pageSize > 0 && rows.length > pageSize) {
       rows.length = pageSize;
@@ -100,56 +103,53 @@ export class AttestedNodeStore {
     return { items: rows.map(rowToNode), nextPageToken };
   }
 
-  update(id: SpiffeId, patch: AttestedNodePatch): AttestedNode {
+  static checkPatch(patch: AttestedNodePatch): void {
     if (patch.attestationType === '') throw new InvalidArgument('attestation type is empty', 'attestation_type');
     if (patch.certNotAfter !== undefined) checkTime(patch.certNotAfter, 'cert_not_after');
     if (patch.newCertNotAfter !== undefined) checkTime(patch.newCertNotAfter, 'new_cert_not_after');
-    return this.core.write(() => {
-      const cur = this.get(id);
-      const key = id.toString();
-      const revision = this.core.recordChange('agent', key, 'upsert');
-      this.core.stmt(`UPDATE attested_nodes SET attestation_type = ?, cert_serial = ?, cert_not_after = ?,
-          new_cert_serial = ?, new_cert_not_after = ?, can_reattest = ?, updated_at = ?, revision = ?
-        WHERE spiffe_id = ?`).run(
-        patch.attestationType ?? cur.attestationType,
-        patch.certSerial ?? cur.certSerial,
-        patch.certNotAfter ?? cur.certNotAfter,
-        patch.newCertSerial ?? cur.newCertSerial,
-        patch.newCertNotAfter ?? cur.newCertNotAfter,
-        (patch.canReattest ?? cur.canReattest) ? 1 : 0,
-        this.core.nowSeconds(), revision, key);
-      if (patch.selectors) {
-        this.core.stmt('DELETE FROM attested_node_selectors WHERE spiffe_id = ?').run(key);
-        this.insertSelectors(key, patch.selectors);
-      }
-      return this.get(id);
-    });
+  }
+
+  async update(tx: Tx, id: SpiffeId, patch: AttestedNodePatch): Promise<AttestedNode> {
+    AttestedNodeStore.checkPatch(patch);
+    const cur = await this.get(tx, id);
+    const key = id.toString();
+    const revision = await this.core.recordChange(tx, 'agent', key, 'upsert');
+    await tx.run(`UPDATE attested_nodes SET attestation_type = ?, cert_serial = ?, cert_not_after = ?,
+        new_cert_serial = ?, new_cert_not_after = ?, can_reattest = ?, updated_at = ?, revision = ?
+      WHERE spiffe_id = ?`,
+    patch.attestationType ?? cur.attestationType,
+    patch.certSerial ?? cur.certSerial,
+    patch.certNotAfter ?? cur.certNotAfter,
+    patch.newCertSerial ?? cur.newCertSerial,
+    patch.newCertNotAfter ?? cur.newCertNotAfter,
+    (patch.canReattest ?? cur.canReattest) ? 1 : 0,
+    this.core.nowSeconds(), revision, key);
+    if (patch.selectors) {
+      await tx.run('DELETE FROM attested_node_selectors WHERE spiffe_id = ?', key);
+      await this.insertSelectors(tx, key, patch.selectors);
+    }
+    return this.get(tx, id);
   }
 
   /** Bans an agent: it keeps its row (so it cannot attest again) but no certificate is valid for it any more. */
-  ban(id: SpiffeId): AttestedNode {
-    return this.core.write(() => {
-      this.get(id);
-      const revision = this.core.recordChange('agent', id.toString(), 'upsert');
-      this.core.stmt(`UPDATE attested_nodes SET banned = 1, cert_serial = '', new_cert_serial = '',
-          updated_at = ?, revision = ? WHERE spiffe_id = ?`).run(this.core.nowSeconds(), revision, id.toString());
-      return this.get(id);
-    });
+  async ban(tx: Tx, id: SpiffeId): Promise<AttestedNode> {
+    await this.get(tx, id);
+    const revision = await this.core.recordChange(tx, 'agent', id.toString(), 'upsert');
+    await tx.run(`UPDATE attested_nodes SET banned = 1, cert_serial = '', new_cert_serial = '',
+        updated_at = ?, revision = ? WHERE spiffe_id = ?`, this.core.nowSeconds(), revision, id.toString());
+    return this.get(tx, id);
   }
 
   /** Evicts an agent: forgets it, so it must attest again (and may, unlike a banned one). */
-  evict(id: SpiffeId): AttestedNode {
-    return this.core.write(() => {
-      const node = this.get(id);
-      this.core.stmt('DELETE FROM attested_nodes WHERE spiffe_id = ?').run(id.toString());
-      this.core.recordChange('agent', id.toString(), 'delete');
-      return node;
-    });
+  async evict(tx: Tx, id: SpiffeId): Promise<AttestedNode> {
+    const node = await this.get(tx, id);
+    await tx.run('DELETE FROM attested_nodes WHERE spiffe_id = ?', id.toString());
+    await this.core.recordChange(tx, 'agent', id.toString(), 'delete');
+    return node;
   }
 
-  private insertSelectors(id: string, selectors: SelectorSet): void {
-    const ins = this.core.stmt('INSERT INTO attested_node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)');
-    for (const s of selectors.items) ins.run(id, s.type, s.value);
+  private async insertSelectors(tx: Tx, id: string, selectors: SelectorSet): Promise<void> {
+    for (const s of selectors.items) await tx.run('INSERT INTO attested_node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)', id, s.type, s.value);
   }
 }
 
@@ -161,36 +161,35 @@ function tokenHash(token: string): string {
 export class JoinTokenStore {
   constructor(private readonly core: Core) {}
 
-  create(t: NewJoinToken): void {
+  static check(t: NewJoinToken): void {
     if (typeof t.token !== 'string' || t.token === '') throw new InvalidArgument('join token is empty', 'token');
     checkTime(t.expiresAt, 'expires_at');
-    this.core.write(() => {
-      const hash = tokenHash(t.token);
-      if (this.core.stmt('SELECT 1 FROM join_tokens WHERE token_hash = ?').get(hash)) {
-        throw new AlreadyExists('this join token already exists', 'token');
-      }
-      this.core.stmt('INSERT INTO join_tokens (token_hash, expires_at, agent_id, created_at) VALUES (?, ?, ?, ?)')
-        .run(hash, t.expiresAt, t.agentId?.toString() ?? null, this.core.nowSeconds());
-    });
+  }
+
+  async create(tx: Tx, t: NewJoinToken): Promise<void> {
+    JoinTokenStore.check(t);
+    const hash = tokenHash(t.token);
+    if (await tx.get('SELECT 1 FROM join_tokens WHERE token_hash = ?', hash)) {
+      throw new AlreadyExists('this join token already exists', 'token');
+    }
+    await tx.run('INSERT INTO join_tokens (token_hash, expires_at, agent_id, created_at) VALUES (?, ?, ?, ?)',
+      hash, t.expiresAt, t.agentId?.toString() ?? null, this.core.nowSeconds());
   }
 
   /**
    * Uses a token up: deleting it and reading it is one statement in one write
-   * transaction, so of two concurrent consumers (in any process) exactly one gets it.
-   * An expired token is deleted too, and refused.
+   * transaction, so of two concurrent consumers (in any process, on any server)
+   * exactly one gets it. An expired token is deleted too, and refused.
    */
-  consume(token: string): ConsumedJoinToken {
-    const row = this.core.write(() => this.core.stmt('DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at, agent_id')
-      .get(tokenHash(token))) as { expires_at: number; agent_id: string | null } | undefined;
+  async consume(tx: Tx, token: string): Promise<ConsumedJoinToken> {
+    const row = await tx.get<{ expires_at: number; agent_id: string | null }>(
+      'DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at, agent_id', tokenHash(token));
     if (!row) throw new NotFound('join token is unknown or was already used', 'join_token');
-    if (row.expires_at <= this.core.nowSeconds()) {
-      throw new FailedPrecondition(`join token expired at ${new Date(row.expires_at * 1000).toISOString()}`, 'join_token');
-    }
     return { expiresAt: row.expires_at, agentId: row.agent_id === null ? undefined : SpiffeId.parse(row.agent_id) };
   }
 
   /** Deletes expired tokens; returns how many. */
-  pruneExpired(): number {
-    return this.core.write(() => this.core.stmt('DELETE FROM join_tokens WHERE expires_at <= ?').run(this.core.nowSeconds()).changes);
+  pruneExpired(tx: Tx): Promise<number> {
+    return tx.run('DELETE FROM join_tokens WHERE expires_at <= ?', this.core.nowSeconds());
   }
 }

@@ -1,6 +1,6 @@
 import { TrustDomain } from '../../spiffe/id.js';
 import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/errors.js';
-import type { Core } from './core.js';
+import type { Core, Queryable, Tx } from './core.js';
 import type { EntryStore } from './entries.js';
 import type { SpiffeBundleDocument, StoredBundle } from './types.js';
 
@@ -29,44 +29,39 @@ function checkDocument(doc: SpiffeBundleDocument): string {
 export class BundleStore {
   constructor(private readonly core: Core, private readonly own: TrustDomain, private readonly entries: EntryStore) {}
 
-  get(td: TrustDomain): StoredBundle {
-    const row = this.core.stmt('SELECT * FROM bundles WHERE trust_domain = ?').get(td.name) as BundleRow | undefined;
+  async get(q: Queryable, td: TrustDomain): Promise<StoredBundle> {
+    const row = await q.get<BundleRow>('SELECT * FROM bundles WHERE trust_domain = ?', td.name);
     if (!row) throw new NotFound(`no bundle for trust domain ${td.name}`, 'trust_domain');
     return rowToBundle(row);
   }
 
   /** Creates or replaces; writing the same document again changes nothing (no new revision). */
-  set(td: TrustDomain, document: SpiffeBundleDocument): StoredBundle {
+  async set(tx: Tx, td: TrustDomain, document: SpiffeBundleDocument): Promise<StoredBundle> {
     const json = checkDocument(document);
-    return this.core.write(() => {
-      const current = this.core.stmt('SELECT document FROM bundles WHERE trust_domain = ?').pluck().get(td.name) as string | undefined;
-      if (current === json) return this.get(td);
-      const revision = this.core.recordChange('bundle', td.name, 'upsert');
-      this.core.stmt(`INSERT INTO bundles (trust_domain, document, updated_at, revision) VALUES (?, ?, ?, ?)
-          ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at,
-          revision = excluded.revision`).run(td.name, json, this.core.nowSeconds(), revision);
-      return this.get(td);
-    });
+    const current = await tx.value<string>('SELECT document FROM bundles WHERE trust_domain = ?', td.name);
+    if (current === json) return this.get(tx, td);
+    const revision = await this.core.recordChange(tx, 'bundle', td.name, 'upsert');
+    await tx.run(`INSERT INTO bundles (trust_domain, document, updated_at, revision) VALUES (?, ?, ?, ?)
+        ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at,
+        revision = excluded.revision`, td.name, json, this.core.nowSeconds(), revision);
+    return this.get(tx, td);
   }
 
-  list(): StoredBundle[] {
-    return (this.core.stmt('SELECT * FROM bundles ORDER BY trust_domain').all() as BundleRow[]).map(rowToBundle);
+  async list(q: Queryable): Promise<StoredBundle[]> {
+    return (await q.all<BundleRow>('SELECT * FROM bundles ORDER BY trust_domain')).map(rowToBundle);
   }
 
-  listFederated(): StoredBundle[] {
-    return (this.core.stmt('SELECT * FROM bundles WHERE trust_domain <> ? ORDER BY trust_domain').all(this.own.name) as BundleRow[])
-      .map(rowToBundle);
+  async listFederated(q: Queryable): Promise<StoredBundle[]> {
+    return (await q.all<BundleRow>('SELECT * FROM bundles WHERE trust_domain <> ? ORDER BY trust_domain', this.own.name)).map(rowToBundle);
   }
 
   /** Like SPIRE's RESTRICT mode: a bundle that entries federate with stays until they stop. */
-  deleteFederated(td: TrustDomain): void {
+  async deleteFederated(tx: Tx, td: TrustDomain): Promise<void> {
     if (td.equals(this.own)) throw new FailedPrecondition(`${td.name} is the server's own trust domain; its bundle cannot be deleted`, 'trust_domain');
-    this.core.write(() => {
-      this.get(td);
-      const users = this.entries.countFederatingWith(td);
-      if (users > 0) throw new FailedPrecondition(`${users} entries federate with ${td.name}; remove it from them first`, 'trust_domain');
-      this.core.stmt('DELETE FROM bundles WHERE trust_domain = ?').run(td.name);
-      this.core.recordChange('bundle', td.name, 'delete');
-    });
+    await this.get(tx, td);
+    const users = await this.entries.countFederatingWith(tx, td);
+    if (users > 0) throw new FailedPrecondition(`${users} entries federate with ${td.name}; remove it from them first`, 'trust_domain');
+    await tx.run('DELETE FROM bundles WHERE trust_domain = ?', td.name);
+    await this.core.recordChange(tx, 'bundle', td.name, 'delete');
   }
 }

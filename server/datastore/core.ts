@@ -1,195 +1,142 @@
-import Database from 'better-sqlite3';
-import { DataLoss, FailedPrecondition, InvalidArgument, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/errors.js';
-import { migrate, type Migration } from './migrate.js';
+import { FailedPrecondition, InvalidArgument, MeshidError } from '../../spiffe/errors.js';
+import type { ConstraintKind, Dialect, Engine, EngineTx, Queryable } from './engine.js';
+import type { Migration } from './migrate.js';
+import { isSqliteCorruption, sqliteToMeshidError } from './sqlite.js';
 import type { Change, ChangeKind, ChangeListener, ChangeOp } from './types.js';
 
+export type { Queryable } from './engine.js';
+
+/** A write transaction in progress: the engine's, plus the changes it recorded (published after the commit). */
+export interface Tx extends EngineTx { readonly changes: Change[] }
+
 export interface CoreOptions {
-  path: string;
-  migrations: readonly Migration[];
+  engine: Engine;
   /** Milliseconds since the epoch. */
   now: () => number;
-  busyTimeoutMs: number;
   onListenerError: (err: unknown) => void;
-  onOpenError?: (err: unknown) => void;
 }
 
-/** better-sqlite3's error: a message plus SQLite's extended result code name. */
-function sqliteCode(err: unknown): string | undefined {
-  return err instanceof Database.SqliteError ? err.code : undefined;
-}
-
-export function isConstraint(err: unknown, kind: 'UNIQUE' | 'PRIMARYKEY' | 'FOREIGNKEY' | 'CHECK'): boolean {
-  return sqliteCode(err) === `SQLITE_CONSTRAINT_${kind}`;
-}
-
-/** SQLite found damage in the file: a page that is not what it must be, or not a database at all. */
+/** SQLite found damage in the file (or a DataLoss made from such an error). */
 export function isCorruption(err: unknown): boolean {
-  const code = err instanceof DataLoss ? 'SQLITE_CORRUPT' : sqliteCode(err);
-  return !!code && (code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB'));
+  return err instanceof MeshidError ? err.code === 'data_loss' : isSqliteCorruption(err);
 }
 
-/** Every error leaving the datastore is a MeshidError. */
+/** Every error leaving the datastore is a MeshidError (engines refine this with their own codes). */
 export function toMeshidError(err: unknown): MeshidError {
   if (err instanceof MeshidError) return err;
-  const code = sqliteCode(err);
-  if (code?.startsWith('SQLITE_BUSY') || code?.startsWith('SQLITE_LOCKED')) {
-    return new Unavailable(`datastore is busy: ${(err as Error).message}`);
-  }
-  if (code?.startsWith('SQLITE_FULL')) {
-    return new StorageExhausted(`datastore: the disk is full (${code}); nothing was written: free space on the datastore's file system`);
-  }
-  if (isCorruption(err)) {
-    return new DataLoss(`datastore is corrupt (${code}: ${(err as Error).message}); restore it from a backup (meshid-server datastore backup)`);
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  return new MeshidError('internal', `datastore: ${message}`, undefined, { cause: err });
+  return sqliteToMeshidError(err) ??
+    new MeshidError('internal', `datastore: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
 }
 
 /**
- * The connection and what every table module shares: transactions, the revision
+ * What every table module shares: the engine's transactions, the revision
  * counter with its change log, and the in-process change notification.
  */
 export class Core {
-  readonly db: Database.Database;
-  readonly schemaVersion: number;
-  readonly path: string;
+  readonly engine: Engine;
+  readonly dialect: Dialect;
+  schemaVersion = 0;
   private readonly now: () => number;
   private readonly onListenerError: (err: unknown) => void;
-  private readonly statements = new Map<string, Database.Statement>();
   private readonly listeners = new Set<ChangeListener>();
-  /** Changes of the write transaction in progress; published after it commits. */
-  private pending: Change[] | undefined;
 
   constructor(opts: CoreOptions) {
+    this.engine = opts.engine;
+    this.dialect = opts.engine.dialect;
     this.now = opts.now;
-    this.path = opts.path;
     this.onListenerError = opts.onListenerError;
-    let db: Database.Database;
-    try {
-      db = new Database(opts.path, { timeout: opts.busyTimeoutMs });
-    } catch (err) {
-      throw new Unavailable(`cannot open datastore ${opts.path}: ${(err as Error).message}`);
-    }
-    try {
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs))}`);
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (String(mode).toLowerCase() !== 'wal') throw new FailedPrecondition(`datastore ${opts.path} cannot use WAL mode (got ${mode})`);
-      // FULL, not NORMAL: with NORMAL a commit in WAL mode survives the process being
-      // killed (the OS holds the written pages) but not a power loss or kernel crash,
-      // which may roll back the last commits. Here a lost commit can mean a consumed
-      // join token that is usable again or a CA key that signed SVIDs and is then
-      // forgotten; writes are rare (admin, attestation, rotation), so one fsync of the
-      // WAL per commit is cheap insurance.
-      db.pragma('synchronous = FULL');
-      db.pragma('foreign_keys = ON');
-      this.schemaVersion = migrate(db, opts.migrations, opts.path, opts.now);
-    } catch (err) {
-      db.close();
-      opts.onOpenError?.(err);
-      throw toMeshidError(err);
-    }
-    this.db = db;
+  }
+
+  async migrate(migrations: readonly Migration[]): Promise<void> {
+    this.schemaVersion = await this.engine.migrate(migrations, this.now);
   }
 
   nowSeconds(): number { return Math.floor(this.now() / 1000); }
 
-  /** Prepared statements are cached by their SQL text. */
-  stmt(sql: string): Database.Statement {
-    let s = this.statements.get(sql);
-    if (!s) {
-      s = this.db.prepare(sql);
-      this.statements.set(sql, s);
-    }
-    return s;
-  }
+  isConstraint(err: unknown, kind: ConstraintKind): boolean { return this.engine.isConstraint(err, kind); }
 
   /**
-   * Runs `fn` in one IMMEDIATE transaction: the write lock is taken at BEGIN, so two
-   * writers (also in other processes) queue on busy_timeout instead of failing when
-   * a read snapshot turns out stale. Nested calls join the outer transaction.
-   * Listeners hear about the changes only after the commit.
+   * Runs `fn` in one write transaction (serialized with every other writer of the
+   * database, see engine.ts). Listeners hear about its changes only after the commit.
    */
-  write<T>(fn: () => T): T {
-    if (this.pending) return fn();
+  async write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const changes: Change[] = [];
-    this.pending = changes;
     let result: T;
     try {
-      result = this.db.transaction(fn).immediate();
+      result = await this.engine.write(async (etx) => {
+        changes.length = 0;
+        const tx: Tx = {
+          ...etx,
+          changes,
+          savepoint: async (f) => {
+            const mark = changes.length;
+            try { return await etx.savepoint(f); } catch (err) { changes.length = mark; throw err; }
+          },
+        };
+        const out = await fn(tx);
+        if (changes.length > 0) await this.engine.notifyInTx?.(etx, changes[changes.length - 1]!.revision);
+        return out;
+      });
     } catch (err) {
-      throw toMeshidError(err);
-    } finally {
-      this.pending = undefined;
+      throw this.engine.toMeshidError(err);
     }
     if (changes.length > 0) this.publish(changes);
     return result;
   }
 
-  /** Inside write(): runs `fn` in a savepoint; on failure only its own work (and changes) are undone. */
-  savepoint<T>(fn: () => T): T {
-    const pending = this.pending;
-    if (!pending) throw new MeshidError('internal', 'savepoint outside a write transaction');
-    const mark = pending.length;
+  /** Reads; with `snapshot`, all of them from one consistent state. */
+  async read<T>(fn: (q: Queryable) => Promise<T>, snapshot = false): Promise<T> {
     try {
-      return this.db.transaction(fn)();
+      return await this.engine.read(fn, snapshot);
     } catch (err) {
-      pending.length = mark;
-      throw toMeshidError(err);
+      throw this.engine.toMeshidError(err);
     }
   }
 
-  /** Runs `fn` in one read transaction: everything it reads is from one snapshot. */
-  read<T>(fn: () => T): T {
-    if (this.db.inTransaction) return fn();
-    try {
-      return this.db.transaction(fn).deferred();
-    } catch (err) {
-      throw toMeshidError(err);
-    }
-  }
-
-  /** Bumps the global revision and logs the change; call inside write(). Returns the new revision. */
-  recordChange(kind: ChangeKind, id: string, op: ChangeOp, parents?: readonly string[]): number {
-    if (!this.pending) throw new MeshidError('internal', 'recordChange outside a write transaction');
-    const { value: revision } = this.stmt("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value").get() as { value: number };
+  /** Bumps the global revision and logs the change; returns the new revision. */
+  async recordChange(tx: Tx, kind: ChangeKind, id: string, op: ChangeOp, parents?: readonly string[]): Promise<number> {
+    const revision = (await tx.value<number>("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value"))!;
     const at = this.nowSeconds();
-    this.stmt('INSERT INTO changes (revision, kind, object_id, op, at) VALUES (?, ?, ?, ?, ?)').run(revision, kind, id, op, at);
-    this.pending.push(parents ? { revision, kind, id, op, at, parents } : { revision, kind, id, op, at });
+    await tx.run('INSERT INTO changes (revision, kind, object_id, op, at, parents) VALUES (?, ?, ?, ?, ?, ?)',
+      revision, kind, id, op, at, parents ? JSON.stringify(parents) : null);
+    tx.changes.push(parents ? { revision, kind, id, op, at, parents } : { revision, kind, id, op, at });
     return revision;
   }
 
-  meta(key: string): number {
-    return (this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: number }).value;
+  async meta(q: Queryable, key: string): Promise<number> {
+    return (await q.value<number>('SELECT value FROM meta WHERE key = ?', key))!;
   }
 
-  setMeta(key: string, value: number): void {
-    this.stmt('UPDATE meta SET value = ? WHERE key = ?').run(value, key);
+  async setMeta(tx: Tx, key: string, value: number): Promise<void> {
+    await tx.run('UPDATE meta SET value = ? WHERE key = ?', value, key);
   }
 
-  currentRevision(): number { return this.meta('revision'); }
+  currentRevision(q: Queryable): Promise<number> { return this.meta(q, 'revision'); }
 
-  changesSince(revision: number, limit: number): Change[] {
+  async changesSince(q: Queryable, revision: number, limit: number): Promise<Change[]> {
     if (!Number.isSafeInteger(revision) || revision < 0) throw new InvalidArgument('revision must be a non-negative integer', 'revision');
     if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidArgument('limit must be a positive integer', 'limit');
-    return this.read(() => {
-      const compacted = this.meta('changes_compacted_through');
-      if (revision < compacted) {
-        throw new FailedPrecondition(`changes up to revision ${compacted} were compacted; revision ${revision} is too old, start from a snapshot`, 'revision');
-      }
-      const rows = this.stmt('SELECT revision, kind, object_id, op, at FROM changes WHERE revision > ? ORDER BY revision LIMIT ?')
-        .all(revision, limit) as { revision: number; kind: ChangeKind; object_id: string; op: ChangeOp; at: number }[];
-      return rows.map((r) => ({ revision: r.revision, kind: r.kind, id: r.object_id, op: r.op, at: r.at }));
+    const compacted = await this.meta(q, 'changes_compacted_through');
+    if (revision < compacted) {
+      throw new FailedPrecondition(`changes up to revision ${compacted} were compacted; revision ${revision} is too old, start from a snapshot`, 'revision');
+    }
+    const rows = await q.all<{ revision: number; kind: ChangeKind; object_id: string; op: ChangeOp; at: number; parents: string | null }>(
+      'SELECT revision, kind, object_id, op, at, parents FROM changes WHERE revision > ? ORDER BY revision LIMIT ?', revision, limit);
+    return rows.map((r) => {
+      const c: Change = { revision: r.revision, kind: r.kind, id: r.object_id, op: r.op, at: r.at };
+      if (r.parents !== null) c.parents = JSON.parse(r.parents) as string[];
+      return c;
     });
   }
 
   /** Deletes the change log up to `throughRevision`; readers behind it must resync from a snapshot. */
-  compactChanges(throughRevision: number): number {
-    return this.write(() => {
-      const through = Math.min(throughRevision, this.currentRevision());
-      if (through <= this.meta('changes_compacted_through')) return 0;
-      const { changes } = this.stmt('DELETE FROM changes WHERE revision <= ?').run(through);
-      this.setMeta('changes_compacted_through', through);
-      return changes;
+  compactChanges(throughRevision: number): Promise<number> {
+    return this.write(async (tx) => {
+      const through = Math.min(throughRevision, await this.currentRevision(tx));
+      if (through <= await this.meta(tx, 'changes_compacted_through')) return 0;
+      const n = await tx.run('DELETE FROM changes WHERE revision <= ?', through);
+      await this.setMeta(tx, 'changes_compacted_through', through);
+      return n;
     });
   }
 
@@ -209,10 +156,9 @@ export class Core {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.listeners.clear();
-    this.statements.clear();
-    if (this.db.open) this.db.close();
+    await this.engine.close();
   }
 }
 

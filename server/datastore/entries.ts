@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { SpiffeId, TrustDomain, serverId } from '../../spiffe/id.js';
 import { Selector, SelectorSet } from '../../spiffe/selector.js';
 import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/errors.js';
-import { type Core, checkPageSize, decodePageToken, encodePageToken, isConstraint, toMeshidError } from './core.js';
+import { type Core, type Queryable, type Tx, checkPageSize, decodePageToken, encodePageToken } from './core.js';
+import type { Dialect, SqlParam } from './engine.js';
 import type { BatchResult, EntryPatch, EntrySpec, ListEntriesOptions, Page, RegistrationEntry } from './types.js';
 
 /** An entry with the same SPIFFE ID, parent ID and selectors exists; names it. */
@@ -30,22 +31,29 @@ interface EntryRow {
   federates_with: string;
 }
 
-const SELECT_ENTRY = `SELECT e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.hint,
+/** The SQL this module runs that differs between engines, made once per datastore. */
+class EntrySql {
+  readonly selectEntry: string;
+  /** Rows of (type, value) from a JSON array of [type, value] pairs bound as one parameter. */
+  readonly selectorPairs: string;
+  /** Node aliases a node belongs to: entries parented by the server whose every selector the node has (params: server ID, now, selector pairs). */
+  readonly aliasesOfNode: string;
+
+  constructor(d: Dialect) {
+    this.selectEntry = `SELECT e.pk, e.id, e.spiffe_id, e.parent_id, e.x509_svid_ttl, e.jwt_svid_ttl, e.hint,
     e.admin, e.downstream, e.expires_at, e.created_at, e.revision,
-    (SELECT json_group_array(s.type || ':' || s.value) FROM entry_selectors s WHERE s.entry_pk = e.pk) AS selectors,
-    (SELECT json_group_array(d.name ORDER BY d.position) FROM entry_dns_names d WHERE d.entry_pk = e.pk) AS dns_names,
-    (SELECT json_group_array(f.trust_domain ORDER BY f.trust_domain) FROM entry_federates_with f WHERE f.entry_pk = e.pk) AS federates_with
+    (SELECT ${d.jsonArray("s.type || ':' || s.value")} FROM entry_selectors s WHERE s.entry_pk = e.pk) AS selectors,
+    (SELECT ${d.jsonArray('d.name', 'd.position')} FROM entry_dns_names d WHERE d.entry_pk = e.pk) AS dns_names,
+    (SELECT ${d.jsonArray('f.trust_domain', 'f.trust_domain')} FROM entry_federates_with f WHERE f.entry_pk = e.pk) AS federates_with
   FROM registered_entries e`;
-
-/** Rows of (type, value) from a JSON array of [type, value] pairs bound as one parameter. */
-const SELECTOR_PAIRS = "SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?) j";
-
-/** Node aliases a node belongs to: entries parented by the server whose every selector the node has (params: server ID, now, selector pairs). */
-const ALIASES_OF_NODE = `SELECT a.spiffe_id FROM registered_entries a
+    this.selectorPairs = d.pairsFromJson();
+    this.aliasesOfNode = `SELECT a.spiffe_id FROM registered_entries a
         JOIN entry_selectors s ON s.entry_pk = a.pk
         WHERE a.parent_id = ? AND (a.expires_at = 0 OR a.expires_at > ?)
-          AND (s.type, s.value) IN (${SELECTOR_PAIRS})
+          AND (s.type, s.value) IN (${this.selectorPairs})
         GROUP BY a.pk HAVING COUNT(*) = MAX(a.selector_count)`;
+  }
+}
 
 function selectorsParam(set: SelectorSet): string {
   return JSON.stringify(set.items.map((s) => [s.type, s.value]));
@@ -105,80 +113,86 @@ function checkFields(f: EntryFields): EntryFields {
 }
 
 export class EntryStore {
-  constructor(private readonly core: Core) {}
+  private readonly sql: EntrySql;
 
-  create(spec: EntrySpec): RegistrationEntry {
-    return this.core.write(() => this.createInTx(spec));
+  constructor(private readonly core: Core) {
+    this.sql = new EntrySql(core.dialect);
   }
 
-  batchCreate(specs: readonly EntrySpec[]): BatchResult<RegistrationEntry>[] {
-    return this.core.write(() => specs.map((spec) => {
+  create(tx: Tx, spec: EntrySpec): Promise<RegistrationEntry> {
+    return this.createInTx(tx, spec);
+  }
+
+  async batchCreate(tx: Tx, specs: readonly EntrySpec[]): Promise<BatchResult<RegistrationEntry>[]> {
+    const out: BatchResult<RegistrationEntry>[] = [];
+    for (const spec of specs) {
       try {
-        return { ok: true as const, value: this.core.savepoint(() => this.createInTx(spec)) };
+        out.push({ ok: true as const, value: await tx.savepoint(() => this.createInTx(tx, spec)) });
       } catch (err) {
-        return { ok: false as const, error: toMeshidError(err) };
+        out.push({ ok: false as const, error: this.core.engine.toMeshidError(err) });
       }
-    }));
+    }
+    return out;
   }
 
-  get(id: string): RegistrationEntry {
-    const entry = this.find(id);
+  async get(q: Queryable, id: string): Promise<RegistrationEntry> {
+    const entry = await this.find(q, id);
     if (!entry) throw new NotFound(`entry ${JSON.stringify(id)} not found`, 'id');
     return entry;
   }
 
-  find(id: string): RegistrationEntry | undefined {
-    const row = this.core.stmt(`${SELECT_ENTRY} WHERE e.id = ?`).get(id) as EntryRow | undefined;
+  async find(q: Queryable, id: string): Promise<RegistrationEntry | undefined> {
+    const row = await q.get<EntryRow>(`${this.sql.selectEntry} WHERE e.id = ?`, id);
     return row && rowToEntry(row);
   }
 
-  update(id: string, patch: EntryPatch): RegistrationEntry {
-    return this.core.write(() => {
-      const current = this.get(id);
-      const pk = this.pkOf(id);
-      const next = checkFields({ ...current, ...definedOnly(patch) });
-      const selectorsKey = next.selectors.key();
-      this.refuseDuplicate(next.spiffeId, next.parentId, selectorsKey, id);
-      const parents = [...new Set([current.parentId.toString(), next.parentId.toString()])];
-      const revision = this.core.recordChange('entry', id, 'upsert', parents);
-      this.core.stmt(`UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, selectors_key = ?, selector_count = ?,
-          x509_svid_ttl = ?, jwt_svid_ttl = ?, hint = ?, admin = ?, downstream = ?, expires_at = ?, revision = ?
-        WHERE pk = ?`).run(next.spiffeId.toString(), next.parentId.toString(), selectorsKey, next.selectors.size,
-        next.x509SvidTtl, next.jwtSvidTtl, next.hint, next.admin ? 1 : 0, next.downstream ? 1 : 0, next.expiresAt,
-        revision, pk);
-      this.core.stmt('DELETE FROM entry_selectors WHERE entry_pk = ?').run(pk);
-      this.core.stmt('DELETE FROM entry_dns_names WHERE entry_pk = ?').run(pk);
-      this.core.stmt('DELETE FROM entry_federates_with WHERE entry_pk = ?').run(pk);
-      this.insertChildren(pk, next);
-      return this.get(id);
-    });
+  async update(tx: Tx, id: string, patch: EntryPatch): Promise<RegistrationEntry> {
+    const current = await this.get(tx, id);
+    const pk = await this.pkOf(tx, id);
+    const next = checkFields({ ...current, ...definedOnly(patch) });
+    const selectorsKey = next.selectors.key();
+    await this.refuseDuplicate(tx, next.spiffeId, next.parentId, selectorsKey, id);
+    const parents = [...new Set([current.parentId.toString(), next.parentId.toString()])];
+    const revision = await this.core.recordChange(tx, 'entry', id, 'upsert', parents);
+    await tx.run(`UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, selectors_key = ?, selector_count = ?,
+        x509_svid_ttl = ?, jwt_svid_ttl = ?, hint = ?, admin = ?, downstream = ?, expires_at = ?, revision = ?
+      WHERE pk = ?`, next.spiffeId.toString(), next.parentId.toString(), selectorsKey, next.selectors.size,
+    next.x509SvidTtl, next.jwtSvidTtl, next.hint, next.admin ? 1 : 0, next.downstream ? 1 : 0, next.expiresAt,
+    revision, pk);
+    await tx.run('DELETE FROM entry_selectors WHERE entry_pk = ?', pk);
+    await tx.run('DELETE FROM entry_dns_names WHERE entry_pk = ?', pk);
+    await tx.run('DELETE FROM entry_federates_with WHERE entry_pk = ?', pk);
+    await this.insertChildren(tx, pk, next);
+    return this.get(tx, id);
   }
 
-  delete(id: string): RegistrationEntry {
-    return this.core.write(() => this.deleteInTx(id));
+  delete(tx: Tx, id: string): Promise<RegistrationEntry> {
+    return this.deleteInTx(tx, id);
   }
 
-  batchDelete(ids: readonly string[]): BatchResult<RegistrationEntry>[] {
-    return this.core.write(() => ids.map((id) => {
+  async batchDelete(tx: Tx, ids: readonly string[]): Promise<BatchResult<RegistrationEntry>[]> {
+    const out: BatchResult<RegistrationEntry>[] = [];
+    for (const id of ids) {
       try {
-        return { ok: true as const, value: this.core.savepoint(() => this.deleteInTx(id)) };
+        out.push({ ok: true as const, value: await tx.savepoint(() => this.deleteInTx(tx, id)) });
       } catch (err) {
-        return { ok: false as const, error: toMeshidError(err) };
+        out.push({ ok: false as const, error: this.core.engine.toMeshidError(err) });
       }
-    }));
+    }
+    return out;
   }
 
-  list(opts: ListEntriesOptions = {}): Page<RegistrationEntry> {
+  async list(q: Queryable, opts: ListEntriesOptions = {}): Promise<Page<RegistrationEntry>> {
     const pageSize = checkPageSize(opts.pageSize);
     const after = decodePageToken('entries', opts.pageToken);
     const where: string[] = [];
-    const params: unknown[] = [];
+    const params: SqlParam[] = [];
     if (opts.bySpiffeId) { where.push('e.spiffe_id = ?'); params.push(opts.bySpiffeId.toString()); }
     if (opts.byParentId) { where.push('e.parent_id = ?'); params.push(opts.byParentId.toString()); }
     if (opts.byHint !== undefined) { where.push('e.hint = ?'); params.push(opts.byHint); }
     if (opts.bySelectors) {
       const { selectors, match } = opts.bySelectors;
-      const cond = selectorCondition(match, selectors);
+      const cond = selectorCondition(this.sql.selectorPairs, match, selectors);
       if (cond) { where.push(cond.sql); params.push(...cond.params); }
     }
     if (after !== undefined) {
@@ -187,9 +201,9 @@ export class EntryStore {
       where.push('e.pk > ?');
       params.push(pk);
     }
-    let sql = SELECT_ENTRY + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY e.pk';
+    let sql = this.sql.selectEntry + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY e.pk';
     if (pageSize > 0) { sql += ' LIMIT ?'; params.push(pageSize + 1); }
-    const rows = this.core.stmt(sql).all(...params) as EntryRow[];
+    const rows = await q.all<EntryRow>(sql, ...params);
     let nextPageToken = '';
     if (pageSize > 0 && rows.length > pageSize) {
       rows.length = pageSize;
@@ -204,39 +218,35 @@ export class EntryStore {
    * parented by the server ID whose selectors are all among the agent's node
    * selectors. Expired entries are left out.
    */
-  forAgent(agentId: SpiffeId, nodeSelectors: SelectorSet): RegistrationEntry[] {
+  async forAgent(q: Queryable, agentId: SpiffeId, nodeSelectors: SelectorSet): Promise<RegistrationEntry[]> {
     const now = this.core.nowSeconds();
-    const rows = this.core.stmt(`WITH aliases AS (${ALIASES_OF_NODE})
-      ${SELECT_ENTRY}
+    const rows = await q.all<EntryRow>(`WITH aliases AS (${this.sql.aliasesOfNode})
+      ${this.sql.selectEntry}
       WHERE (e.parent_id = ? OR e.parent_id IN (SELECT spiffe_id FROM aliases))
         AND (e.expires_at = 0 OR e.expires_at > ?)
-      ORDER BY e.pk`).all(serverId(agentId.trustDomain).toString(), now, selectorsParam(nodeSelectors),
-      agentId.toString(), now) as EntryRow[];
+      ORDER BY e.pk`, serverId(agentId.trustDomain).toString(), now, selectorsParam(nodeSelectors),
+    agentId.toString(), now);
     return rows.map(rowToEntry);
   }
 
   /** The SPIFFE IDs of the node aliases (entries parented by the server) whose selectors a node with `nodeSelectors` has: forAgent's second kind of parent. */
-  aliasesOfNode(trustDomain: TrustDomain, nodeSelectors: SelectorSet): string[] {
-    return this.core.stmt(ALIASES_OF_NODE).pluck()
-      .all(serverId(trustDomain).toString(), this.core.nowSeconds(), selectorsParam(nodeSelectors)) as string[];
+  aliasesOfNode(q: Queryable, trustDomain: TrustDomain, nodeSelectors: SelectorSet): Promise<string[]> {
+    return q.column<string>(this.sql.aliasesOfNode, serverId(trustDomain).toString(), this.core.nowSeconds(), selectorsParam(nodeSelectors));
   }
 
   /** Deletes entries whose expiry has passed; returns how many. */
-  pruneExpired(): number {
-    return this.core.write(() => {
-      const ids = this.core.stmt('SELECT id FROM registered_entries WHERE expires_at <> 0 AND expires_at <= ?')
-        .pluck().all(this.core.nowSeconds()) as string[];
-      for (const id of ids) this.deleteInTx(id);
-      return ids.length;
-    });
+  async pruneExpired(tx: Tx): Promise<number> {
+    const ids = await tx.column<string>('SELECT id FROM registered_entries WHERE expires_at <> 0 AND expires_at <= ?', this.core.nowSeconds());
+    for (const id of ids) await this.deleteInTx(tx, id);
+    return ids.length;
   }
 
   /** How many entries federate with `td`; a federated bundle in use is not deleted. */
-  countFederatingWith(td: TrustDomain): number {
-    return this.core.stmt('SELECT COUNT(*) FROM entry_federates_with WHERE trust_domain = ?').pluck().get(td.name) as number;
+  async countFederatingWith(q: Queryable, td: TrustDomain): Promise<number> {
+    return (await q.value<number>('SELECT COUNT(*) FROM entry_federates_with WHERE trust_domain = ?', td.name))!;
   }
 
-  private createInTx(spec: EntrySpec): RegistrationEntry {
+  private async createInTx(tx: Tx, spec: EntrySpec): Promise<RegistrationEntry> {
     const fields = checkFields({
       spiffeId: spec.spiffeId,
       parentId: spec.parentId,
@@ -252,60 +262,59 @@ export class EntryStore {
     });
     const id = spec.id ?? randomUUID();
     if (id === '') throw new InvalidArgument('entry id is empty', 'id');
-    if (this.core.stmt('SELECT 1 FROM registered_entries WHERE id = ?').get(id)) {
+    if (await tx.get('SELECT 1 FROM registered_entries WHERE id = ?', id)) {
       throw new AlreadyExists(`an entry with id ${JSON.stringify(id)} already exists`, 'id');
     }
     const selectorsKey = fields.selectors.key();
-    this.refuseDuplicate(fields.spiffeId, fields.parentId, selectorsKey, undefined);
-    const revision = this.core.recordChange('entry', id, 'upsert', [fields.parentId.toString()]);
+    await this.refuseDuplicate(tx, fields.spiffeId, fields.parentId, selectorsKey, undefined);
+    const revision = await this.core.recordChange(tx, 'entry', id, 'upsert', [fields.parentId.toString()]);
     let pk: number;
     try {
-      pk = this.core.stmt(`INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_key, selector_count,
+      pk = (await tx.value<number>(`INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_key, selector_count,
           x509_svid_ttl, jwt_svid_ttl, hint, admin, downstream, expires_at, created_at, revision)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk`).pluck().get(
-        id, fields.spiffeId.toString(), fields.parentId.toString(), selectorsKey, fields.selectors.size,
-        fields.x509SvidTtl, fields.jwtSvidTtl, fields.hint, fields.admin ? 1 : 0, fields.downstream ? 1 : 0,
-        fields.expiresAt, this.core.nowSeconds(), revision) as number;
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk`,
+      id, fields.spiffeId.toString(), fields.parentId.toString(), selectorsKey, fields.selectors.size,
+      fields.x509SvidTtl, fields.jwtSvidTtl, fields.hint, fields.admin ? 1 : 0, fields.downstream ? 1 : 0,
+      fields.expiresAt, this.core.nowSeconds(), revision))!;
     } catch (err) {
-      if (isConstraint(err, 'UNIQUE')) throw new AlreadyExists('an equal entry already exists', 'spiffe_id');
+      if (this.core.isConstraint(err, 'UNIQUE')) throw new AlreadyExists('an equal entry already exists', 'spiffe_id');
       throw err;
     }
-    this.insertChildren(pk, fields);
-    return this.get(id);
+    await this.insertChildren(tx, pk, fields);
+    return this.get(tx, id);
   }
 
-  private deleteInTx(id: string): RegistrationEntry {
-    const entry = this.get(id);
-    this.core.stmt('DELETE FROM registered_entries WHERE id = ?').run(id);
-    this.core.recordChange('entry', id, 'delete', [entry.parentId.toString()]);
+  private async deleteInTx(tx: Tx, id: string): Promise<RegistrationEntry> {
+    const entry = await this.get(tx, id);
+    await tx.run('DELETE FROM registered_entries WHERE id = ?', id);
+    await this.core.recordChange(tx, 'entry', id, 'delete', [entry.parentId.toString()]);
     return entry;
   }
 
-  private insertChildren(pk: number, f: EntryFields): void {
-    const sel = this.core.stmt('INSERT INTO entry_selectors (entry_pk, type, value) VALUES (?, ?, ?)');
-    for (const s of f.selectors.items) sel.run(pk, s.type, s.value);
-    const dns = this.core.stmt('INSERT INTO entry_dns_names (entry_pk, position, name) VALUES (?, ?, ?)');
-    f.dnsNames.forEach((name, i) => dns.run(pk, i, name));
-    const fed = this.core.stmt('INSERT OR IGNORE INTO entry_federates_with (entry_pk, trust_domain) VALUES (?, ?)');
-    for (const td of f.federatesWith) fed.run(pk, td.name);
+  private async insertChildren(tx: Tx, pk: number, f: EntryFields): Promise<void> {
+    for (const s of f.selectors.items) await tx.run('INSERT INTO entry_selectors (entry_pk, type, value) VALUES (?, ?, ?)', pk, s.type, s.value);
+    for (const [i, name] of f.dnsNames.entries()) await tx.run('INSERT INTO entry_dns_names (entry_pk, position, name) VALUES (?, ?, ?)', pk, i, name);
+    for (const td of f.federatesWith) {
+      await tx.run('INSERT INTO entry_federates_with (entry_pk, trust_domain) VALUES (?, ?) ON CONFLICT DO NOTHING', pk, td.name);
+    }
   }
 
-  private pkOf(id: string): number {
-    return this.core.stmt('SELECT pk FROM registered_entries WHERE id = ?').pluck().get(id) as number;
+  private async pkOf(q: Queryable, id: string): Promise<number> {
+    return (await q.value<number>('SELECT pk FROM registered_entries WHERE id = ?', id))!;
   }
 
-  private refuseDuplicate(spiffeId: SpiffeId, parentId: SpiffeId, selectorsKey: string, exceptId: string | undefined): void {
-    const existing = this.core.stmt('SELECT id FROM registered_entries WHERE spiffe_id = ? AND parent_id = ? AND selectors_key = ?')
-      .pluck().get(spiffeId.toString(), parentId.toString(), selectorsKey) as string | undefined;
+  private async refuseDuplicate(q: Queryable, spiffeId: SpiffeId, parentId: SpiffeId, selectorsKey: string, exceptId: string | undefined): Promise<void> {
+    const existing = await q.value<string>('SELECT id FROM registered_entries WHERE spiffe_id = ? AND parent_id = ? AND selectors_key = ?',
+      spiffeId.toString(), parentId.toString(), selectorsKey);
     if (existing !== undefined && existing !== exceptId) throw new DuplicateEntry(existing);
   }
 }
 
 /** SQL for "entry e's selectors relate to `set` by `match`"; undefined means no condition. */
-function selectorCondition(match: string, set: SelectorSet): { sql: string; params: unknown[] } | undefined {
+function selectorCondition(pairsSql: string, match: string, set: SelectorSet): { sql: string; params: SqlParam[] } | undefined {
   if (set.size === 0) {
     // Every set is a superset of the empty set; no non-empty set equals, is a subset of, or meets it.
-    return match === 'superset' ? undefined : { sql: '0', params: [] };
+    return match === 'superset' ? undefined : { sql: '1 = 0', params: [] };
   }
   const pairs = selectorsParam(set);
   switch (match) {
@@ -313,19 +322,19 @@ function selectorCondition(match: string, set: SelectorSet): { sql: string; para
       return { sql: 'e.selectors_key = ?', params: [set.key()] };
     case 'superset':
       return {
-        sql: `e.pk IN (SELECT s.entry_pk FROM entry_selectors s WHERE (s.type, s.value) IN (${SELECTOR_PAIRS})
+        sql: `e.pk IN (SELECT s.entry_pk FROM entry_selectors s WHERE (s.type, s.value) IN (${pairsSql})
           GROUP BY s.entry_pk HAVING COUNT(*) = ?)`,
         params: [pairs, set.size],
       };
     case 'subset':
       return {
         sql: `e.pk IN (SELECT s.entry_pk FROM entry_selectors s JOIN registered_entries x ON x.pk = s.entry_pk
-          WHERE (s.type, s.value) IN (${SELECTOR_PAIRS}) GROUP BY s.entry_pk HAVING COUNT(*) = MAX(x.selector_count))`,
+          WHERE (s.type, s.value) IN (${pairsSql}) GROUP BY s.entry_pk HAVING COUNT(*) = MAX(x.selector_count))`,
         params: [pairs],
       };
     case 'any':
       return {
-        sql: `EXISTS (SELECT 1 FROM entry_selectors s WHERE s.entry_pk = e.pk AND (s.type, s.value) IN (${SELECTOR_PAIRS}))`,
+        sql: `EXISTS (SELECT 1 FROM entry_selectors s WHERE s.entry_pk = e.pk AND (s.type, s.value) IN (${pairsSql}))`,
         params: [pairs],
       };
     default:

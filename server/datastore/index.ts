@@ -1,4 +1,4 @@
-export { Datastore, type DatastoreOptions } from './datastore.js';
+export { Datastore, parseDatastoreUrl, type DatastoreLocation, type DatastoreOptions } from './datastore.js';
 export { DuplicateEntry } from './entries.js';
 export { MAX_IDENTITY, MAX_NODE_ID, MIN_IDENTITY, MIN_NODE_ID } from './mesh.js';
 export type {
@@ -7,3 +7,5 @@ export type {
   ListAttestedNodesOptions, ListEntriesOptions, MeshNode, MeshNodeUpdate, NewAttestedNode, NewJoinToken, Page, Policy,
   PolicyUpdate, RegistrationEntry, SelectorMatch, ServiceAccountRef, SpiffeBundleDocument, StoredBundle, UnixSeconds,
 } from './types.js';
+export type { LeaseRecord, ServerAuthority, ServerRecord } from './servers.js';
+export { ChangeFeed } from './feed.js';

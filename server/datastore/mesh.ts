@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from '../../spiffe/errors.js';
-import type { Core } from './core.js';
+import type { Core, Queryable, Tx } from './core.js';
+import type { SqlParam } from './engine.js';
 import type {
   Endpoint, EndpointUpdate, Identity, MeshNode, MeshNodeUpdate, Policy, PolicyUpdate, ServiceAccountRef,
 } from './types.js';
@@ -28,19 +29,17 @@ function checkLabels(labels: unknown, field: string): Record<string, string> {
  * so a number that was just freed is not given to someone else at once: agents may
  * still hold auth-map and policy entries for it.
  */
-function allocateNumber(core: Core, table: 'identities' | 'nodes', min: number, max: number, cursorKey: string): number {
-  const taken = core.stmt(`SELECT 1 FROM ${table} WHERE id = ?`);
-  const nextGap = core.stmt(`SELECT t.id + 1 FROM ${table} t WHERE t.id >= ? AND t.id < ?
-      AND NOT EXISTS (SELECT 1 FROM ${table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1`).pluck();
-  const firstFree = (lo: number, hi: number): number | undefined => {
+async function allocateNumber(core: Core, tx: Tx, table: 'identities' | 'nodes', min: number, max: number, cursorKey: string): Promise<number> {
+  const firstFree = async (lo: number, hi: number): Promise<number | undefined> => {
     if (lo > hi) return undefined;
-    if (!taken.get(lo)) return lo;
-    return (nextGap.get(lo, hi) as number | undefined) ?? undefined;
+    if (!await tx.get(`SELECT 1 FROM ${table} WHERE id = ?`, lo)) return lo;
+    return tx.value<number>(`SELECT t.id + 1 FROM ${table} t WHERE t.id >= ? AND t.id < ?
+      AND NOT EXISTS (SELECT 1 FROM ${table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1`, lo, hi);
   };
-  const cursor = Math.min(Math.max(core.meta(cursorKey), min), max);
-  const id = firstFree(cursor, max) ?? firstFree(min, cursor - 1);
+  const cursor = Math.min(Math.max(await core.meta(tx, cursorKey), min), max);
+  const id = await firstFree(cursor, max) ?? await firstFree(min, cursor - 1);
   if (id === undefined) throw new ResourceExhausted(`all numbers ${min}..${max} are in use`, table === 'identities' ? 'identity' : 'node_id');
-  core.setMeta(cursorKey, id >= max ? min : id + 1);
+  await core.setMeta(tx, cursorKey, id >= max ? min : id + 1);
   return id;
 }
 
@@ -63,58 +62,58 @@ function rowToIdentity(r: IdentityRow): Identity {
 export class IdentityStore {
   constructor(private readonly core: Core) {}
 
-  /** The identity of this labels key: the existing one, or a new number >= 256. */
-  allocate(labelsKey: string, labels: Record<string, string>, serviceAccount: ServiceAccountRef): Identity {
+  /** Checks the arguments of allocate before any transaction starts. */
+  static check(labelsKey: string, labels: Record<string, string>, serviceAccount: ServiceAccountRef): string {
     nonEmpty(labelsKey, 'labels_key');
     const labelsJson = JSON.stringify(checkLabels(labels, 'labels'));
     nonEmpty(serviceAccount?.namespace, 'service_account.namespace');
     nonEmpty(serviceAccount?.name, 'service_account.name');
-    const existing = this.findByLabelsKey(labelsKey);
-    if (existing) return this.checkSameAccount(existing, serviceAccount);
-    return this.core.write(() => {
-      const again = this.findByLabelsKey(labelsKey); // another process may have won the race
-      if (again) return this.checkSameAccount(again, serviceAccount);
-      const id = allocateNumber(this.core, 'identities', MIN_IDENTITY, MAX_IDENTITY, 'identity_cursor');
-      const revision = this.core.recordChange('identity', String(id), 'upsert');
-      this.core.stmt(`INSERT INTO identities (id, labels_key, labels, service_account_namespace, service_account_name,
-          created_at, revision) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-        .run(id, labelsKey, labelsJson, serviceAccount.namespace, serviceAccount.name, this.core.nowSeconds(), revision);
-      return this.get(id);
-    });
+    return labelsJson;
   }
 
-  get(id: number): Identity {
-    const row = this.core.stmt('SELECT * FROM identities WHERE id = ?').get(id) as IdentityRow | undefined;
+  /** The identity of this labels key: the existing one, or a new number >= 256. */
+  async allocate(tx: Tx, labelsKey: string, labels: Record<string, string>, serviceAccount: ServiceAccountRef): Promise<Identity> {
+    const labelsJson = IdentityStore.check(labelsKey, labels, serviceAccount);
+    const existing = await this.findByLabelsKey(tx, labelsKey); // another server may have won the race
+    if (existing) return checkSameAccount(existing, serviceAccount);
+    const id = await allocateNumber(this.core, tx, 'identities', MIN_IDENTITY, MAX_IDENTITY, 'identity_cursor');
+    const revision = await this.core.recordChange(tx, 'identity', String(id), 'upsert');
+    await tx.run(`INSERT INTO identities (id, labels_key, labels, service_account_namespace, service_account_name,
+        created_at, revision) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    id, labelsKey, labelsJson, serviceAccount.namespace, serviceAccount.name, this.core.nowSeconds(), revision);
+    return this.get(tx, id);
+  }
+
+  async get(q: Queryable, id: number): Promise<Identity> {
+    const row = await q.get<IdentityRow>('SELECT * FROM identities WHERE id = ?', id);
     if (!row) throw new NotFound(`identity ${id} not found`, 'identity');
     return rowToIdentity(row);
   }
 
-  findByLabelsKey(labelsKey: string): Identity | undefined {
-    const row = this.core.stmt('SELECT * FROM identities WHERE labels_key = ?').get(labelsKey) as IdentityRow | undefined;
+  async findByLabelsKey(q: Queryable, labelsKey: string): Promise<Identity | undefined> {
+    const row = await q.get<IdentityRow>('SELECT * FROM identities WHERE labels_key = ?', labelsKey);
     return row && rowToIdentity(row);
   }
 
-  list(): Identity[] {
-    return (this.core.stmt('SELECT * FROM identities ORDER BY id').all() as IdentityRow[]).map(rowToIdentity);
+  async list(q: Queryable): Promise<Identity[]> {
+    return (await q.all<IdentityRow>('SELECT * FROM identities ORDER BY id')).map(rowToIdentity);
   }
 
-  delete(id: number): void {
-    this.core.write(() => {
-      this.get(id);
-      const users = this.core.stmt('SELECT COUNT(*) FROM endpoints WHERE identity = ?').pluck().get(id) as number;
-      if (users > 0) throw new FailedPrecondition(`identity ${id} is used by ${users} endpoints`, 'identity');
-      this.core.stmt('DELETE FROM identities WHERE id = ?').run(id);
-      this.core.recordChange('identity', String(id), 'delete');
-    });
+  async delete(tx: Tx, id: number): Promise<void> {
+    await this.get(tx, id);
+    const users = (await tx.value<number>('SELECT COUNT(*) FROM endpoints WHERE identity = ?', id))!;
+    if (users > 0) throw new FailedPrecondition(`identity ${id} is used by ${users} endpoints`, 'identity');
+    await tx.run('DELETE FROM identities WHERE id = ?', id);
+    await this.core.recordChange(tx, 'identity', String(id), 'delete');
   }
+}
 
-  private checkSameAccount(identity: Identity, sa: ServiceAccountRef): Identity {
-    if (identity.serviceAccount.namespace !== sa.namespace || identity.serviceAccount.name !== sa.name) {
-      throw new FailedPrecondition(`labels key of identity ${identity.id} belongs to service account ` +
-        `${identity.serviceAccount.namespace}/${identity.serviceAccount.name}, not ${sa.namespace}/${sa.name}`, 'service_account');
-    }
-    return identity;
+export function checkSameAccount(identity: Identity, sa: ServiceAccountRef): Identity {
+  if (identity.serviceAccount.namespace !== sa.namespace || identity.serviceAccount.name !== sa.name) {
+    throw new FailedPrecondition(`labels key of identity ${identity.id} belongs to service account ` +
+      `${identity.serviceAccount.namespace}/${identity.serviceAccount.name}, not ${sa.namespace}/${sa.name}`, 'service_account');
   }
+  return identity;
 }
 
 interface NodeRow {
@@ -132,69 +131,67 @@ export class NodeStore {
   constructor(private readonly core: Core) {}
 
   /** The node id of `name`: the existing one, or a new number >= 1 (reserved by a row with empty fields). */
-  allocateId(name: string): number {
+  async allocateId(tx: Tx, name: string): Promise<number> {
     nonEmpty(name, 'name');
-    const existing = this.findByName(name);
-    if (existing) return existing.id;
-    return this.core.write(() => this.allocateInTx(name));
+    return this.allocateInTx(tx, name);
   }
 
-  /** Creates or updates the node called `name`; fields left out keep their value. No change, no new revision. */
-  upsert(update: MeshNodeUpdate): MeshNode {
+  static checkUpdate(update: MeshNodeUpdate): void {
     nonEmpty(update.name, 'name');
     if (update.address !== undefined && update.address !== '' && isIP(update.address) === 0) {
       throw new InvalidArgument(`address ${JSON.stringify(update.address)} is not an IP address`, 'address');
     }
-    return this.core.write(() => {
-      const current = this.findByName(update.name) ?? this.get(this.allocateInTx(update.name));
-      const next = {
-        address: update.address ?? current.address,
-        wireguardPublicKey: update.wireguardPublicKey ?? current.wireguardPublicKey,
-        podCidr: update.podCidr ?? current.podCidr,
-        agentId: update.agentId ?? current.agentId,
-      };
-      if (next.address === current.address && next.wireguardPublicKey === current.wireguardPublicKey && next.podCidr === current.podCidr &&
-        next.agentId === current.agentId) {
-        return current;
-      }
-      const revision = this.core.recordChange('node', String(current.id), 'upsert');
-      this.core.stmt('UPDATE nodes SET address = ?, wireguard_public_key = ?, pod_cidr = ?, agent_id = ?, revision = ? WHERE id = ?')
-        .run(next.address, next.wireguardPublicKey, next.podCidr, next.agentId, revision, current.id);
-      return this.get(current.id);
-    });
   }
 
-  get(id: number): MeshNode {
-    const row = this.core.stmt('SELECT * FROM nodes WHERE id = ?').get(id) as NodeRow | undefined;
+  /** Creates or updates the node called `name`; fields left out keep their value. No change, no new revision. */
+  async upsert(tx: Tx, update: MeshNodeUpdate): Promise<MeshNode> {
+    NodeStore.checkUpdate(update);
+    const current = await this.findByName(tx, update.name) ?? await this.get(tx, await this.allocateInTx(tx, update.name));
+    const next = {
+      address: update.address ?? current.address,
+      wireguardPublicKey: update.wireguardPublicKey ?? current.wireguardPublicKey,
+      podCidr: update.podCidr ?? current.podCidr,
+      agentId: update.agentId ?? current.agentId,
+    };
+    if (next.address === current.address && next.wireguardPublicKey === current.wireguardPublicKey && next.podCidr === current.podCidr &&
+      next.agentId === current.agentId) {
+      return current;
+    }
+    const revision = await this.core.recordChange(tx, 'node', String(current.id), 'upsert');
+    await tx.run('UPDATE nodes SET address = ?, wireguard_public_key = ?, pod_cidr = ?, agent_id = ?, revision = ? WHERE id = ?',
+      next.address, next.wireguardPublicKey, next.podCidr, next.agentId, revision, current.id);
+    return this.get(tx, current.id);
+  }
+
+  async get(q: Queryable, id: number): Promise<MeshNode> {
+    const row = await q.get<NodeRow>('SELECT * FROM nodes WHERE id = ?', id);
     if (!row) throw new NotFound(`node ${id} not found`, 'node_id');
     return rowToMeshNode(row);
   }
 
-  findByName(name: string): MeshNode | undefined {
-    const row = this.core.stmt('SELECT * FROM nodes WHERE name = ?').get(name) as NodeRow | undefined;
+  async findByName(q: Queryable, name: string): Promise<MeshNode | undefined> {
+    const row = await q.get<NodeRow>('SELECT * FROM nodes WHERE name = ?', name);
     return row && rowToMeshNode(row);
   }
 
-  list(): MeshNode[] {
-    return (this.core.stmt('SELECT * FROM nodes ORDER BY id').all() as NodeRow[]).map(rowToMeshNode);
+  async list(q: Queryable): Promise<MeshNode[]> {
+    return (await q.all<NodeRow>('SELECT * FROM nodes ORDER BY id')).map(rowToMeshNode);
   }
 
-  delete(id: number): void {
-    this.core.write(() => {
-      this.get(id);
-      const users = this.core.stmt('SELECT COUNT(*) FROM endpoints WHERE node_id = ?').pluck().get(id) as number;
-      if (users > 0) throw new FailedPrecondition(`node ${id} still has ${users} endpoints`, 'node_id');
-      this.core.stmt('DELETE FROM nodes WHERE id = ?').run(id);
-      this.core.recordChange('node', String(id), 'delete');
-    });
+  async delete(tx: Tx, id: number): Promise<void> {
+    await this.get(tx, id);
+    const users = (await tx.value<number>('SELECT COUNT(*) FROM endpoints WHERE node_id = ?', id))!;
+    if (users > 0) throw new FailedPrecondition(`node ${id} still has ${users} endpoints`, 'node_id');
+    await tx.run('DELETE FROM nodes WHERE id = ?', id);
+    await this.core.recordChange(tx, 'node', String(id), 'delete');
   }
 
-  private allocateInTx(name: string): number {
-    const existing = this.findByName(name);
+  private async allocateInTx(tx: Tx, name: string): Promise<number> {
+    const existing = await this.findByName(tx, name);
     if (existing) return existing.id;
-    const id = allocateNumber(this.core, 'nodes', MIN_NODE_ID, MAX_NODE_ID, 'node_cursor');
-    const revision = this.core.recordChange('node', String(id), 'upsert');
-    this.core.stmt('INSERT INTO nodes (id, name, created_at, revision) VALUES (?, ?, ?, ?)').run(id, name, this.core.nowSeconds(), revision);
+    const id = await allocateNumber(this.core, tx, 'nodes', MIN_NODE_ID, MAX_NODE_ID, 'node_cursor');
+    const revision = await this.core.recordChange(tx, 'node', String(id), 'upsert');
+    await tx.run('INSERT INTO nodes (id, name, created_at, revision) VALUES (?, ?, ?, ?)', id, name, this.core.nowSeconds(), revision);
     return id;
   }
 }
@@ -212,58 +209,54 @@ export class EndpointStore {
   constructor(private readonly core: Core) {}
 
   /** Creates or replaces the endpoint at `ip`. No change, no new revision. */
-  upsert(ep: EndpointUpdate): Endpoint {
+  async upsert(tx: Tx, ep: EndpointUpdate): Promise<Endpoint> {
     if (typeof ep.ip !== 'string' || isIP(ep.ip) === 0) throw new InvalidArgument(`${JSON.stringify(ep.ip)} is not an IP address`, 'ip');
     nonEmpty(ep.namespace, 'namespace');
     nonEmpty(ep.name, 'name');
     const labels = JSON.stringify(checkLabels(ep.labels, 'labels'));
-    return this.core.write(() => {
-      if (!this.core.stmt('SELECT 1 FROM identities WHERE id = ?').get(ep.identity)) {
-        throw new FailedPrecondition(`identity ${ep.identity} does not exist`, 'identity');
-      }
-      if (!this.core.stmt('SELECT 1 FROM nodes WHERE id = ?').get(ep.nodeId)) {
-        throw new FailedPrecondition(`node ${ep.nodeId} does not exist`, 'node_id');
-      }
-      const cur = this.core.stmt('SELECT * FROM endpoints WHERE ip = ?').get(ep.ip) as EndpointRow | undefined;
-      if (cur && cur.identity === ep.identity && cur.node_id === ep.nodeId && cur.namespace === ep.namespace &&
-          cur.name === ep.name && cur.labels === labels) {
-        return rowToEndpoint(cur);
-      }
-      const revision = this.core.recordChange('endpoint', ep.ip, 'upsert');
-      this.core.stmt(`INSERT INTO endpoints (ip, identity, node_id, namespace, name, labels, revision) VALUES (?, ?, ?, ?, ?, ?, ?)
-          ON CONFLICT (ip) DO UPDATE SET identity = excluded.identity, node_id = excluded.node_id, namespace = excluded.namespace,
-          name = excluded.name, labels = excluded.labels, revision = excluded.revision`)
-        .run(ep.ip, ep.identity, ep.nodeId, ep.namespace, ep.name, labels, revision);
-      return this.get(ep.ip);
-    });
+    if (!await tx.get('SELECT 1 FROM identities WHERE id = ?', ep.identity)) {
+      throw new FailedPrecondition(`identity ${ep.identity} does not exist`, 'identity');
+    }
+    if (!await tx.get('SELECT 1 FROM nodes WHERE id = ?', ep.nodeId)) {
+      throw new FailedPrecondition(`node ${ep.nodeId} does not exist`, 'node_id');
+    }
+    const cur = await tx.get<EndpointRow>('SELECT * FROM endpoints WHERE ip = ?', ep.ip);
+    if (cur && cur.identity === ep.identity && cur.node_id === ep.nodeId && cur.namespace === ep.namespace &&
+        cur.name === ep.name && cur.labels === labels) {
+      return rowToEndpoint(cur);
+    }
+    const revision = await this.core.recordChange(tx, 'endpoint', ep.ip, 'upsert');
+    await tx.run(`INSERT INTO endpoints (ip, identity, node_id, namespace, name, labels, revision) VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (ip) DO UPDATE SET identity = excluded.identity, node_id = excluded.node_id, namespace = excluded.namespace,
+        name = excluded.name, labels = excluded.labels, revision = excluded.revision`,
+    ep.ip, ep.identity, ep.nodeId, ep.namespace, ep.name, labels, revision);
+    return this.get(tx, ep.ip);
   }
 
-  get(ip: string): Endpoint {
-    const ep = this.find(ip);
+  async get(q: Queryable, ip: string): Promise<Endpoint> {
+    const ep = await this.find(q, ip);
     if (!ep) throw new NotFound(`no endpoint with IP ${ip}`, 'ip');
     return ep;
   }
 
-  find(ip: string): Endpoint | undefined {
-    const row = this.core.stmt('SELECT * FROM endpoints WHERE ip = ?').get(ip) as EndpointRow | undefined;
+  async find(q: Queryable, ip: string): Promise<Endpoint | undefined> {
+    const row = await q.get<EndpointRow>('SELECT * FROM endpoints WHERE ip = ?', ip);
     return row && rowToEndpoint(row);
   }
 
-  list(filter: { nodeId?: number; identity?: number } = {}): Endpoint[] {
+  async list(q: Queryable, filter: { nodeId?: number; identity?: number } = {}): Promise<Endpoint[]> {
     const where: string[] = [];
-    const params: unknown[] = [];
+    const params: SqlParam[] = [];
     if (filter.nodeId !== undefined) { where.push('node_id = ?'); params.push(filter.nodeId); }
     if (filter.identity !== undefined) { where.push('identity = ?'); params.push(filter.identity); }
     const sql = 'SELECT * FROM endpoints' + (where.length ? ` WHERE ${where.join(' AND ')}` : '') + ' ORDER BY ip';
-    return (this.core.stmt(sql).all(...params) as EndpointRow[]).map(rowToEndpoint);
+    return (await q.all<EndpointRow>(sql, ...params)).map(rowToEndpoint);
   }
 
-  delete(ip: string): void {
-    this.core.write(() => {
-      this.get(ip);
-      this.core.stmt('DELETE FROM endpoints WHERE ip = ?').run(ip);
-      this.core.recordChange('endpoint', ip, 'delete');
-    });
+  async delete(tx: Tx, ip: string): Promise<void> {
+    await this.get(tx, ip);
+    await tx.run('DELETE FROM endpoints WHERE ip = ?', ip);
+    await this.core.recordChange(tx, 'endpoint', ip, 'delete');
   }
 }
 
@@ -277,41 +270,37 @@ function rowToPolicy(r: PolicyRow): Policy {
 export class PolicyStore {
   constructor(private readonly core: Core) {}
 
-  upsert(p: PolicyUpdate): Policy {
+  async upsert(tx: Tx, p: PolicyUpdate): Promise<Policy> {
     if (typeof p.namespace !== 'string') throw new InvalidArgument('namespace must be a string', 'namespace');
     nonEmpty(p.name, 'name');
     nonEmpty(p.kind, 'kind');
     if (p.spec === undefined) throw new InvalidArgument('spec is missing', 'spec');
     const spec = JSON.stringify(p.spec);
-    return this.core.write(() => {
-      const cur = this.core.stmt('SELECT * FROM policies WHERE namespace = ? AND name = ?').get(p.namespace, p.name) as PolicyRow | undefined;
-      if (cur && cur.kind === p.kind && cur.spec === spec) return rowToPolicy(cur);
-      const revision = this.core.recordChange('policy', `${p.namespace}/${p.name}`, 'upsert');
-      this.core.stmt(`INSERT INTO policies (namespace, name, kind, spec, revision) VALUES (?, ?, ?, ?, ?)
-          ON CONFLICT (namespace, name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec, revision = excluded.revision`)
-        .run(p.namespace, p.name, p.kind, spec, revision);
-      return this.get(p.namespace, p.name);
-    });
+    const cur = await tx.get<PolicyRow>('SELECT * FROM policies WHERE namespace = ? AND name = ?', p.namespace, p.name);
+    if (cur && cur.kind === p.kind && cur.spec === spec) return rowToPolicy(cur);
+    const revision = await this.core.recordChange(tx, 'policy', `${p.namespace}/${p.name}`, 'upsert');
+    await tx.run(`INSERT INTO policies (namespace, name, kind, spec, revision) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (namespace, name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec, revision = excluded.revision`,
+    p.namespace, p.name, p.kind, spec, revision);
+    return this.get(tx, p.namespace, p.name);
   }
 
-  get(namespace: string, name: string): Policy {
-    const row = this.core.stmt('SELECT * FROM policies WHERE namespace = ? AND name = ?').get(namespace, name) as PolicyRow | undefined;
+  async get(q: Queryable, namespace: string, name: string): Promise<Policy> {
+    const row = await q.get<PolicyRow>('SELECT * FROM policies WHERE namespace = ? AND name = ?', namespace, name);
     if (!row) throw new NotFound(`policy ${namespace}/${name} not found`, 'name');
     return rowToPolicy(row);
   }
 
-  list(filter: { namespace?: string } = {}): Policy[] {
+  async list(q: Queryable, filter: { namespace?: string } = {}): Promise<Policy[]> {
     const rows = filter.namespace === undefined
-      ? this.core.stmt('SELECT * FROM policies ORDER BY namespace, name').all()
-      : this.core.stmt('SELECT * FROM policies WHERE namespace = ? ORDER BY name').all(filter.namespace);
-    return (rows as PolicyRow[]).map(rowToPolicy);
+      ? await q.all<PolicyRow>('SELECT * FROM policies ORDER BY namespace, name')
+      : await q.all<PolicyRow>('SELECT * FROM policies WHERE namespace = ? ORDER BY name', filter.namespace);
+    return rows.map(rowToPolicy);
   }
 
-  delete(namespace: string, name: string): void {
-    this.core.write(() => {
-      this.get(namespace, name);
-      this.core.stmt('DELETE FROM policies WHERE namespace = ? AND name = ?').run(namespace, name);
-      this.core.recordChange('policy', `${namespace}/${name}`, 'delete');
-    });
+  async delete(tx: Tx, namespace: string, name: string): Promise<void> {
+    await this.get(tx, namespace, name);
+    await tx.run('DELETE FROM policies WHERE namespace = ? AND name = ?', namespace, name);
+    await this.core.recordChange(tx, 'policy', `${namespace}/${name}`, 'delete');
   }
 }

@@ -28,6 +28,15 @@ export function loadMigrations(dir: string): Migration[] {
   return migrations;
 }
 
+export function refuseNewerSchema(version: number, known: number, where: string): void {
+  if (version > known) {
+    throw new FailedPrecondition(
+      `database ${where} has schema version ${version}, newer than the ${known} this meshid-server knows; ` +
+      'run a meshid-server at least as new as the one that last wrote it, or point --datastore elsewhere',
+      'schema_version');
+  }
+}
+
 export function schemaVersion(db: Database.Database): number {
   const row = db.prepare('SELECT MAX(version) AS v FROM schema_version').get() as { v: number | null };
   return row.v ?? 0;
@@ -39,21 +48,13 @@ export function schemaVersion(db: Database.Database): number {
  * migration leaves the database at the previous version, and two processes opening
  * the same file at once apply each migration once.
  */
-export function migrate(db: Database.Database, migrations: readonly Migration[], path: string, now: () => number): number {
+export function migrateSqlite(db: Database.Database, migrations: readonly Migration[], path: string, now: () => number): number {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_version (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
     applied_at INTEGER NOT NULL
   )`);
-  const known = migrations.length;
-  const refuseNewer = (v: number): void => {
-    if (v > known) {
-      throw new FailedPrecondition(
-        `database ${path} has schema version ${v}, newer than the ${known} this meshid-server knows; ` +
-        'run a meshid-server at least as new as the one that last wrote it, or point --data-dir elsewhere',
-        'schema_version');
-    }
-  };
+  const refuseNewer = (v: number): void => refuseNewerSchema(v, migrations.length, path);
   refuseNewer(schemaVersion(db));
   const record = db.prepare('INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)');
   for (const mig of migrations) {

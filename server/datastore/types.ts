@@ -227,10 +227,10 @@ export interface Change {
   op: ChangeOp;
   at: UnixSeconds;
   /**
-   * Entry changes delivered to onChange listeners: the parent IDs the change
-   * concerns (the new parent, and the old one when it moved or was deleted), so
-   * a Sync stream can tell whether its agent is concerned without reading the
-   * entry. Not stored: absent on changes read back with changesSince.
+   * Entry changes: the parent IDs the change concerns (the new parent, and the
+   * old one when it moved or was deleted), so a Sync stream can tell whether its
+   * agent is concerned without reading the entry. Stored in the change log
+   * (absent only on changes written before schema version 4).
    */
   parents?: readonly string[];
 }

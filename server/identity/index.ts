@@ -32,8 +32,11 @@ export const labelsKey = (labels: Record<string, string>): string =>
 export class IdentityAllocator implements EndpointRegistrar {
   constructor(private readonly store: Datastore) {}
 
-  /** Replaces the endpoints of one node with `regs`, allocating identities and freeing unused ones. */
-  replaceNodeEndpoints(nodeId: number, regs: readonly EndpointRegistrationMsg[]): Endpoint[] {
+  /**
+   * Replaces the endpoints of one node with `regs`, allocating identities and
+   * freeing unused ones; through `store` when the caller holds a transaction.
+   */
+  async replaceNodeEndpoints(nodeId: number, regs: readonly EndpointRegistrationMsg[], store: Datastore = this.store): Promise<Endpoint[]> {
     regs.forEach((r, i) => {
       if (!isIP(r.ip)) throw new InvalidArgument(`"${r.ip}" is not an IP address`, `endpoints[${i}].ip`);
       if (!DNS_LABEL.test(r.namespace)) throw new InvalidArgument(`namespace "${r.namespace}" is not a DNS label`, `endpoints[${i}].namespace`);
@@ -46,18 +49,18 @@ export class IdentityAllocator implements EndpointRegistrar {
     const keep = new Set<string>();
     for (const r of regs) {
       const labels = securityLabels(r.namespace, r.service_account, r.labels ?? {});
-      const identity = this.store.allocateIdentity(labelsKey(labels), labels, { namespace: r.namespace, name: r.service_account });
+      const identity = await store.allocateIdentity(labelsKey(labels), labels, { namespace: r.namespace, name: r.service_account });
       keep.add(r.ip);
-      out.push(this.store.upsertEndpoint({ ip: r.ip, identity: identity.id, nodeId, namespace: r.namespace, name: r.name, labels }));
+      out.push(await store.upsertEndpoint({ ip: r.ip, identity: identity.id, nodeId, namespace: r.namespace, name: r.name, labels }));
     }
-    for (const ep of this.store.listEndpoints({ nodeId })) if (!keep.has(ep.ip)) this.store.deleteEndpoint(ep.ip);
-    this.collectUnusedIdentities();
+    for (const ep of await store.listEndpoints({ nodeId })) if (!keep.has(ep.ip)) await store.deleteEndpoint(ep.ip);
+    await this.collectUnusedIdentities(store);
     return out;
   }
 
   /** Deletes identities that no endpoint uses any more. */
-  collectUnusedIdentities(): void {
-    const used = new Set(this.store.listEndpoints().map((e) => e.identity));
-    for (const id of this.store.listIdentities()) if (!used.has(id.id)) this.store.deleteIdentity(id.id);
+  async collectUnusedIdentities(store: Datastore = this.store): Promise<void> {
+    const used = new Set((await store.listEndpoints()).map((e) => e.identity));
+    for (const id of await store.listIdentities()) if (!used.has(id.id)) await store.deleteIdentity(id.id);
   }
 }

@@ -22,6 +22,8 @@ export interface BundlePublisherOptions {
   logger: Logger;
   /** Delay before retrying a failed write. Default 5 s. */
   retryMs?: number;
+  /** Where bundle changes are heard: the change feed (every server's), default the datastore's own commits. */
+  changes?: Pick<Datastore, 'onChange'>;
 }
 
 export class BundlePublisher {
@@ -36,7 +38,7 @@ export class BundlePublisher {
   constructor(private readonly opts: BundlePublisherOptions) {}
 
   start(): void {
-    this.unsubscribe ??= this.opts.store.onChange((changes) => {
+    this.unsubscribe ??= (this.opts.changes ?? this.opts.store).onChange((changes) => {
       if (changes.some((c) => c.kind === 'bundle' && c.id === this.opts.trustDomain.name)) this.kick();
     });
   }
@@ -75,7 +77,7 @@ export class BundlePublisher {
     const { core, store, trustDomain, namespace, name, logger } = this.opts;
     let data: Record<string, string>;
     try {
-      const doc = store.getBundle(trustDomain).document;
+      const doc = (await store.getBundle(trustDomain)).document;
       data = { 'bundle.spiffe': JSON.stringify(doc, null, 2) + '\n', 'bundle.crt': Bundle.fromJwks(trustDomain, doc).x509Pem() };
     } catch (err) {
       if (err instanceof NotFound) return; // the CA has not published a bundle yet; its change will call again

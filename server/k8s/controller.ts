@@ -23,7 +23,7 @@
 import { isIP } from 'node:net';
 import type { CoreV1Api, CustomObjectsApi, V1Namespace, V1Node, V1Pod, V1ServiceAccount, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../../common/log.js';
-import { DuplicateEntry, type Datastore, type RegistrationEntry } from '../datastore/index.js';
+import { DuplicateEntry, type Datastore, type Endpoint, type RegistrationEntry } from '../datastore/index.js';
 import { IdentityAllocator, labelsKey, securityLabels } from '../identity/index.js';
 import { applyParsedPolicies, deletePolicy, parsePolicyObject } from '../policy/index.js';
 import { entryForServiceAccount } from '../registration/index.js';
@@ -181,44 +181,48 @@ export class KubernetesController {
   private async resyncWhenSynced(term: number): Promise<void> {
     await this.synced();
     if (term !== this.leadership || !this.leader) return;
-    this.resync();
-    this.active = true;
+    await this.resync();
+    if (term === this.leadership && this.leader) this.active = true;
   }
 
   /** Everything from the caches: creates and updates what is missing, removes what the cluster no longer has. */
-  resync(): void {
+  resync(): Promise<void> {
+    return this.enqueue(() => this.resyncNow());
+  }
+
+  private async resyncNow(): Promise<void> {
     this.stats.resyncs += 1;
     if (this.opts.autoRegister) {
-      this.guard('node alias entry', () => this.ensureNodeAlias());
+      await this.guard('node alias entry', () => this.ensureNodeAlias());
       for (const sa of this.serviceAccounts!.cache.values()) {
-        this.guard('service account', () => this.reconcileServiceAccount(sa.metadata?.namespace ?? '', sa.metadata?.name ?? ''));
+        await this.guard('service account', () => this.reconcileServiceAccount(sa.metadata?.namespace ?? '', sa.metadata?.name ?? ''));
       }
-      this.guard('service account entries', () => this.collectServiceAccountEntries());
+      await this.guard('service account entries', () => this.collectServiceAccountEntries());
     }
     if (this.opts.endpoints) {
-      for (const node of this.nodes!.cache.values()) this.guard('node', () => this.reconcileNode(node));
+      for (const node of this.nodes!.cache.values()) await this.guard('node', () => this.reconcileNode(node));
       this.podIps.clear();
-      for (const pod of this.pods!.cache.values()) this.guard('pod', () => this.reconcilePod(pod));
-      this.guard('endpoints', () => this.collectEndpoints());
+      for (const pod of this.pods!.cache.values()) await this.guard('pod', () => this.reconcilePod(pod));
+      await this.guard('endpoints', () => this.collectEndpoints());
     }
     for (const { resource, reflector } of this.policyReflectors.values()) {
-      for (const obj of reflector.cache.values()) this.guard('policy', () => this.applyPolicy(resource, obj));
-      this.guard('policies', () => this.collectPolicies(resource, reflector.cache));
+      for (const obj of reflector.cache.values()) await this.guard('policy', () => this.applyPolicy(resource, obj));
+      await this.guard('policies', () => this.collectPolicies(resource, reflector.cache));
     }
   }
 
   // --- ServiceAccounts → entries ---
 
-  private ensureNodeAlias(): void {
+  private async ensureNodeAlias(): Promise<void> {
     const { store, trustDomain, cluster } = this.opts;
     const id = nodeAliasEntryId(cluster);
     const selectors = SelectorSet.of([Selector.of('k8s_psat', `cluster:${cluster}`)]);
     const parentId = serverId(trustDomain);
-    const existing = this.findEntry(id);
+    const existing = await this.findEntry(id);
     if (!existing) {
-      this.createEntry({ id, spiffeId: this.alias, parentId, selectors });
+      await this.createEntry({ id, spiffeId: this.alias, parentId, selectors });
     } else if (!existing.spiffeId.equals(this.alias) || !existing.parentId.equals(parentId) || existing.selectors.key() !== selectors.key()) {
-      store.updateEntry(id, { spiffeId: this.alias, parentId, selectors });
+      await store.updateEntry(id, { spiffeId: this.alias, parentId, selectors });
     }
   }
 
@@ -228,59 +232,59 @@ export class KubernetesController {
     return !isOptedOut(this.namespaces!.cache.get(`/${namespace}`));
   }
 
-  private reconcileServiceAccount(namespace: string, name: string): void {
+  private async reconcileServiceAccount(namespace: string, name: string): Promise<void> {
     const { store, trustDomain, cluster } = this.opts;
     const id = serviceAccountEntryId(cluster, namespace, name);
-    const existing = this.findEntry(id);
+    const existing = await this.findEntry(id);
     if (!this.wantsEntry(namespace, name)) {
       if (existing) {
-        store.deleteEntry(id);
+        await store.deleteEntry(id);
         this.opts.logger.info('kubernetes: service account entry deleted', { namespace, service_account: name, spiffe_id: existing.spiffeId.toString() });
       }
       return;
     }
     const spec = entryForServiceAccount(trustDomain, namespace, name, this.alias);
     if (!existing) {
-      if (this.createEntry({ ...spec, id })) {
+      if (await this.createEntry({ ...spec, id })) {
         this.opts.logger.info('kubernetes: service account entry created', { namespace, service_account: name, spiffe_id: spec.spiffeId.toString() });
       }
     } else if (!existing.spiffeId.equals(spec.spiffeId) || !existing.parentId.equals(spec.parentId) || existing.selectors.key() !== spec.selectors.key()) {
-      store.updateEntry(id, { spiffeId: spec.spiffeId, parentId: spec.parentId, selectors: spec.selectors });
+      await store.updateEntry(id, { spiffeId: spec.spiffeId, parentId: spec.parentId, selectors: spec.selectors });
     }
   }
 
-  private reconcileNamespace(namespace: string): void {
+  private async reconcileNamespace(namespace: string): Promise<void> {
     for (const sa of this.serviceAccounts!.cache.values()) {
-      if (sa.metadata?.namespace === namespace) this.reconcileServiceAccount(namespace, sa.metadata.name ?? '');
+      if (sa.metadata?.namespace === namespace) await this.reconcileServiceAccount(namespace, sa.metadata.name ?? '');
     }
   }
 
   /** Deletes this cluster's ServiceAccount entries whose ServiceAccount is gone or opted out. */
-  private collectServiceAccountEntries(): void {
+  private async collectServiceAccountEntries(): Promise<void> {
     const prefix = `k8s:${this.opts.cluster}:sa:`;
-    for (const e of this.opts.store.listEntries({ byParentId: this.alias }).items) {
+    for (const e of (await this.opts.store.listEntries({ byParentId: this.alias })).items) {
       if (!e.id.startsWith(prefix)) continue;
       const s = e.spiffeId.segments;
       const owned = s.length === 4 && s[0] === 'ns' && s[2] === 'sa';
       if (!owned || !this.wantsEntry(s[1]!, s[3]!)) {
-        this.opts.store.deleteEntry(e.id);
+        await this.opts.store.deleteEntry(e.id);
         this.opts.logger.info('kubernetes: stale service account entry deleted', { spiffe_id: e.spiffeId.toString() });
       }
     }
   }
 
-  private findEntry(id: string): RegistrationEntry | undefined {
+  private async findEntry(id: string): Promise<RegistrationEntry | undefined> {
     try {
-      return this.opts.store.getEntry(id);
+      return await this.opts.store.getEntry(id);
     } catch (err) {
       if (err instanceof NotFound) return undefined;
       throw err;
     }
   }
 
-  private createEntry(spec: Parameters<Datastore['createEntry']>[0]): boolean {
+  private async createEntry(spec: Parameters<Datastore['createEntry']>[0]): Promise<boolean> {
     try {
-      this.opts.store.createEntry(spec);
+      await this.opts.store.createEntry(spec);
       return true;
     } catch (err) {
       // an operator made the same entry by hand; it serves the same workloads
@@ -291,28 +295,28 @@ export class KubernetesController {
 
   // --- Nodes → node registry ---
 
-  private reconcileNode(node: V1Node): number {
+  private async reconcileNode(node: V1Node): Promise<number> {
     const name = node.metadata?.name ?? '';
     const addresses = node.status?.addresses ?? [];
     const internal = addresses.filter((a) => a.type === 'InternalIP' && isIP(a.address));
     const address = (internal.find((a) => isIP(a.address) === 4) ?? internal[0])?.address;
     const podCidr = node.spec?.podCIDR;
-    return this.opts.store.upsertNode({ name, ...(address ? { address } : {}), ...(podCidr ? { podCidr } : {}) }).id;
+    return (await this.opts.store.upsertNode({ name, ...(address ? { address } : {}), ...(podCidr ? { podCidr } : {}) })).id;
   }
 
-  private nodeId(name: string): number {
-    const known = this.opts.store.findNodeByName(name);
+  private async nodeId(name: string): Promise<number> {
+    const known = await this.opts.store.findNodeByName(name);
     if (known) return known.id;
     const node = this.nodes!.cache.get(`/${name}`);
-    return node ? this.reconcileNode(node) : this.opts.store.allocateNodeId(name);
+    return node ? await this.reconcileNode(node) : await this.opts.store.allocateNodeId(name);
   }
 
-  private removeNode(name: string): void {
-    const node = this.opts.store.findNodeByName(name);
+  private async removeNode(name: string): Promise<void> {
+    const node = await this.opts.store.findNodeByName(name);
     if (!node) return;
-    for (const ep of this.opts.store.listEndpoints({ nodeId: node.id })) this.opts.store.deleteEndpoint(ep.ip);
-    this.identities.collectUnusedIdentities();
-    this.opts.store.deleteNode(node.id);
+    for (const ep of await this.opts.store.listEndpoints({ nodeId: node.id })) await this.opts.store.deleteEndpoint(ep.ip);
+    await this.identities.collectUnusedIdentities();
+    await this.opts.store.deleteNode(node.id);
     this.opts.logger.info('kubernetes: node removed from the registry', { node: name, node_id: node.id });
   }
 
@@ -327,55 +331,55 @@ export class KubernetesController {
     return [...new Set(ips.filter((ip) => isIP(ip) !== 0))];
   }
 
-  private reconcilePod(pod: V1Pod): void {
+  private async reconcilePod(pod: V1Pod): Promise<void> {
     const { store } = this.opts;
     const namespace = pod.metadata?.namespace ?? '';
     const name = pod.metadata?.name ?? '';
     const key = `${namespace}/${name}`;
     const want = this.endpointIps(pod);
-    let orphaned = this.dropEndpoints(namespace, name, (this.podIps.get(key) ?? []).filter((ip) => !want.includes(ip)));
+    let orphaned = await this.dropEndpoints(namespace, name, (this.podIps.get(key) ?? []).filter((ip) => !want.includes(ip)));
     if (want.length === 0) {
       this.podIps.delete(key);
     } else {
-      const nodeId = this.nodeId(pod.spec!.nodeName!);
+      const nodeId = await this.nodeId(pod.spec!.nodeName!);
       const serviceAccount = pod.spec?.serviceAccountName || 'default';
       const labels = securityLabels(namespace, serviceAccount, pod.metadata?.labels ?? {});
-      const identity = store.allocateIdentity(labelsKey(labels), labels, { namespace, name: serviceAccount });
+      const identity = await store.allocateIdentity(labelsKey(labels), labels, { namespace, name: serviceAccount });
       for (const ip of want) {
-        const before = this.endpointAt(ip);
+        const before = await this.endpointAt(ip);
         if (before && before.identity !== identity.id) orphaned = true;
-        store.upsertEndpoint({ ip, identity: identity.id, nodeId, namespace, name, labels });
+        await store.upsertEndpoint({ ip, identity: identity.id, nodeId, namespace, name, labels });
       }
       this.podIps.set(key, want);
     }
-    if (orphaned) this.identities.collectUnusedIdentities();
+    if (orphaned) await this.identities.collectUnusedIdentities();
   }
 
-  private removePod(pod: V1Pod): void {
+  private async removePod(pod: V1Pod): Promise<void> {
     const namespace = pod.metadata?.namespace ?? '';
     const name = pod.metadata?.name ?? '';
     const key = `${namespace}/${name}`;
     const ips = this.podIps.get(key) ?? this.endpointIps(pod);
     this.podIps.delete(key);
-    if (this.dropEndpoints(namespace, name, ips)) this.identities.collectUnusedIdentities();
+    if (await this.dropEndpoints(namespace, name, ips)) await this.identities.collectUnusedIdentities();
   }
 
   /** Deletes the endpoints at `ips` that still belong to this pod; true when any was deleted. */
-  private dropEndpoints(namespace: string, name: string, ips: readonly string[]): boolean {
+  private async dropEndpoints(namespace: string, name: string, ips: readonly string[]): Promise<boolean> {
     let dropped = false;
     for (const ip of ips) {
-      const ep = this.endpointAt(ip);
+      const ep = await this.endpointAt(ip);
       if (ep && ep.namespace === namespace && ep.name === name) {
-        this.opts.store.deleteEndpoint(ip);
+        await this.opts.store.deleteEndpoint(ip);
         dropped = true;
       }
     }
     return dropped;
   }
 
-  private endpointAt(ip: string) {
+  private async endpointAt(ip: string): Promise<Endpoint | undefined> {
     try {
-      return this.opts.store.getEndpoint(ip);
+      return await this.opts.store.getEndpoint(ip);
     } catch (err) {
       if (err instanceof NotFound) return undefined;
       throw err;
@@ -383,28 +387,28 @@ export class KubernetesController {
   }
 
   /** Deletes endpoints on Kubernetes nodes that no pod holds any more. */
-  private collectEndpoints(): void {
+  private async collectEndpoints(): Promise<void> {
     const { store } = this.opts;
     const wanted = new Set<string>();
     for (const ips of this.podIps.values()) for (const ip of ips) wanted.add(ip);
     const k8sNodes = new Set<number>();
     for (const node of this.nodes!.cache.values()) {
-      const known = store.findNodeByName(node.metadata?.name ?? '');
+      const known = await store.findNodeByName(node.metadata?.name ?? '');
       if (known) k8sNodes.add(known.id);
     }
     let dropped = false;
-    for (const ep of store.listEndpoints()) {
+    for (const ep of await store.listEndpoints()) {
       if (k8sNodes.has(ep.nodeId) && !wanted.has(ep.ip)) {
-        store.deleteEndpoint(ep.ip);
+        await store.deleteEndpoint(ep.ip);
         dropped = true;
       }
     }
-    if (dropped) this.identities.collectUnusedIdentities();
+    if (dropped) await this.identities.collectUnusedIdentities();
   }
 
   // --- policy CRDs → policies ---
 
-  private applyPolicy(resource: PolicyResource, obj: PolicyObject): void {
+  private async applyPolicy(resource: PolicyResource, obj: PolicyObject): Promise<void> {
     const meta = obj.metadata ?? {};
     const doc: Record<string, unknown> = {
       apiVersion: obj.apiVersion ?? `${resource.group}/${resource.version}`,
@@ -424,16 +428,16 @@ export class KubernetesController {
       });
       return;
     }
-    const [applied] = applyParsedPolicies(this.opts.store, [parsed]);
+    const [applied] = await applyParsedPolicies(this.opts.store, [parsed]);
     if (applied && applied.result !== 'unchanged') {
       this.opts.logger.info(`kubernetes: policy ${applied.result}`, { kind: applied.kind, namespace: applied.namespace, name: applied.name, revision: applied.revision });
     }
   }
 
-  private removePolicy(resource: PolicyResource, obj: PolicyObject): void {
+  private async removePolicy(resource: PolicyResource, obj: PolicyObject): Promise<void> {
     const namespace = resource.namespaced ? obj.metadata?.namespace ?? '' : '';
     try {
-      deletePolicy(this.opts.store, { namespace, name: obj.metadata?.name ?? '', kind: resource.kind });
+      await deletePolicy(this.opts.store, { namespace, name: obj.metadata?.name ?? '', kind: resource.kind });
       this.opts.logger.info('kubernetes: policy deleted', { kind: resource.kind, namespace, name: obj.metadata?.name });
     } catch (err) {
       if (!(err instanceof NotFound)) throw err;
@@ -441,10 +445,10 @@ export class KubernetesController {
   }
 
   /** Deletes stored policies of this kind that `cache` (the cluster's objects) does not hold; no cache: all of the kind. */
-  private collectPolicies(resource: PolicyResource, cache?: Map<string, PolicyObject>): void {
-    for (const p of this.opts.store.listPolicies()) {
+  private async collectPolicies(resource: PolicyResource, cache?: Map<string, PolicyObject>): Promise<void> {
+    for (const p of await this.opts.store.listPolicies()) {
       if (p.kind !== resource.kind || cache?.has(`${p.namespace}/${p.name}`)) continue;
-      this.opts.store.deletePolicy(p.namespace, p.name);
+      await this.opts.store.deletePolicy(p.namespace, p.name);
       this.opts.logger.info('kubernetes: stale policy deleted', { kind: p.kind, namespace: p.namespace, name: p.name });
     }
   }
@@ -512,13 +516,30 @@ export class KubernetesController {
     return [this.namespaces, this.serviceAccounts, this.nodes, this.pods].filter((r): r is Reflector<never> => r !== undefined) as Reflector<KubeObject>[];
   }
 
-  private whenActive(fn: () => void): void {
-    if (this.active) this.guard('event', fn);
+  /** Events are handled one at a time, in the order they came. */
+  private whenActive(fn: () => Promise<unknown>): void {
+    if (this.active) void this.enqueue(() => this.guard('event', fn));
   }
 
-  private guard(what: string, fn: () => void): void {
+  private queue: Promise<void> = Promise.resolve();
+
+  private enqueue(job: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(job);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Resolves when every event handled so far has been written. */
+  async settled(): Promise<void> {
+    for (let q = this.queue; ; q = this.queue) {
+      await q;
+      if (q === this.queue) return;
+    }
+  }
+
+  private async guard(what: string, fn: () => Promise<unknown>): Promise<void> {
     try {
-      fn();
+      await fn();
     } catch (err) {
       this.stats.errors += 1;
       this.opts.logger.warn(`kubernetes: reconciling ${what} failed`, {

@@ -24,6 +24,8 @@ export interface KubernetesIntegrationOptions {
   logger: Logger;
   /** Default: from config.kubeconfig, the in-cluster ServiceAccount, or $KUBECONFIG. */
   kubeConfig?: KubeConfig;
+  /** The change feed (every server's writes); default the datastore's own commits. */
+  changes?: Pick<Datastore, 'onChange'>;
   /** Reflector timing (tests shorten it). */
   reflectorTiming?: KubernetesControllerOptions['reflectorTiming'];
 }
@@ -57,6 +59,7 @@ export class KubernetesIntegration {
       this.bundlePublisher = new BundlePublisher({
         core: this.apis.core, store: opts.store, trustDomain: opts.trustDomain, namespace: config.bundle_configmap.namespace,
         name: config.bundle_configmap.name, logger: logger.child({ component: 'k8s-bundle' }),
+        ...(opts.changes ? { changes: opts.changes } : {}),
       });
     }
     const leading = (leader: boolean): void => {

@@ -61,30 +61,30 @@ export class Registration {
     return parseEntryInput(input, this.context());
   }
 
-  createEntry(input: unknown): RegistrationEntry {
+  createEntry(input: unknown): Promise<RegistrationEntry> {
     return this.datastore.createEntry(this.parseEntry(input));
   }
 
   /** Partial update: fields left out keep their value. */
-  updateEntry(id: unknown, input: unknown): RegistrationEntry {
+  async updateEntry(id: unknown, input: unknown): Promise<RegistrationEntry> {
     const entryIdValue = entryId(id);
     const patch = parseEntryPatch(input, entryIdValue, this.context());
     if (patch.spiffeId || patch.parentId) {
-      const current = this.datastore.getEntry(entryIdValue);
+      const current = await this.datastore.getEntry(entryIdValue);
       refuseSelfParent(patch.spiffeId ?? current.spiffeId, patch.parentId ?? current.parentId);
     }
     return this.datastore.updateEntry(entryIdValue, patch);
   }
 
-  getEntry(id: unknown): RegistrationEntry {
+  getEntry(id: unknown): Promise<RegistrationEntry> {
     return this.datastore.getEntry(entryId(id));
   }
 
-  deleteEntry(id: unknown): RegistrationEntry {
+  deleteEntry(id: unknown): Promise<RegistrationEntry> {
     return this.datastore.deleteEntry(entryId(id));
   }
 
-  listEntries(filter: unknown): Page<RegistrationEntry> {
+  listEntries(filter: unknown): Promise<Page<RegistrationEntry>> {
     return this.datastore.listEntries(this.parseListFilter(filter));
   }
 
@@ -93,7 +93,7 @@ export class Registration {
   }
 
   /** Each item gets its own status; the valid ones are created (in one transaction). */
-  batchCreateEntries(inputs: unknown): BatchEntryResult[] {
+  async batchCreateEntries(inputs: unknown): Promise<BatchEntryResult[]> {
     if (!Array.isArray(inputs)) throw new InvalidArgument('entries must be an array', 'entries');
     const results: BatchEntryResult[] = new Array(inputs.length);
     const valid: { index: number; spec: EntrySpec }[] = [];
@@ -104,7 +104,7 @@ export class Registration {
         results[index] = { status: failed(err) };
       }
     });
-    const created = this.datastore.batchCreateEntries(valid.map((v) => v.spec));
+    const created = await this.datastore.batchCreateEntries(valid.map((v) => v.spec));
     created.forEach((r, i) => {
       results[valid[i]!.index] = r.ok ? { status: OK, entry: entryToJson(r.value) } : { status: failed(r.error) };
     });
@@ -112,7 +112,7 @@ export class Registration {
   }
 
   /** Each id gets its own status; the ones that exist are deleted (in one transaction). */
-  batchDeleteEntries(ids: unknown): BatchEntryResult[] {
+  async batchDeleteEntries(ids: unknown): Promise<BatchEntryResult[]> {
     if (!Array.isArray(ids)) throw new InvalidArgument('ids must be an array', 'ids');
     const results: BatchEntryResult[] = new Array(ids.length);
     const valid: { index: number; id: string }[] = [];
@@ -123,7 +123,7 @@ export class Registration {
         results[index] = { status: failed(err), ...(typeof raw === 'string' ? { id: raw } : {}) };
       }
     });
-    const deleted = this.datastore.batchDeleteEntries(valid.map((v) => v.id));
+    const deleted = await this.datastore.batchDeleteEntries(valid.map((v) => v.id));
     deleted.forEach((r, i) => {
       const { index, id } = valid[i]!;
       results[index] = r.ok ? { status: OK, id, entry: entryToJson(r.value) } : { status: failed(r.error), id };

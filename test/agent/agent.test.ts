@@ -62,8 +62,8 @@ t.test('agent attests with a join token, serves its SVIDs on the Workload API, p
   const dir = mkdtempSync(join(tmpdir(), 'meshid-agent-'));
   t.teardown(async () => { await parts.stop(); rmSync(dir, { recursive: true, force: true }); });
   const agentId = SpiffeId.parse('spiffe://example.org/meshid/agent/join_token/node-test');
-  parts.store.createJoinToken({ token: 'agent-test-token-1', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
-  const entry = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid}`]) });
+  await parts.store.createJoinToken({ token: 'agent-test-token-1', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
+  const entry = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid}`]) });
   let { agent } = await startAgent(parts, dir, 'agent-test-token-1');
   t.teardown(() => agent.stop());
   t.equal(agent.identity.current().spiffeId.toString(), agentId.toString());
@@ -83,7 +83,7 @@ t.test('agent attests with a join token, serves its SVIDs on the Workload API, p
 
   // a new entry for the same caller is pushed on the open stream
   const pushed = next<X509SVIDResponseMessage>(stream);
-  parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/extra'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid}`]) });
+  await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/extra'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid}`]) });
   let msg = await pushed;
   while (msg.svids.length < 2) msg = await next<X509SVIDResponseMessage>(stream);
   t.same(msg.svids.map((s) => s.spiffe_id).sort(), ['spiffe://example.org/ns/default/sa/extra', 'spiffe://example.org/ns/default/sa/web']);
@@ -106,7 +106,7 @@ t.test('agent attests with a join token, serves its SVIDs on the Workload API, p
   const syncedBefore = agent.sync.lastSyncAt!.getTime();
   await until(() => agent.sync.status === 'synced' && agent.sync.lastSyncAt!.getTime() > syncedBefore, 'Sync to resume', 20_000);
   const removedPush = next<X509SVIDResponseMessage>(stream);
-  parts.store.deleteEntry(entry.id);
+  await parts.store.deleteEntry(entry.id);
   msg = await removedPush;
   t.same(msg.svids.map((s) => s.spiffe_id), ['spiffe://example.org/ns/default/sa/extra'], 'deleted entry is gone from the stream');
 
@@ -127,8 +127,8 @@ t.test('a caller that matches no entry gets PermissionDenied', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-agent-'));
   t.teardown(async () => { await parts.stop(); rmSync(dir, { recursive: true, force: true }); });
   const agentId = SpiffeId.parse('spiffe://example.org/meshid/agent/join_token/node-test');
-  parts.store.createJoinToken({ token: 'agent-test-token-2', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
-  parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/other/sa/x'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid + 4242}`]) });
+  await parts.store.createJoinToken({ token: 'agent-test-token-2', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
+  await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/other/sa/x'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid + 4242}`]) });
   const { agent } = await startAgent(parts, dir, 'agent-test-token-2');
   t.teardown(() => agent.stop());
   await agent.sync.synced();
@@ -143,12 +143,12 @@ t.test('a banned agent stops with a clear error', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-agent-'));
   t.teardown(async () => { await parts.stop(); rmSync(dir, { recursive: true, force: true }); });
   const agentId = SpiffeId.parse('spiffe://example.org/meshid/agent/join_token/node-banned');
-  parts.store.createJoinToken({ token: 'agent-test-token-3', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
+  await parts.store.createJoinToken({ token: 'agent-test-token-3', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
   let fatal: Error | undefined;
   const { agent } = await startAgent(parts, dir, 'agent-test-token-3', (e) => { fatal = e; });
   t.teardown(() => agent.stop());
   await agent.sync.synced();
-  parts.store.banAttestedNode(agentId);
+  await parts.store.banAttestedNode(agentId);
   await until(() => fatal !== undefined, 'the agent to see its ban');
   t.match(fatal!.message, /banned/);
 });

@@ -36,8 +36,8 @@ t.test('past an SVID TTL without the server: no expired SVID or JWT-SVID is serv
   const dir = mkdtempSync(join(tmpdir(), 'meshid-expiry-'));
   tt.teardown(async () => { await parts.stop().catch(() => {}); rmSync(dir, { recursive: true, force: true }); });
   const agentId = SpiffeId.parse('spiffe://example.org/meshid/agent/join_token/node-exp');
-  parts.store.createJoinToken({ token: 'expiry-token-1', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
-  parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid}`]), x509SvidTtl: TTL, jwtSvidTtl: TTL });
+  await parts.store.createJoinToken({ token: 'expiry-token-1', expiresAt: Math.floor(Date.now() / 1000) + 600, agentId });
+  await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: agentId, selectors: SelectorSet.parse([`unix:uid:${uid}`]), x509SvidTtl: TTL, jwtSvidTtl: TTL });
   const bundleFile = join(dir, 'bootstrap.pem');
   writeFileSync(bundleFile, parts.ca.bundle().x509Pem());
   const config = agentConfigSchema.parse({

@@ -30,5 +30,5 @@ t.test('bundle show, set, list and delete', async (t) => {
   t.equal(own409.code, 1);
   t.match(own409.stderr, /trust_domain \(--id\)/);
   t.equal((await run(['bundle', 'delete', '--id', 'other.example'])).code, 0);
-  t.same(own.store.listFederatedBundles().map((b) => b.trustDomain.name), ['partner.example']);
+  t.same((await own.store.listFederatedBundles()).map((b) => b.trustDomain.name), ['partner.example']);
 });

@@ -24,13 +24,13 @@ t.test('entry show, update and delete', async (t) => {
   const del = await run(['entry', 'delete', created.id]);
   t.equal(del.code, 0);
   t.match(del.stdout, `deleted entry ${created.id}`);
-  t.equal(f.store.listEntries().items.length, 0);
+  t.equal((await f.store.listEntries()).items.length, 0);
   const a = JSON.parse((await run(['-o', 'json', 'entry', 'create', '--k8s-sa', 'shop/a', '--parent-id', parent])).stdout);
   const several = await run(['entry', 'delete', a.id, 'missing-id']);
   t.equal(several.code, 1, 'several ids go in one batch; a missing one fails the command');
   t.match(several.stdout, `deleted entry ${a.id}`);
   t.match(several.stdout, /item 1 \(missing-id\): not_found/);
-  t.equal(f.store.listEntries().items.length, 0);
+  t.equal((await f.store.listEntries()).items.length, 0);
 });
 
 t.test('entry create --data creates a spire-server style batch and reports each failed item', async (t) => {
@@ -45,7 +45,7 @@ t.test('entry create --data creates a spire-server style batch and reports each 
   }));
   const ok = await against(f)(['entry', 'create', '--data', file]);
   t.equal(ok.code, 0, ok.stderr);
-  t.same(f.store.listEntries().items.map((e) => e.spiffeId.toString()).sort(), ['spiffe://example.org/ns/a/sa/a', 'spiffe://example.org/ns/b/sa/b']);
+  t.same((await f.store.listEntries()).items.map((e) => e.spiffeId.toString()).sort(), ['spiffe://example.org/ns/a/sa/a', 'spiffe://example.org/ns/b/sa/b']);
   const stdin = await against(f)(['-o', 'json', 'entry', 'create', '--data', '-'],
     JSON.stringify([{ spiffe_id: 'spiffe://example.org/ns/c/sa/c', parent_id: parent, selectors: ['k8s:sa:c'] }, { spiffe_id: 'bad', parent_id: parent, selectors: ['k8s:sa:d'] }]));
   t.equal(stdin.code, 1, 'a batch with a failed item exits 1');
@@ -54,7 +54,7 @@ t.test('entry create --data creates a spire-server style batch and reports each 
   t.match(stdin.stderr, /1 of 2 items failed/);
   const table = await against(f)(['entry', 'create', '--data', '-'], JSON.stringify({ entries: [{ spiffe_id: 'spiffe://example.org/x', parent_id: parent, selectors: ['bad'] }] }));
   t.match(table.stdout, /item 0: invalid_selector: invalid selectors\[0\] \(--selector\)/);
-  t.equal(f.store.listEntries().items.length, 3);
+  t.equal((await f.store.listEntries()).items.length, 3);
   const notJson = await against(f)(['entry', 'create', '--data', '-'], '{');
   t.equal(notJson.code, 1);
   t.match(notJson.stderr, /not valid JSON/);

@@ -25,7 +25,7 @@ t.test('entry create then entry list shows the entry, as an aligned table and as
   t.match(created.stdout, /^SPIFFE ID\s+: spiffe:\/\/example\.org\/ns\/default\/sa\/web$/m);
   t.match(created.stdout, /^X509-SVID TTL\s+: 1h$/m);
   t.match(created.stdout, /^Selectors\s+: k8s:ns:default, k8s:sa:web$/m);
-  const [stored] = f.store.listEntries().items;
+  const [stored] = (await f.store.listEntries()).items;
   t.equal(stored!.x509SvidTtl, 3600);
   t.same(stored!.dnsNames, ['web.default.svc']);
   t.equal(stored!.hint, 'web');
@@ -58,7 +58,7 @@ t.test('--k8s-sa default/web makes spiffe://<td>/ns/default/sa/web with the k8s 
   const e = JSON.parse(res.stdout);
   t.equal(e.spiffe_id, 'spiffe://example.org/ns/default/sa/web');
   t.same(e.selectors, ['k8s:ns:default', 'k8s:sa:web']);
-  t.same(f.store.getEntry(e.id).selectors.toStrings(), ['k8s:ns:default', 'k8s:sa:web']);
+  t.same((await f.store.getEntry(e.id)).selectors.toStrings(), ['k8s:ns:default', 'k8s:sa:web']);
 });
 
 t.test('bad input exits 1 naming the field and creates nothing; a missing --parent-id exits 2', async (t) => {
@@ -79,7 +79,7 @@ t.test('bad input exits 1 naming the field and creates nothing; a missing --pare
   const badSa = await run(['entry', 'create', '--k8s-sa', 'nonamespace', '--parent-id', parent]);
   t.equal(badSa.code, 1);
   t.match(badSa.stderr, /k8s_sa \(--k8s-sa\)/);
-  t.equal(f.store.listEntries().items.length, 0, 'nothing was created');
+  t.equal((await f.store.listEntries()).items.length, 0, 'nothing was created');
 
   const noParent = await run(['entry', 'create', '--spiffe-id', 'spiffe://example.org/web', '--selector', 'k8s:ns:a']);
   t.equal(noParent.code, 2);

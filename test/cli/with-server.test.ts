@@ -21,7 +21,7 @@ t.test('meshid works against a whole meshid-server with the admin token file it 
   const created = await meshid(['-o', 'json', 'entry', 'create', '--k8s-sa', 'default/web', '--parent-id', 'spiffe://mesh.test/meshid/agent/join_token/n1'], env);
   t.equal(created.code, 0, created.stderr);
   t.equal(JSON.parse(created.stdout).spiffe_id, 'spiffe://mesh.test/ns/default/sa/web');
-  t.equal(server.store.listEntries().items.length, 1);
+  t.equal((await server.store.listEntries()).items.length, 1);
   const noToken = await meshid(['entry', 'list'], { MESHID_SERVER: env.MESHID_SERVER, MESHID_ADMIN_TOKEN: 'x'.repeat(43) });
   t.equal(noToken.code, 1);
   await server.stop();

@@ -34,7 +34,7 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
   const dir = mkdtempSync(join(tmpdir(), 'meshid-srv-'));
   const td = TrustDomain.parse('example.org');
   const clock = opts.clock ?? systemClock;
-  const store = Datastore.open({ path: join(dir, 'ds.sqlite3'), trustDomain: td, now: () => clock.now().getTime() });
+  const store = await Datastore.open({ path: join(dir, 'ds.sqlite3'), trustDomain: td, now: () => clock.now().getTime() });
   const logs = new MemoryLogSink();
   const logger = new JsonLogger(logs, 'debug');
   const p256 = P256.load();
@@ -42,11 +42,11 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
     trustDomain: td, keys: new MemoryKeyManager(), journal: new DatastoreCaJournal(store), clock, logger,
     caTtlSeconds: opts.caTtl ?? 86400, x509SvidTtlSeconds: opts.x509Ttl ?? 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256',
     caSubject: [['O', 'meshid test']],
-    onBundleChange: (b) => store.setBundle(td, b.toJwks() as never),
+    onBundleChange: async (b) => { await store.setBundle(td, b.toJwks() as never); },
     // as meshid-server runs it: the native P-256 path when built
     ...(p256 ? { p256 } : {}),
   });
-  ca.start();
+  await ca.start();
   const metrics = new ServerMetrics();
   const api = new AgentApiServer({
     bind: '127.0.0.1:0', ca, store, attestors: new AttestorRegistry([new JoinTokenAttestor(store, td)]), clock, logger, metrics,
@@ -58,7 +58,7 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
   const port = await api.start();
   return {
     dir, td, store, ca, api, port, metrics, logs, clock,
-    async stop() { await api.stop(); ca.stop(); store.close(); rmSync(dir, { recursive: true, force: true }); },
+    async stop() { await api.stop(); ca.stop(); await store.close(); rmSync(dir, { recursive: true, force: true }); },
   };
 }
 
@@ -93,7 +93,7 @@ export function csrFor(key: KeyPair): Buffer { return createCsr(key.privateKey, 
 
 /** Attests with a fresh join token; returns the agent's SVID, key and a client that uses them. */
 export async function attestAgent(parts: ServerParts, token = `tok-${Math.random().toString(36).slice(2)}-xyz`): Promise<{ agentId: SpiffeId; chain: Buffer[]; key: KeyPair; client: ReturnType<typeof agentClient>; token: string }> {
-  parts.store.createJoinToken({ token, expiresAt: Math.floor(parts.clock.now().getTime() / 1000) + 600 });
+  await parts.store.createJoinToken({ token, expiresAt: Math.floor(parts.clock.now().getTime() / 1000) + 600 });
   const key = generateKeyPair();
   const anon = agentClient(parts);
   try {

@@ -26,7 +26,7 @@ async function initialised(tt: T, entries = 3) {
   const { server } = serverOn(dir);
   await server.start();
   for (let i = 0; i < entries; i++) {
-    server.store.createEntry({ spiffeId: SpiffeId.parse(`spiffe://example.org/ns/default/sa/app${i}`), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/n1'), selectors: SelectorSet.of([Selector.of('unix', `uid:${1000 + i}`)]) });
+    await server.store.createEntry({ spiffeId: SpiffeId.parse(`spiffe://example.org/ns/default/sa/app${i}`), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/n1'), selectors: SelectorSet.of([Selector.of('unix', `uid:${1000 + i}`)]) });
   }
   await server.stop();
   return dir;
@@ -55,8 +55,8 @@ t.test('a data dir records its installation; the datastore records the same one'
   tt.equal(statSync(join(dir, 'installation.json')).mode & 0o777, 0o600);
   const { server } = serverOn(dir);
   await server.start();
-  tt.equal(server.store.installation()?.installationId, marker['installation_id']);
-  tt.equal(server.store.listEntries().items.length, 3, 'a restart keeps everything');
+  tt.equal((await server.store.installation())?.installationId, marker['installation_id']);
+  tt.equal((await server.store.listEntries()).items.length, 3, 'a restart keeps everything');
   await server.stop();
 });
 
@@ -72,8 +72,8 @@ t.test('a deleted datastore is refused at start with how to recover; --init-fres
   tt.notOk(existsSync(ds(dir)), 'the refusal created no new datastore');
   const { server } = serverOn(dir, {}, { initFresh: true });
   await server.start();
-  tt.equal(server.store.listEntries().items.length, 0);
-  tt.not(server.store.installation()?.installationId, before['installation_id'], 'a new installation id');
+  tt.equal((await server.store.listEntries()).items.length, 0);
+  tt.not((await server.store.installation())?.installationId, before['installation_id'], 'a new installation id');
   await server.stop();
 });
 
@@ -114,7 +114,7 @@ t.test('a missing active CA key is refused unless --replace-lost-ca-key; the mem
   tt.match(err.message, /--replace-lost-ca-key/);
   const { server, logs } = serverOn(dir, {}, { replaceLostCaKey: true });
   await server.start();
-  tt.equal(server.store.listEntries().items.length, 3, 'the entries are still there');
+  tt.equal((await server.store.listEntries()).items.length, 3, 'the entries are still there');
   tt.ok(logs.lines.some((l) => l['msg'] === 'active CA key is missing; making a new one'));
   await server.stop();
 });
@@ -177,7 +177,7 @@ t.test('datastore backup is consistent while the server writes; restoring it bri
   let written = 0;
   const writer = (async () => {
     while (writing) {
-      server.store.createEntry({ spiffeId: SpiffeId.parse(`spiffe://example.org/ns/w/sa/w${written}`), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/n1'), selectors: SelectorSet.of([Selector.of('unix', `uid:${written}`)]) });
+      await server.store.createEntry({ spiffeId: SpiffeId.parse(`spiffe://example.org/ns/w/sa/w${written}`), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/n1'), selectors: SelectorSet.of([Selector.of('unix', `uid:${written}`)]) });
       written++;
       await new Promise((r) => setImmediate(r));
     }
@@ -187,13 +187,13 @@ t.test('datastore backup is consistent while the server writes; restoring it bri
   writing = false;
   await writer;
   tt.ok(summary.entries >= 50, `the backup holds ${summary.entries} entries`);
-  tt.equal(summary.installationId, server.store.installation()?.installationId);
+  tt.equal(summary.installationId, (await server.store.installation())?.installationId);
   await tt.rejects(backupDatastore(ds(dir), file), { code: 'failed_precondition', message: /exists/ }, 'an existing file is not overwritten');
   await server.stop();
   removeDatastore(dir);
   copyFileSync(file, ds(dir));
   const restored = serverOn(dir);
   await restored.server.start();
-  tt.equal(restored.server.store.listEntries({ pageSize: 1000 }).items.length, summary.entries, 'the restored server has what the backup had');
+  tt.equal((await restored.server.store.listEntries({ pageSize: 1000 })).items.length, summary.entries, 'the restored server has what the backup had');
   await restored.server.stop();
 });

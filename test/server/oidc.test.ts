@@ -68,12 +68,12 @@ t.test('the keys follow JWT key rotation: a prepared key is published before it 
   const first = await kids();
   t.equal(first.length, 1);
   clock.advance(13 * HOUR);
-  server.ca.rotate();
+  await server.ca.rotate();
   const withPrepared = await kids();
   t.equal(withPrepared.length, 2, 'the prepared key is published');
   t.ok(withPrepared.includes(first[0]!));
   clock.advance(8 * HOUR);
-  server.ca.rotate();
+  await server.ca.rotate();
   const jwt = await mint(['vault']);
   const kid = jose.decodeProtectedHeader(jwt).kid!;
   t.not(kid, first[0], 'signed by the new key');

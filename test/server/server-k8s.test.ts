@@ -24,7 +24,7 @@ t.test('a whole meshid-server with kubernetes.enabled loads its Kubernetes integ
   t.teardown(() => server.stop());
   await server.start();
   t.ok(server.kubernetes, 'the integration was loaded and started');
-  await until(() => server.store.listEntries().items.some((e) => e.spiffeId.toString() === 'spiffe://mesh.test/ns/shop/sa/web'), 'the ServiceAccount entry');
+  await until(async () => (await server.store.listEntries()).items.some((e) => e.spiffeId.toString() === 'spiffe://mesh.test/ns/shop/sa/web'), 'the ServiceAccount entry');
   await server.stop();
   t.notOk(server.kubernetes?.status().writing, 'stopped: no longer writing');
 });

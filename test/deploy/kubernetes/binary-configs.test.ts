@@ -8,7 +8,7 @@ import { agentConfigSchema } from '../../../agent/config.js';
 
 const dir = join(packageRoot, 'deploy', 'kubernetes');
 
-for (const variant of ['base/config', 'overlays/dev', 'overlays/production']) {
+for (const variant of ['base/config', 'overlays/dev', 'overlays/production', 'overlays/ha']) {
   t.test(`the ${variant} server and agent configs are accepted by the binaries' own schemas, with Kubernetes on`, async (t) => {
     const server = serverConfigSchema.safeParse(parse(readFileSync(join(dir, variant, 'server.yaml'), 'utf8')));
     t.ok(server.success, server.success ? 'server config parses' : JSON.stringify(server.error.issues));

@@ -7,6 +7,7 @@ import * as core from 'kubernetes-models/v1';
 import * as apps from 'kubernetes-models/apps/v1';
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as apiext from 'kubernetes-models/apiextensions.k8s.io/v1';
+import * as policy from 'kubernetes-models/policy/v1';
 import { packageRoot } from '../../../api/assets.js';
 import { agentConfigSchema } from '../../../agent/config.js';
 import { kubernetesAgentConfigSchema } from '../../../agent/workloadattestor/k8s.js';
@@ -27,7 +28,8 @@ function render(dir: string): Obj[] {
 /** The kubernetes-models class of a built-in kind (offline OpenAPI schema validation). */
 const MODELS: Record<string, new (o: any) => { validate(): void }> = { // eslint-disable-line @typescript-eslint/no-explicit-any
   'v1/Namespace': core.Namespace, 'v1/ServiceAccount': core.ServiceAccount, 'v1/ConfigMap': core.ConfigMap, 'v1/Service': core.Service,
-  'apps/v1/StatefulSet': apps.StatefulSet, 'apps/v1/DaemonSet': apps.DaemonSet,
+  'apps/v1/StatefulSet': apps.StatefulSet, 'apps/v1/DaemonSet': apps.DaemonSet, 'apps/v1/Deployment': apps.Deployment,
+  'policy/v1/PodDisruptionBudget': policy.PodDisruptionBudget,
   'rbac.authorization.k8s.io/v1/ClusterRole': rbac.ClusterRole, 'rbac.authorization.k8s.io/v1/ClusterRoleBinding': rbac.ClusterRoleBinding,
   'rbac.authorization.k8s.io/v1/Role': rbac.Role, 'rbac.authorization.k8s.io/v1/RoleBinding': rbac.RoleBinding,
   'apiextensions.k8s.io/v1/CustomResourceDefinition': apiext.CustomResourceDefinition,
@@ -273,5 +275,46 @@ t.test('the AuthPolicy CRD has a structural schema that admits what server/polic
   for (const [spec, why] of refused) {
     t.throws(() => parsePolicyObject(policy(spec)), 'server/policy refuses it');
     t.match(schemaErrors(schema, policy(spec)).join('; '), why, 'and the CRD schema refuses it too');
+  }
+});
+
+t.test('overlays/ha: three stateless servers on PostgreSQL, a disruption budget, agents on the headless Service; valid objects', async (t) => {
+  const objs = render('overlays/ha');
+  for (const o of objs) {
+    if (o.kind === 'ServiceMonitor') validateServiceMonitor(t, o);
+    else validateBuiltin(t, o);
+  }
+  t.notOk(objs.some((o) => o.kind === 'StatefulSet'), 'no StatefulSet (and so no PVC)');
+  const dep = find(objs, 'Deployment', 'meshid-server');
+  t.equal(dep.spec.replicas, 3);
+  const pod = dep.spec.template.spec;
+  t.ok(pod.volumes.find((v: Obj) => v.name === 'data').emptyDir, 'the data dir is an emptyDir');
+  const serverYaml = parseYaml(findPrefix(objs, 'ConfigMap', 'meshid-server-').data['server.yaml']) as Obj;
+  const { kubernetes: serverK8sRaw, ...serverRest } = serverYaml;
+  const server = serverConfigSchema.parse(serverRest);
+  kubernetesConfigSchema.parse(serverK8sRaw);
+  t.match(server.datastore.url ?? '', /^postgres:\/\/[^:@]+@/, 'a PostgreSQL URL with no password in it');
+  t.equal(server.key_manager, 'memory');
+  const mountOf = (name: string): Obj => pod.containers[0].volumeMounts.find((m: Obj) => m.name === name);
+  const secretVolume = (path: string): Obj => {
+    const m = pod.containers[0].volumeMounts.find((x: Obj) => path.startsWith(`${x.mountPath}/`));
+    return pod.volumes.find((v: Obj) => v.name === m?.name);
+  };
+  t.equal(secretVolume(server.datastore.password_file!)?.secret?.secretName, 'meshid-datastore', 'the password file comes from the meshid-datastore Secret');
+  t.equal(secretVolume(server.admin_token_file!)?.secret?.secretName, 'meshid-admin', 'one admin token for every replica, from a Secret');
+  t.equal(mountOf('data').mountPath, server.data_dir);
+  const pdb = find(objs, 'PodDisruptionBudget', 'meshid-server');
+  t.equal(pdb.spec.minAvailable, 2);
+  t.same(pdb.spec.selector.matchLabels, { 'app.kubernetes.io/name': dep.spec.template.metadata.labels['app.kubernetes.io/name'] }, 'the budget covers the server pods');
+  const agentYaml = parseYaml(findPrefix(objs, 'ConfigMap', 'meshid-agent-').data['agent.yaml']) as Obj;
+  const { kubernetes: agentK8sRaw, ...agentRest } = agentYaml;
+  const agent = agentConfigSchema.parse({ ...agentRest, node_name: 'n', health: '127.0.0.1:8082' });
+  kubernetesAgentConfigSchema.parse(agentK8sRaw);
+  const headless = find(objs, 'Service', 'meshid-server-headless');
+  t.equal(headless.spec.clusterIP, 'None');
+  t.equal(agent.server, `meshid-server-headless.meshid.svc:${headless.spec.ports[0].port}`, 'agents resolve every server pod through the headless Service');
+  t.ok(agent.availability_target > 0 && agent.availability_target < server.x509_svid_ttl, 'availability_target is shorter than the SVID lifetime');
+  for (const svc of objs.filter((o) => o.kind === 'Service' && o.metadata.name.startsWith('meshid-server'))) {
+    t.ok(Object.entries(svc.spec.selector).every(([k, v]) => dep.spec.template.metadata.labels[k] === v), `Service ${svc.metadata.name} selects the Deployment's pods`);
   }
 });

@@ -16,9 +16,9 @@ t.test('GET /v1/agents lists attested agents with filters and pages; GET /v1/age
   const f = await startAdminApi(t, 'agents');
   const empty = await f.call('GET', '/v1/agents');
   t.same(empty.json, { agents: [], next_page_token: '' });
-  attest(f, 'n1');
-  attest(f, 'n2');
-  attest(f, 'n3', 'k8s_psat');
+  await attest(f, 'n1');
+  await attest(f, 'n2');
+  await attest(f, 'n3', 'k8s_psat');
   const all = await f.call('GET', '/v1/agents');
   t.equal(all.json.agents.length, 3);
   const one = await f.call('GET', path('n1'));
@@ -48,13 +48,13 @@ t.test('GET /v1/agents lists attested agents with filters and pages; GET /v1/age
 
 t.test('ban marks an agent banned; evict (POST :evict or DELETE) removes it; each is audited', async (t) => {
   const f = await startAdminApi(t, 'ban');
-  attest(f, 'n1');
-  attest(f, 'n2');
-  attest(f, 'n3');
+  await attest(f, 'n1');
+  await attest(f, 'n2');
+  await attest(f, 'n3');
   const banned = await f.call('POST', `${path('n1')}:ban`);
   t.equal(banned.status, 200);
   t.equal(banned.json.banned, true);
-  t.equal(f.store.getAttestedNode(agentId(td, 'join_token', 'n1')).banned, true);
+  t.equal((await f.store.getAttestedNode(agentId(td, 'join_token', 'n1'))).banned, true);
   const onlyBanned = await f.call('GET', '/v1/agents?banned=true');
   t.same(onlyBanned.json.agents.map((a: { spiffe_id: string }) => a.spiffe_id), ['spiffe://example.org/meshid/agent/join_token/n1']);
   const notBanned = await f.call('GET', '/v1/agents?banned=false');
@@ -63,10 +63,10 @@ t.test('ban marks an agent banned; evict (POST :evict or DELETE) removes it; eac
   const evicted = await f.call('POST', `${path('n2')}:evict`);
   t.equal(evicted.status, 200);
   t.equal(evicted.json.spiffe_id, 'spiffe://example.org/meshid/agent/join_token/n2');
-  t.equal(f.store.findAttestedNode(agentId(td, 'join_token', 'n2')), undefined);
+  t.equal(await f.store.findAttestedNode(agentId(td, 'join_token', 'n2')), undefined);
   const deleted = await f.call('DELETE', path('n3'));
   t.equal(deleted.status, 200);
-  t.equal(f.store.findAttestedNode(agentId(td, 'join_token', 'n3')), undefined);
+  t.equal(await f.store.findAttestedNode(agentId(td, 'join_token', 'n3')), undefined);
   const again = await f.call('POST', `${path('n3')}:evict`);
   t.equal(again.status, 404);
   t.same(auditLines(f).map((l) => [l.action, l.target, l.result]), [
@@ -85,9 +85,9 @@ t.test('POST /v1/tokens makes a one-time join token that the datastore accepts o
   t.match(res.json.token, /^[A-Za-z0-9_-]{43}$/, '32 random bytes, base64url');
   t.equal(res.json.expires_at, Math.floor(clock.now().getTime() / 1000) + 600, 'default TTL 600 s');
   t.equal(res.json.agent_id, `spiffe://example.org/meshid/agent/join_token/${res.json.token}`);
-  const consumed = f.store.consumeJoinToken(res.json.token);
+  const consumed = await f.store.consumeJoinToken(res.json.token);
   t.equal(consumed.agentId, undefined);
-  t.throws(() => f.store.consumeJoinToken(res.json.token), 'a token works once');
+  await t.rejects(() => f.store.consumeJoinToken(res.json.token), 'a token works once');
 
   const fixed = await f.call('POST', '/v1/tokens', { ttl: 60, agent_id: 'spiffe://example.org/meshid/agent/join_token/node-7' });
   t.equal(fixed.status, 201);
@@ -95,7 +95,7 @@ t.test('POST /v1/tokens makes a one-time join token that the datastore accepts o
   t.equal(fixed.json.expires_at, Math.floor(clock.now().getTime() / 1000) + 60);
   t.not(fixed.json.token, res.json.token);
   clock.advance(61_000);
-  t.throws(() => f.store.consumeJoinToken(fixed.json.token), 'an expired token is refused');
+  await t.rejects(() => f.store.consumeJoinToken(fixed.json.token), 'an expired token is refused');
 
   for (const [body, field] of [
     [{ ttl: 0 }, 'ttl'], [{ ttl: 'long' }, 'ttl'], [{ ttl: 8 * 86400 }, 'ttl'], [{ agent_id: 'spiffe://example.org/ns/default/sa/web' }, 'agent_id'],

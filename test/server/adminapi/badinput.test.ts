@@ -42,14 +42,14 @@ t.test(`${CASES_PER_ROUTE} mutated bodies per admin route: never 5xx, nothing wr
     const statuses = new Map<number, number>();
     for (let i = 0; i < CASES_PER_ROUTE; i++) {
       const mutated = mutateJson(body, rnd);
-      const before = { revision: f.store.currentRevision(), entries: f.store.listEntries({ pageSize: 1000 }).items.length };
+      const before = { revision: (await f.store.currentRevision()), entries: (await f.store.listEntries({ pageSize: 1000 })).items.length };
       const res = await f.call(method, path, typeof mutated === 'string' ? mutated : JSON.stringify(mutated ?? null), { 'content-type': 'application/json' });
       cases++;
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500) { tt.fail(`${method} ${path} answered ${res.status} to ${JSON.stringify(mutated).slice(0, 300)}: ${res.text.slice(0, 300)}`); continue; }
       if (res.status >= 400) {
         if (typeof res.json?.error?.code !== 'string' || typeof res.json?.error?.message !== 'string') tt.fail(`${method} ${path} ${res.status} without an error body: ${res.text.slice(0, 200)}`);
-        const after = { revision: f.store.currentRevision(), entries: f.store.listEntries({ pageSize: 1000 }).items.length };
+        const after = { revision: (await f.store.currentRevision()), entries: (await f.store.listEntries({ pageSize: 1000 })).items.length };
         if (after.revision !== before.revision || after.entries !== before.entries) tt.fail(`${method} ${path} ${res.status} but the store changed (${JSON.stringify(before)} → ${JSON.stringify(after)})`);
       }
     }

@@ -30,7 +30,7 @@ t.test('PUT /v1/bundles/{td} sets a federated bundle that GET /v1/bundles lists 
   t.equal(set.status, 200);
   t.equal(set.json.trust_domain, 'partner.example');
   t.same(set.json.bundle.keys.length, (partnerDoc.keys as unknown[]).length);
-  const stored = own.store.getBundle(TrustDomain.parse('partner.example'));
+  const stored = await own.store.getBundle(TrustDomain.parse('partner.example'));
   t.same(stored.document, set.json.bundle);
 
   const list = await own.call('GET', '/v1/bundles');
@@ -72,5 +72,5 @@ t.test('PUT /v1/bundles refuses the own trust domain, bad names and bad document
     t.equal(res.json.error.field, field);
   }
   t.equal((await f.call('DELETE', '/v1/bundles/example.org')).status, 400);
-  t.same(f.store.listFederatedBundles(), []);
+  t.same(await f.store.listFederatedBundles(), []);
 });

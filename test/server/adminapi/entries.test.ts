@@ -11,7 +11,7 @@ t.test('POST /v1/entries creates an entry (201) that GET, list, PATCH and DELETE
   t.equal(created.status, 201);
   t.match(created.json, { spiffe_id: web.spiffe_id, parent_id: parent, selectors: web.selectors, x509_svid_ttl: 600, dns_names: ['web.default.svc'], hint: 'web' });
   const id = created.json.id as string;
-  t.equal(f.store.getEntry(id).spiffeId.toString(), web.spiffe_id, 'it is in the datastore');
+  t.equal((await f.store.getEntry(id)).spiffeId.toString(), web.spiffe_id, 'it is in the datastore');
 
   const got = await f.call('GET', `/v1/entries/${id}`);
   t.equal(got.status, 200);
@@ -55,7 +55,7 @@ t.test('the k8s_sa shorthand makes the ServiceAccount entry', async (t) => {
     t.equal(bad.status, 400, JSON.stringify(body));
     t.equal(bad.json.error.field, field, JSON.stringify(body));
   }
-  t.equal(f.store.listEntries().items.length, 1);
+  t.equal((await f.store.listEntries()).items.length, 1);
 });
 
 t.test('bad input is 400 naming the field, and nothing is written', async (t) => {
@@ -81,7 +81,7 @@ t.test('bad input is 400 naming the field, and nothing is written', async (t) =>
     t.equal(res.json.error.code, code);
     t.type(res.json.error.message, 'string');
   }
-  t.equal(f.store.listEntries().items.length, 0);
+  t.equal((await f.store.listEntries()).items.length, 0);
   const audits = auditLines(f);
   t.equal(audits.length, cases.length, 'every refused create is audited');
   t.ok(audits.every((l) => l.result === 'error' && typeof l.error === 'string' && l.action === 'entry.create'));
@@ -120,7 +120,7 @@ t.test('batchCreate and batchDelete answer per item', async (t) => {
   t.equal(res.json.results[1].status.field, 'spiffe_id');
   t.equal(res.json.results[3].status.field, 'k8s_sa');
   t.equal(res.json.results[2].entry.spiffe_id, 'spiffe://example.org/ns/default/sa/c');
-  t.equal(f.store.listEntries().items.length, 2);
+  t.equal((await f.store.listEntries()).items.length, 2);
   const a = res.json.results[0].entry.id;
   const audits = auditLines(f);
   t.equal(audits.length, 5, 'one audit line per item');
@@ -131,7 +131,7 @@ t.test('batchCreate and batchDelete answer per item', async (t) => {
   t.equal(del.status, 200);
   t.same(del.json.results.map((r: { status: { code: string } }) => r.status.code), ['ok', 'not_found', 'invalid_argument']);
   t.equal(del.json.results[0].entry.id, a);
-  t.equal(f.store.listEntries().items.length, 1);
+  t.equal((await f.store.listEntries()).items.length, 1);
 
   for (const [path, body, field] of [
     ['/v1/entries:batchCreate', { entries: [] }, 'entries'],

@@ -54,7 +54,7 @@ t.test('JWT-SVIDs carry at most 32 audiences of at most 256 characters', async (
 t.test('a join token for an agent ID that is attested needs reattest: true', async (tt) => {
   const f = await startAdminApi(tt, 'reattest');
   const agentId = 'spiffe://example.org/meshid/agent/join_token/node-1';
-  f.store.createAttestedNode({ spiffeId: SpiffeId.parse(agentId), attestationType: 'join_token', certSerial: 'aa', certNotAfter: 2_000_000_000, selectors: SelectorSet.of([]), canReattest: false });
+  await f.store.createAttestedNode({ spiffeId: SpiffeId.parse(agentId), attestationType: 'join_token', certSerial: 'aa', certNotAfter: 2_000_000_000, selectors: SelectorSet.of([]), canReattest: false });
   const refused = await f.call('POST', '/v1/tokens', { agent_id: agentId });
   tt.equal(refused.status, 409);
   tt.match(refused.json?.error?.message, /is attested already .*reattest/);
@@ -77,7 +77,7 @@ t.test('selector values are checked per type and types are lowercase', async (tt
     tt.equal(res.json?.error?.field, 'selectors[0]');
   }
   tt.equal((await entry(['unix:uid:1000', 'k8s:ns:prod', 'k8s:sa:web.v1'])).status, 201, 'good values pass');
-  tt.equal(f.store.listEntries().items.length, 1, 'nothing refused was written');
+  tt.equal((await f.store.listEntries()).items.length, 1, 'nothing refused was written');
   tt.throws(() => Selector.parse('unix:sha256:XYZ'), { message: /64 lowercase hex/ });
 });
 
@@ -85,13 +85,13 @@ t.test('a full disk answers storage_exhausted (507 on HTTP, RESOURCE_EXHAUSTED o
   const dir = mkdtempSync(join(tmpdir(), 'meshid-full-'));
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=400k', 'tmpfs', dir]);
   tt.teardown(() => { try { execFileSync('umount', [dir]); } catch { /* gone */ } rmSync(dir, { recursive: true, force: true }); });
-  const store = Datastore.open({ path: join(dir, 'ds.sqlite3'), trustDomain: td });
-  tt.teardown(() => { try { store.close(); } catch { /* closing a store on a full disk */ } });
+  const store = await Datastore.open({ path: join(dir, 'ds.sqlite3'), trustDomain: td });
+  tt.teardown(async () => { try { await store.close(); } catch { /* closing a store on a full disk */ } });
   let err: unknown;
   let written = 0;
   for (let i = 0; i < 100_000 && !err; i++) {
     try {
-      store.createEntry({ spiffeId: SpiffeId.parse(`spiffe://example.org/ns/full/sa/w${i}`), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/n'), selectors: SelectorSet.of([Selector.of('unix', `uid:${i}`)]), dnsNames: ['x'.repeat(200)] });
+      await store.createEntry({ spiffeId: SpiffeId.parse(`spiffe://example.org/ns/full/sa/w${i}`), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/n'), selectors: SelectorSet.of([Selector.of('unix', `uid:${i}`)]), dnsNames: ['x'.repeat(200)] });
       written++;
     } catch (e) { err = e; }
   }
@@ -100,7 +100,7 @@ t.test('a full disk answers storage_exhausted (507 on HTTP, RESOURCE_EXHAUSTED o
   tt.match((err as Error).message, /the disk is full .*nothing was written/);
   tt.equal(httpStatus('storage_exhausted'), 507);
   let stored = 0;
-  let page = store.listEntries({ pageSize: 500 });
-  for (;;) { stored += page.items.length; if (!page.nextPageToken) break; page = store.listEntries({ pageSize: 500, pageToken: page.nextPageToken }); }
+  let page = await store.listEntries({ pageSize: 500 });
+  for (;;) { stored += page.items.length; if (!page.nextPageToken) break; page = await store.listEntries({ pageSize: 500, pageToken: page.nextPageToken }); }
   tt.equal(stored, written, 'every acknowledged entry is there, and the refused one is not');
 });

@@ -7,9 +7,9 @@ t.test('GET /v1/identities, /v1/nodes and /v1/endpoints show the mesh state with
   t.same((await f.call('GET', '/v1/nodes')).json, { nodes: [] });
   t.same((await f.call('GET', '/v1/endpoints')).json, { endpoints: [] });
 
-  const identity = f.store.allocateIdentity('app=web;ns=shop;sa=web', { app: 'web' }, { namespace: 'shop', name: 'web' });
-  const node = f.store.upsertNode({ name: 'node-1', address: '10.99.0.1', wireguardPublicKey: 'k'.repeat(43) + '=', podCidr: '10.200.1.0/24' });
-  f.store.upsertEndpoint({ ip: '10.200.1.5', identity: identity.id, nodeId: node.id, namespace: 'shop', name: 'web-0', labels: { app: 'web' } });
+  const identity = await f.store.allocateIdentity('app=web;ns=shop;sa=web', { app: 'web' }, { namespace: 'shop', name: 'web' });
+  const node = await f.store.upsertNode({ name: 'node-1', address: '10.99.0.1', wireguardPublicKey: 'k'.repeat(43) + '=', podCidr: '10.200.1.0/24' });
+  await f.store.upsertEndpoint({ ip: '10.200.1.5', identity: identity.id, nodeId: node.id, namespace: 'shop', name: 'web-0', labels: { app: 'web' } });
 
   const ids = await f.call('GET', '/v1/identities');
   t.same(ids.json.identities, [{

@@ -32,8 +32,8 @@ t.test('every /v1 route refuses a missing or wrong bearer token with 401 and an 
       t.equal(res.headers.get('www-authenticate'), 'Bearer realm="meshid"');
     }
   }
-  t.equal(f.store.listEntries().items.length, 1, 'no refused request changed anything');
-  t.equal(f.store.listEntries().items[0]!.id, created.json.id);
+  t.equal((await f.store.listEntries()).items.length, 1, 'no refused request changed anything');
+  t.equal((await f.store.listEntries()).items[0]!.id, created.json.id);
   t.equal(auditLines(f).length, 1, 'only the authorised create was audited');
 });
 
@@ -96,7 +96,7 @@ t.test('malformed JSON is 400 naming the body; a body over 1 MiB is 413', async 
   t.equal(big.status, 413);
   t.equal(big.json.error.code, 'resource_exhausted');
   t.equal(big.json.error.field, 'body');
-  t.equal(f.store.listEntries().items.length, 0, 'nothing was created');
+  t.equal((await f.store.listEntries()).items.length, 0, 'nothing was created');
   // A body sent as form encoding (curl -d) is still read as JSON.
   const form = await f.call('POST', '/v1/entries', JSON.stringify(entry), { 'content-type': 'application/x-www-form-urlencoded' });
   t.equal(form.status, 201);

@@ -26,7 +26,7 @@ t.test('AttestAgent with a join token answers an agent X509-SVID that chains to 
   t.equal(a.agentId.toString(), 'spiffe://example.org/meshid/agent/join_token/join-token-0001');
   const v = verifyX509Svid(a.chain, bundleOf(parts) as never, new Date());
   t.equal(v.spiffeId.toString(), a.agentId.toString());
-  const node = parts.store.getAttestedNode(a.agentId);
+  const node = await parts.store.getAttestedNode(a.agentId);
   t.equal(node.certSerial, v.leaf.serialHex, 'the attested node records the SVID serial');
   t.equal(node.attestationType, 'join_token');
   // openssl agrees
@@ -45,7 +45,7 @@ t.test('a join token works once: the second use is refused', async (t) => {
 });
 
 t.test('an expired or unknown join token is refused', async (t) => {
-  parts.store.createJoinToken({ token: 'join-token-expired', expiresAt: Math.floor(Date.now() / 1000) - 1 });
+  await parts.store.createJoinToken({ token: 'join-token-expired', expiresAt: Math.floor(Date.now() / 1000) - 1 });
   const anon = agentClient(parts);
   t.teardown(() => anon.close());
   for (const tok of ['join-token-expired', 'join-token-never-made']) {
@@ -58,7 +58,7 @@ t.test('an expired or unknown join token is refused', async (t) => {
 });
 
 t.test('a malformed CSR at attestation does not spend the token', async (t) => {
-  parts.store.createJoinToken({ token: 'join-token-keepme', expiresAt: Math.floor(Date.now() / 1000) + 600 });
+  await parts.store.createJoinToken({ token: 'join-token-keepme', expiresAt: Math.floor(Date.now() / 1000) + 600 });
   const anon = agentClient(parts);
   t.teardown(() => anon.close());
   const err = await call(anon, 'AttestAgent', { attestation: { type: 'join_token', payload: Buffer.from('join-token-keepme') }, csr: Buffer.from('not a csr') }).catch((e) => e);
@@ -77,8 +77,8 @@ t.test('calls other than AttestAgent need an agent SVID', async (t) => {
 t.test('BatchNewX509SVID signs only entries the agent may have, and refuses bad CSRs per item', async (t) => {
   const a = await attestAgent(parts);
   t.teardown(() => a.client.close());
-  const mine = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1000']), dnsNames: ['web.default.svc'] });
-  const other = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/db'), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/join_token/someone-else'), selectors: SelectorSet.parse(['unix:uid:1001']) });
+  const mine = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1000']), dnsNames: ['web.default.svc'] });
+  const other = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/db'), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/join_token/someone-else'), selectors: SelectorSet.parse(['unix:uid:1001']) });
   const key = generateKeyPair();
   const other2 = generateKeyPair();
   const goodCsr = csrFor(key);
@@ -108,9 +108,9 @@ t.test('BatchNewX509SVID signs only entries the agent may have, and refuses bad 
 t.test('entries reached through the agent node selectors (node alias) are signed', async (t) => {
   const a = await attestAgent(parts);
   t.teardown(() => a.client.close());
-  const node = parts.store.getAttestedNode(a.agentId);
-  const alias = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/meshid/nodes/all'), parentId: serverId(parts.td), selectors: SelectorSet.of([node.selectors.items[0]!]) });
-  const child = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/shared/sa/any'), parentId: alias.spiffeId, selectors: SelectorSet.parse(['unix:uid:5']) });
+  const node = await parts.store.getAttestedNode(a.agentId);
+  const alias = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/meshid/nodes/all'), parentId: serverId(parts.td), selectors: SelectorSet.of([node.selectors.items[0]!]) });
+  const child = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/shared/sa/any'), parentId: alias.spiffeId, selectors: SelectorSet.parse(['unix:uid:5']) });
   const res = await call<BatchNewX509SvidResponseMsg>(a.client, 'BatchNewX509SVID', { params: [{ entry_id: child.id, csr: csrFor(generateKeyPair()) }] });
   t.equal(res.results[0]!.status!.code, status.OK);
 });
@@ -137,8 +137,8 @@ t.test('a banned agent gets nothing; an evicted agent must attest again', async 
   const banned = await attestAgent(parts);
   const evicted = await attestAgent(parts);
   t.teardown(() => { banned.client.close(); evicted.client.close(); });
-  parts.store.banAttestedNode(banned.agentId);
-  parts.store.evictAttestedNode(evicted.agentId);
+  await parts.store.banAttestedNode(banned.agentId);
+  await parts.store.evictAttestedNode(evicted.agentId);
   const e1 = await call(banned.client, 'NewJWTSVID', { entry_id: 'x', audience: ['a'] }).catch((e) => e);
   t.equal(code(e1), status.PERMISSION_DENIED);
   t.match((e1 as Error).message, /banned/);
@@ -150,7 +150,7 @@ t.test('a banned agent gets nothing; an evicted agent must attest again', async 
 t.test('NewJWTSVID signs for an authorised entry and needs an audience', async (t) => {
   const a = await attestAgent(parts);
   t.teardown(() => a.client.close());
-  const e = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/jwt/sa/api'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:7']) });
+  const e = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/jwt/sa/api'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:7']) });
   const res = await call<{ svid: { token: string; spiffe_id: string } }>(a.client, 'NewJWTSVID', { entry_id: e.id, audience: ['backend'] });
   const v = verifyJwtSvid(res.svid.token, (td) => (td.name === 'example.org' ? parts.ca.bundle().jwtKeys() : undefined), 'backend', new Date());
   t.equal(v.spiffeId.toString(), 'spiffe://example.org/ns/jwt/sa/api');
@@ -185,7 +185,7 @@ function nextMessage(stream: NodeJS.EventEmitter): Promise<SyncUpdateMsg> {
 t.test('Sync sends a snapshot, then the entries that change, and ends when the agent is banned', async (t) => {
   const a = await attestAgent(parts);
   t.teardown(() => a.client.close());
-  const e1 = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/sync/sa/one'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:11']) });
+  const e1 = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/sync/sa/one'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:11']) });
   const stream = (a.client['Sync'] as Function)({}) as NodeJS.EventEmitter & { cancel(): void };
   t.teardown(() => stream.cancel());
   const snap = await nextMessage(stream);
@@ -193,16 +193,16 @@ t.test('Sync sends a snapshot, then the entries that change, and ends when the a
   t.same(snap.entries.map((e) => e.id), [e1.id]);
   t.equal(snap.bundles[0]!.trust_domain, 'example.org');
   const e2p = nextMessage(stream);
-  const e2 = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/sync/sa/two'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:12']) });
+  const e2 = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/sync/sa/two'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:12']) });
   const d1 = await e2p;
   t.equal(d1.snapshot, false);
   t.same(d1.entries.map((e) => e.id), [e2.id], 'only the new entry');
   const delp = nextMessage(stream);
-  parts.store.deleteEntry(e1.id);
+  await parts.store.deleteEntry(e1.id);
   t.same((await delp).removed_entries, [e1.id]);
   // another agent's entry changes nothing for this stream
-  parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/sync/sa/three'), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/y'), selectors: SelectorSet.parse(['unix:uid:13']) });
+  await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/sync/sa/three'), parentId: SpiffeId.parse('spiffe://example.org/meshid/agent/x/y'), selectors: SelectorSet.parse(['unix:uid:13']) });
   const endp = nextMessage(stream).then(() => 'message', (e: ServiceError) => e.code);
-  parts.store.banAttestedNode(a.agentId);
+  await parts.store.banAttestedNode(a.agentId);
   t.equal(await endp, status.PERMISSION_DENIED);
 });

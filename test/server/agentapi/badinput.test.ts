@@ -28,12 +28,12 @@ t.test(`${CASES_PER_RPC} mutated requests per agent API RPC: only named statuses
   tt.teardown(() => parts.stop());
   const a = await attestAgent(parts);
   tt.teardown(() => a.client.close());
-  const entry = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/a/sa/b'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1']) });
+  const entry = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/a/sa/b'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1']) });
   await call(a.client, 'PublishNode', { name: 'fuzz-node', address: '10.99.0.1', pod_cidr: '10.201.1.0/24', wireguard_public_key: Buffer.alloc(32, 3).toString('base64') });
   const svc = loadAgentProto().service as unknown as Record<string, { requestSerialize(m: unknown): Buffer }>;
   const anon = agentClient(parts);
   tt.teardown(() => anon.close());
-  parts.store.createJoinToken({ token: 'fuzz-join-token-1', expiresAt: Math.floor(Date.now() / 1000) + 600 });
+  await parts.store.createJoinToken({ token: 'fuzz-join-token-1', expiresAt: Math.floor(Date.now() / 1000) + 600 });
   const rpcs: [string, Client, unknown][] = [
     ['AttestAgent', anon, { attestation: { type: 'join_token', payload: Buffer.from('fuzz-join-token-1') }, csr: csrFor(generateKeyPair()) }],
     ['RenewAgent', a.client, { csr: csrFor(generateKeyPair()) }],
@@ -48,8 +48,8 @@ t.test(`${CASES_PER_RPC} mutated requests per agent API RPC: only named statuses
     const seen = new Map<string, number>();
     for (let i = 0; i < CASES_PER_RPC; i++) {
       const bytes = mutateBytes(encoded, rnd);
-      const revision = parts.store.currentRevision();
-      const nodes = parts.store.listNodes().length;
+      const revision = await parts.store.currentRevision();
+      const nodes = (await parts.store.listNodes()).length;
       const r = await raw(client, method, bytes);
       const name = status[r.code] ?? String(r.code);
       seen.set(name, (seen.get(name) ?? 0) + 1);
@@ -57,13 +57,13 @@ t.test(`${CASES_PER_RPC} mutated requests per agent API RPC: only named statuses
       if (undecodable) seen.set('INTERNAL (not a message)', (seen.get('INTERNAL (not a message)') ?? 0) + 1);
       if (undecodable) seen.set(name, seen.get(name)! - 1);
       if (!ALLOWED.has(r.code) && !undecodable) tt.fail(`${method} answered ${name} (${r.details}) to ${bytes.toString('hex').slice(0, 200)}`);
-      if (r.code !== status.OK && method !== 'AttestAgent' && method !== 'RenewAgent' && parts.store.currentRevision() !== revision) tt.fail(`${method} refused (${name}) but the store changed`);
-      if (parts.store.listNodes().length !== nodes && method !== 'PublishNode') tt.fail(`${method} made a node record`);
+      if (r.code !== status.OK && method !== 'AttestAgent' && method !== 'RenewAgent' && (await parts.store.currentRevision()) !== revision) tt.fail(`${method} refused (${name}) but the store changed`);
+      if ((await parts.store.listNodes()).length !== nodes && method !== 'PublishNode') tt.fail(`${method} made a node record`);
     }
     for (const [k, n] of seen) if (n === 0) seen.delete(k);
     tt.notOk(seen.has('INTERNAL') || seen.has('UNKNOWN'), `${method}: ${[...seen].sort().map(([c, n]) => `${n}×${c}`).join(', ')}`);
   }
-  tt.equal(parts.store.listNodes().filter((n) => n.agentId === a.agentId.toString()).length, 1, 'the agent still has exactly one node');
+  tt.equal((await parts.store.listNodes()).filter((n) => n.agentId === a.agentId.toString()).length, 1, 'the agent still has exactly one node');
   tt.same(parts.logs.lines.filter((l) => l['msg'] === 'agent API call failed' || l['msg'] === 'signing failed').map((l) => l['err']), [], 'no handler failed inside the server');
   const ok = await call<{ svid: { token: string } }>(a.client, 'NewJWTSVID', { entry_id: entry.id, audience: ['db'] });
   tt.ok(ok.svid.token.length > 0, 'the server still signs for the agent');

@@ -21,7 +21,7 @@ t.test('AttestAgent is rate limited per source address: past the limit a minute,
   tt.equal(code(limited), status.RESOURCE_EXHAUSTED);
   tt.match((limited as ServiceError).details, /more than 5 AttestAgent calls from 127.0.0.1 in a minute/);
   // a real token is refused too now: the limit comes before the attestor
-  parts.store.createJoinToken({ token: 'real-token-after-limit', expiresAt: Math.floor(Date.now() / 1000) + 600 });
+  await parts.store.createJoinToken({ token: 'real-token-after-limit', expiresAt: Math.floor(Date.now() / 1000) + 600 });
   const real = await call(anon, 'AttestAgent', { attestation: { type: 'join_token', payload: Buffer.from('real-token-after-limit') }, csr: csrFor(generateKeyPair()) }).catch((e: unknown) => e);
   tt.equal(code(real), status.RESOURCE_EXHAUSTED);
 });
@@ -57,7 +57,7 @@ t.test('NewJWTSVID refuses 10,000 audiences (it signed a 4 MB token before) and 
   tt.teardown(() => a.client.close());
   const { SpiffeId } = await import('../../../spiffe/id.js');
   const { SelectorSet } = await import('../../../spiffe/selector.js');
-  const entry = parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/a/sa/b'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1']) });
+  const entry = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/a/sa/b'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1']) });
   const many = await call(a.client, 'NewJWTSVID', { entry_id: entry.id, audience: Array.from({ length: 10_000 }, (_, i) => `${'a'.repeat(290)}${i}`) }).catch((e: unknown) => e);
   tt.equal(code(many), status.INVALID_ARGUMENT);
   tt.match((many as ServiceError).details, /10000 audiences; a JWT-SVID carries at most 32/);

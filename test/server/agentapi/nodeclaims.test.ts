@@ -26,8 +26,8 @@ t.test('an agent cannot take another node\'s pods, CIDR, address, key or name, n
   tt.teardown(() => parts.stop());
   const { a, b } = await twoNodes(parts);
   tt.teardown(() => { a.client.close(); b.client.close(); });
-  const nodesBefore = JSON.stringify(parts.store.listNodes());
-  const endpointsBefore = JSON.stringify(parts.store.listEndpoints());
+  const nodesBefore = JSON.stringify(await parts.store.listNodes());
+  const endpointsBefore = JSON.stringify(await parts.store.listEndpoints());
 
   const refusals: [string, string, unknown, number, RegExp][] = [
     ['RegisterEndpoints', 'another node\'s pod IP', { endpoints: [ep('10.201.1.5')] }, status.PERMISSION_DENIED, /outside node "node-b"'s pod CIDR/],
@@ -50,9 +50,9 @@ t.test('an agent cannot take another node\'s pods, CIDR, address, key or name, n
     tt.equal(code(err), want, `${method} with ${what}: ${status[want]}`);
     tt.match((err as ServiceError | undefined)?.details, message, `${method} with ${what}: the message says why`);
   }
-  tt.equal(JSON.stringify(parts.store.listNodes()), nodesBefore, 'no node record changed or appeared');
-  tt.equal(JSON.stringify(parts.store.listEndpoints()), endpointsBefore, 'no endpoint moved or appeared');
-  tt.equal(parts.store.findEndpoint('10.201.1.5')?.nodeId, parts.store.findNodeByName('node-a')!.id, 'the victim pod stays on node-a');
+  tt.equal(JSON.stringify(await parts.store.listNodes()), nodesBefore, 'no node record changed or appeared');
+  tt.equal(JSON.stringify(await parts.store.listEndpoints()), endpointsBefore, 'no endpoint moved or appeared');
+  tt.equal((await parts.store.findEndpoint('10.201.1.5'))?.nodeId, (await parts.store.findNodeByName('node-a'))!.id, 'the victim pod stays on node-a');
 
   const audits = parts.logs.lines.filter((l) => l['audit'] === true && l['msg'] === 'agent refused');
   tt.equal(audits.length, 8, 'each of the 8 PermissionDenied left an audit line');
@@ -70,9 +70,9 @@ t.test('where Kubernetes is the source, the API\'s address and pod CIDR win and 
   const parts = await startServerParts({ kubernetesOwnsNodes: true });
   tt.teardown(() => parts.stop());
   // the controller's view of the Node
-  const node = parts.store.upsertNode({ name: 'node-k', address: '10.99.0.9', podCidr: '10.201.9.0/24' });
-  const pod = parts.store.allocateIdentity('k=v', { k: 'v' }, { namespace: 'default', name: 'default' });
-  parts.store.upsertEndpoint({ ip: '10.201.9.4', identity: pod.id, nodeId: node.id, namespace: 'default', name: 'pod', labels: { k: 'v' } });
+  const node = await parts.store.upsertNode({ name: 'node-k', address: '10.99.0.9', podCidr: '10.201.9.0/24' });
+  const pod = await parts.store.allocateIdentity('k=v', { k: 'v' }, { namespace: 'default', name: 'default' });
+  await parts.store.upsertEndpoint({ ip: '10.201.9.4', identity: pod.id, nodeId: node.id, namespace: 'default', name: 'pod', labels: { k: 'v' } });
   const a = await attestAgent(parts);
   tt.teardown(() => a.client.close());
   const res = await call<PublishNodeResponseMsg>(a.client, 'PublishNode', { name: 'node-k', address: '10.99.0.66', pod_cidr: '10.201.66.0/24', wireguard_public_key: KEY_A });
@@ -87,7 +87,7 @@ t.test('where Kubernetes is the source, the API\'s address and pod CIDR win and 
   tt.same(empty.endpoints.map((e) => e.ip), ['10.201.9.4'], 'an empty list removes none of the API\'s pods');
   const err = await call(a.client, 'RegisterEndpoints', { endpoints: [ep('10.201.9.5')] }).catch((e: unknown) => e);
   tt.equal(code(err), status.PERMISSION_DENIED);
-  tt.same(parts.store.listEndpoints().map((e) => e.ip), ['10.201.9.4']);
+  tt.same((await parts.store.listEndpoints()).map((e) => e.ip), ['10.201.9.4']);
 });
 
 t.test('a k8s_psat agent publishes only the node it was attested on', async (tt) => {

@@ -41,67 +41,67 @@ function countReads(ds: Datastore): { full: number; one: number } {
 }
 
 t.test('changes to other agents\' entries cost the stream no datastore read and no message', async (t) => {
-  const { ds } = openTemp(t, 'sync-others');
-  const mine = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'mine'), parentId: me, selectors: sel('unix:uid:1') });
+  const { ds } = await openTemp(t, 'sync-others');
+  const mine = await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'mine'), parentId: me, selectors: sel('unix:uid:1') });
   const s = started(t, ds);
   t.same((await s.next()).entries.map((e) => e.id), [mine.id], 'snapshot');
   const reads = countReads(ds);
-  for (let i = 0; i < 50; i++) ds.createEntry({ spiffeId: td.child('ns', 'b', 'sa', `x${i}`), parentId: other, selectors: sel('unix:uid:2') });
+  for (let i = 0; i < 50; i++) await ds.createEntry({ spiffeId: td.child('ns', 'b', 'sa', `x${i}`), parentId: other, selectors: sel('unix:uid:2') });
   await s.settle();
   t.same(reads, { full: 0, one: 0 }, '50 entries of another agent: nothing read');
   t.equal(s.messages.length, 1, 'and nothing sent');
-  ds.updateEntry(mine.id, { x509SvidTtl: 120 });
+  await ds.updateEntry(mine.id, { x509SvidTtl: 120 });
   const update = await s.next();
   t.same(update.entries.map((e) => [e.id, e.x509_svid_ttl]), [[mine.id, 120]], 'its own entry changed: sent');
-  t.equal(update.revision, ds.currentRevision(), 'at the datastore\'s revision');
+  t.equal(update.revision, await ds.currentRevision(), 'at the datastore\'s revision');
   t.same(reads, { full: 0, one: 1 }, 'one lookup for it, no full re-read');
 });
 
 t.test('an entry moving to another agent is removed from this one, and added back when it returns', async (t) => {
-  const { ds } = openTemp(t, 'sync-move');
-  const e = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'mover'), parentId: me, selectors: sel('unix:uid:1') });
+  const { ds } = await openTemp(t, 'sync-move');
+  const e = await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'mover'), parentId: me, selectors: sel('unix:uid:1') });
   const s = started(t, ds);
   await s.next();
-  ds.updateEntry(e.id, { parentId: other });
+  await ds.updateEntry(e.id, { parentId: other });
   t.same((await s.next()).removed_entries, [e.id], 'moved away: removed');
-  ds.updateEntry(e.id, { parentId: me });
+  await ds.updateEntry(e.id, { parentId: me });
   t.same((await s.next()).entries.map((x) => x.id), [e.id], 'moved back: sent again');
-  ds.deleteEntry(e.id);
+  await ds.deleteEntry(e.id);
   t.same((await s.next()).removed_entries, [e.id], 'deleted: removed');
-  const ghost = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'ghost'), parentId: me, selectors: sel('unix:uid:3') });
-  ds.deleteEntry(ghost.id);
+  const ghost = await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'ghost'), parentId: me, selectors: sel('unix:uid:3') });
+  await ds.deleteEntry(ghost.id);
   await s.settle();
   const last = s.messages.at(-1)!;
   t.notOk(last.entries.some((x) => x.id === ghost.id) && !last.removed_entries.includes(ghost.id), 'created and deleted within one window: never left behind as present');
 });
 
 t.test('entries under a node alias arrive with the alias; an alias the node stops matching takes its entries away (full recompute)', async (t) => {
-  const { ds } = openTemp(t, 'sync-alias');
-  const alias = ds.createEntry({ spiffeId: td.child('meshid', 'zone-a'), parentId: serverId(td), selectors: sel('k8s_psat:agent_node_label:zone:a') });
+  const { ds } = await openTemp(t, 'sync-alias');
+  const alias = await ds.createEntry({ spiffeId: td.child('meshid', 'zone-a'), parentId: serverId(td), selectors: sel('k8s_psat:agent_node_label:zone:a') });
   const s = started(t, ds);
   t.same((await s.next()).entries, [], 'snapshot: nothing yet');
-  const viaAlias = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'web'), parentId: alias.spiffeId, selectors: sel('k8s:sa:web') });
+  const viaAlias = await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'web'), parentId: alias.spiffeId, selectors: sel('k8s:sa:web') });
   t.same((await s.next()).entries.map((x) => x.id), [viaAlias.id], 'an entry under the alias reaches this agent incrementally');
-  ds.updateEntry(alias.id, { selectors: sel('k8s_psat:agent_node_label:zone:b') });
+  await ds.updateEntry(alias.id, { selectors: sel('k8s_psat:agent_node_label:zone:b') });
   t.same((await s.next()).removed_entries, [viaAlias.id], 'the node no longer matches the alias: its entries go');
-  ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'api'), parentId: alias.spiffeId, selectors: sel('k8s:sa:api') });
+  await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'api'), parentId: alias.spiffeId, selectors: sel('k8s:sa:api') });
   await s.settle();
   t.equal(s.messages.length, 3, 'and new entries under it do not come');
 });
 
 t.test('a lone change goes out at once; changes in the window after a message wait for its end and go out as one', async (t) => {
-  const { ds } = openTemp(t, 'sync-window');
-  const a = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'a'), parentId: me, selectors: sel('unix:uid:1') });
-  const b = ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'b'), parentId: me, selectors: sel('unix:uid:2') });
+  const { ds } = await openTemp(t, 'sync-window');
+  const a = await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'a'), parentId: me, selectors: sel('unix:uid:1') });
+  const b = await ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', 'b'), parentId: me, selectors: sel('unix:uid:2') });
   const s = started(t, ds, 3_000);
   await s.next();
-  ds.updateEntry(a.id, { x509SvidTtl: 100 });
+  await ds.updateEntry(a.id, { x509SvidTtl: 100 });
   await new Promise((r) => setTimeout(r, 200));
   t.equal(s.messages.length, 2, 'sent without waiting for the 3 s window');
   t.same(s.messages[1]!.entries.map((e) => [e.id, e.x509_svid_ttl]), [[a.id, 100]]);
   s.skipTo();
   for (const [id, ttl] of [[a.id, 200], [b.id, 300], [a.id, 400]] as const) {
-    ds.updateEntry(id, { x509SvidTtl: ttl });
+    await ds.updateEntry(id, { x509SvidTtl: ttl });
     await new Promise((r) => setImmediate(r));
   }
   await new Promise((r) => setTimeout(r, 200));

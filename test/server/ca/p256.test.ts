@@ -111,7 +111,7 @@ t.test('a CA with the accelerator signs X509-SVIDs natively that openssl verifie
     trustDomain: TrustDomain.parse('example.org'), keys: new MemoryKeyManager(), journal: new MemoryCaJournal(), clock: systemClock, logger: silentLogger,
     caTtlSeconds: 86400, x509SvidTtlSeconds: 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256', caSubject: [['O', 'p256 test']], p256: counting,
   });
-  ca.start();
+  await ca.start();
   t.teardown(() => ca.stop());
   const leaf = generateKeyPair('ec-p256');
   const before = nativeSignatures;

@@ -24,14 +24,14 @@ function modelMatches(entry: SelectorSet, filter: SelectorSet, match: SelectorMa
 }
 
 t.test('selector queries (exact, subset, superset, any) return what the in-memory model says, in any page size', async (t) => {
-  const { ds } = openTemp(t, 'prop');
+  const { ds } = await openTemp(t, 'prop');
   const parent = agentId(td, 'test', 'prop');
-  fc.assert(fc.property(
+  await fc.assert(fc.asyncProperty(
     fc.array(setArb(1), { maxLength: 14 }),
     fc.array(fc.tuple(setArb(0), matchArb), { minLength: 1, maxLength: 6 }),
     fc.integer({ min: 0, max: 4 }),
-    (entrySets, queries, pageSize) => {
-      const created = ds.batchCreateEntries(entrySets.map((selectors, i) => ({ spiffeId: td.child('w', String(i)), parentId: parent, selectors })))
+    async (entrySets, queries, pageSize) => {
+      const created = (await ds.batchCreateEntries(entrySets.map((selectors, i) => ({ spiffeId: td.child('w', String(i)), parentId: parent, selectors }))))
         .map((r) => { if (!r.ok) throw r.error; return r.value; });
       try {
         for (const [filter, match] of queries) {
@@ -39,7 +39,7 @@ t.test('selector queries (exact, subset, superset, any) return what the in-memor
           const got: string[] = [];
           let pageToken = '';
           do {
-            const page = ds.listEntries({ bySelectors: { selectors: filter, match }, pageSize, pageToken });
+            const page = await ds.listEntries({ bySelectors: { selectors: filter, match }, pageSize, pageToken });
             got.push(...page.items.map((e) => e.id));
             pageToken = page.nextPageToken;
           } while (pageToken);
@@ -48,9 +48,9 @@ t.test('selector queries (exact, subset, superset, any) return what the in-memor
           }
         }
       } finally {
-        ds.batchDeleteEntries(created.map((e) => e.id));
+        await ds.batchDeleteEntries(created.map((e) => e.id));
       }
     },
   ), { numRuns: 150 });
-  t.equal(ds.listEntries().items.length, 0, 'every run cleaned up after itself');
+  t.equal((await ds.listEntries()).items.length, 0, 'every run cleaned up after itself');
 });

@@ -12,9 +12,9 @@ const shipped = readdirSync(migrationsDir).filter((f) => /^\d{4}_.*\.sql$/.test(
 
 t.test('opening a new file applies every migration in order and records each in schema_version', async (t) => {
   const path = join(tempDir(t, 'mig'), 'meshid.db');
-  const ds = Datastore.open({ path, trustDomain: td });
+  const ds = await Datastore.open({ path, trustDomain: td });
   t.equal(ds.schemaVersion, shipped.length);
-  ds.close();
+  await ds.close();
   const db = new Database(path, { readonly: true });
   t.teardown(() => db.close());
   const rows = db.prepare('SELECT version, name FROM schema_version ORDER BY version').all() as { version: number; name: string }[];
@@ -31,10 +31,10 @@ t.test('opening a new file applies every migration in order and records each in 
 
 t.test('the connection runs in WAL mode with synchronous FULL, foreign keys on and a busy timeout', async (t) => {
   const path = join(tempDir(t, 'pragma'), 'meshid.db');
-  const ds = Datastore.open({ path, trustDomain: td, busyTimeoutMs: 1234 });
+  const ds = await Datastore.open({ path, trustDomain: td, busyTimeoutMs: 1234 });
   t.teardown(() => ds.close());
   // the pragmas are per connection; read them through the datastore's own connection
-  const db = (ds as unknown as { core: { db: Database.Database } }).core.db;
+  const db = (ds as unknown as { core: { engine: { db: Database.Database } } }).core.engine.db;
   t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
   t.equal(db.pragma('synchronous', { simple: true }), 2, 'FULL is 2');
   t.equal(db.pragma('foreign_keys', { simple: true }), 1);
@@ -43,14 +43,14 @@ t.test('the connection runs in WAL mode with synchronous FULL, foreign keys on a
 
 t.test('reopening an up-to-date file applies nothing and keeps the data', async (t) => {
   const path = join(tempDir(t, 'reopen'), 'meshid.db');
-  const first = Datastore.open({ path, trustDomain: td });
-  first.setBundle(td, { keys: [] });
-  first.close();
-  const second = Datastore.open({ path, trustDomain: td });
+  const first = await Datastore.open({ path, trustDomain: td });
+  await first.setBundle(td, { keys: [] });
+  await first.close();
+  const second = await Datastore.open({ path, trustDomain: td });
   t.teardown(() => second.close());
   t.equal(second.schemaVersion, shipped.length);
-  t.equal(second.listBundles().length, 1);
-  t.equal(second.currentRevision(), 1);
+  t.equal((await second.listBundles()).length, 1);
+  t.equal(await second.currentRevision(), 1);
   const db = new Database(path, { readonly: true });
   t.teardown(() => db.close());
   t.equal(db.prepare('SELECT COUNT(*) FROM schema_version').pluck().get(), shipped.length, 'one row per migration, not two');
@@ -58,11 +58,11 @@ t.test('reopening an up-to-date file applies nothing and keeps the data', async 
 
 t.test('a database whose schema version is newer than the code knows is refused with a clear error', async (t) => {
   const path = join(tempDir(t, 'future'), 'meshid.db');
-  Datastore.open({ path, trustDomain: td }).close();
+  await (await Datastore.open({ path, trustDomain: td })).close();
   const db = new Database(path);
   db.prepare('INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, 0)').run(shipped.length + 1, '9999_future.sql');
   db.close();
-  const err = t.throws(() => Datastore.open({ path, trustDomain: td })) as unknown;
+  const err = await t.rejects(() => Datastore.open({ path, trustDomain: td })) as unknown;
   t.type(err, MeshidError);
   const e = err as MeshidError;
   t.equal(e.code, 'failed_precondition');
@@ -78,7 +78,7 @@ t.test('a failing migration rolls back completely and leaves the previous versio
   const next = String(shipped.length + 1).padStart(4, '0');
   writeFileSync(join(migs, `${next}_broken.sql`), 'CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;\n');
   const path = join(dir, 'meshid.db');
-  t.throws(() => Datastore.open({ path, trustDomain: td, migrationsDir: migs }), /migration .*_broken\.sql failed/);
+  await t.rejects(() => Datastore.open({ path, trustDomain: td, migrationsDir: migs }), /migration .*_broken\.sql failed/);
   const db = new Database(path, { readonly: true });
   t.teardown(() => db.close());
   t.equal(db.prepare('SELECT MAX(version) FROM schema_version').pluck().get(), shipped.length);
@@ -91,7 +91,7 @@ t.test('a migrations folder with a gap in its numbering is refused', async (t) =
   mkdirSync(migs);
   copyFileSync(join(migrationsDir, shipped[0]!), join(migs, shipped[0]!));
   writeFileSync(join(migs, '0003_skipped_two.sql'), 'SELECT 1;');
-  t.throws(() => Datastore.open({ path: join(dir, 'meshid.db'), trustDomain: td, migrationsDir: migs }), /without gaps/);
+  await t.rejects(() => Datastore.open({ path: join(dir, 'meshid.db'), trustDomain: td, migrationsDir: migs }), /without gaps/);
 });
 
 t.test('several processes opening a new file at once apply each migration exactly once', async (t) => {

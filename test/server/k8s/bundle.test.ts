@@ -31,8 +31,8 @@ t.test('the leader publishes the trust bundle into a ConfigMap and republishes i
   t.equal(cm.metadata.labels['app.kubernetes.io/part-of'], 'meshid');
 
   // the bundle changes (e.g. a new sequence number after a rotation): the ConfigMap follows
-  const doc = parts.store.getBundle(parts.td).document;
-  parts.store.setBundle(parts.td, { ...doc, spiffe_sequence: (doc.spiffe_sequence ?? 0) + 7 });
+  const doc = (await parts.store.getBundle(parts.td)).document;
+  await parts.store.setBundle(parts.td, { ...doc, spiffe_sequence: (doc.spiffe_sequence ?? 0) + 7 });
   await until(() => JSON.parse((fake.get(CM, 'meshid', 'meshid-bundle') as unknown as { data: Record<string, string> }).data['bundle.spiffe']!).spiffe_sequence === (doc.spiffe_sequence ?? 0) + 7, 'the update');
   // the fake holds the update once the PUT arrives; the publisher counts it once the answer does
   await publisher.settled();
@@ -51,7 +51,7 @@ t.test('the leader publishes the trust bundle into a ConfigMap and republishes i
 
   publisher.setActive(false);
   fake.remove(CM, 'meshid', 'meshid-bundle');
-  parts.store.setBundle(parts.td, { ...doc, spiffe_sequence: (doc.spiffe_sequence ?? 0) + 8 });
+  await parts.store.setBundle(parts.td, { ...doc, spiffe_sequence: (doc.spiffe_sequence ?? 0) + 8 });
   await sleep(200);
   t.equal(fake.get(CM, 'meshid', 'meshid-bundle'), undefined, 'after losing leadership nothing is written');
 });

@@ -67,7 +67,7 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   const port = await api.start();
   t.teardown(() => api.stop());
   await until(() => k8s.status().writing, 'the controller to lead and catch up');
-  t.ok(parts.store.listEntries().items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/meshid/sa/meshid-agent'), 'ServiceAccount entries exist');
+  t.ok((await parts.store.listEntries()).items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/meshid/sa/meshid-agent'), 'ServiceAccount entries exist');
 
   // the agent: projected token on disk, PSAT attestation, the k8s workload attestor over a fake /proc
   const dir = mkdtempSync(join(tmpdir(), `meshid-k8s-agent-${process.pid}-`));
@@ -86,7 +86,7 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   await until(() => fake.get(CM, 'meshid', 'meshid-bundle') !== undefined, 'the bundle ConfigMap');
   writeFileSync(join(dir, 'bundle.spiffe'), (fake.get(CM, 'meshid', 'meshid-bundle') as unknown as { data: Record<string, string> }).data['bundle.spiffe']!);
   fake.put(serviceAccountObject('shop', 'web'));
-  await until(() => parts.store.listEntries().items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/shop/sa/web'), 'the new ServiceAccount\'s entry');
+  await until(async () => (await parts.store.listEntries()).items.some((e) => e.spiffeId.toString() === 'spiffe://example.org/ns/shop/sa/web'), 'the new ServiceAccount\'s entry');
 
   const k8sAgent = await kubernetesAgentParts(kubernetesAgentConfigSchema.parse({
     enabled: true, cluster: 'test-cluster', token_path: tokenPath, kubeconfig: fake.writeKubeconfig(join(dir, 'kubeconfig'), 'agent-token'),
@@ -102,7 +102,7 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   await agent.start();
   t.teardown(() => agent.stop());
   t.equal(agent.identity.current().spiffeId.toString(), `spiffe://example.org/meshid/agent/k8s_psat/test-cluster/${NODE_UID}`, 'the agent is named by its node\'s UID');
-  const attested = parts.store.getAttestedNode(agent.identity.current().spiffeId);
+  const attested = await parts.store.getAttestedNode(agent.identity.current().spiffeId);
   t.equal(attested.attestationType, 'k8s_psat');
   t.ok(attested.selectors.has('k8s_psat:agent_node_name:node-a'));
   await agent.sync.synced();
@@ -121,8 +121,8 @@ t.test('a ServiceAccount becomes an entry that a PSAT-attested agent serves to i
   t.ok(fake.requestsTo(/^\/api\/v1\/pods$/, (r) => r.bearer === 'agent-token' && r.query.fieldSelector === 'spec.nodeName=node-a').length >= 1,
     'the agent looked its node\'s pods up with its own credentials');
   // the controller also made web-1 an endpoint on node-a
-  const ep = parts.store.getEndpoint('10.244.7.5');
-  t.equal(parts.store.getNode(ep.nodeId).name, 'node-a');
+  const ep = await parts.store.getEndpoint('10.244.7.5');
+  t.equal((await parts.store.getNode(ep.nodeId)).name, 'node-a');
 
   // the ServiceAccount is deleted: the entry goes, and the process's SVID with it
   const gone = next<X509SVIDResponseMessage>(stream).then(() => 'message', (e: ServiceError) => e);

@@ -19,57 +19,57 @@ spec:
   ingress: [{fromEndpoints: [{}], authentication: {mode: required}}]
 `;
 
-function codeOf(fn: () => unknown): string {
-  try { fn(); } catch (err) { if (err instanceof MeshidError) return `${err.code}:${err.field}`; throw err; }
+async function codeOf(fn: () => unknown): Promise<string> {
+  try { await fn(); } catch (err) { if (err instanceof MeshidError) return `${err.code}:${err.field}`; throw err; }
   throw new Error('expected an error');
 }
 
 t.test('apply stores normalised policies and says created, updated or unchanged', async (t) => {
-  const { ds } = openTemp(t, 'pol-apply');
-  const first = applyPolicies(ds, doc('a', 'pay') + ccnp);
+  const { ds } = await openTemp(t, 'pol-apply');
+  const first = await applyPolicies(ds, doc('a', 'pay') + ccnp);
   t.same(first.map((r) => [r.kind, r.namespace, r.name, r.result]), [
     ['CiliumNetworkPolicy', 'prod', 'a', 'created'], ['CiliumClusterwideNetworkPolicy', '', 'mtls', 'created'],
   ]);
-  const stored = ds.getPolicy('prod', 'a');
+  const stored = await ds.getPolicy('prod', 'a');
   t.equal(stored.kind, 'CiliumNetworkPolicy');
   t.match(stored.spec, { format: 'meshid.policy/v1', rules: [{ subject: { requirements: [{ key: 'app', values: ['pay'] }, { key: 'io.kubernetes.pod.namespace', values: ['prod'] }] } }] });
-  t.equal(ds.getPolicy('', 'mtls').kind, 'CiliumClusterwideNetworkPolicy', 'cluster-wide policies live in namespace ""');
+  t.equal((await ds.getPolicy('', 'mtls')).kind, 'CiliumClusterwideNetworkPolicy', 'cluster-wide policies live in namespace ""');
 
-  const again = applyPolicies(ds, doc('a', 'pay') + ccnp);
+  const again = await applyPolicies(ds, doc('a', 'pay') + ccnp);
   t.same(again.map((r) => r.result), ['unchanged', 'unchanged']);
   t.same(again.map((r) => r.revision), first.map((r) => r.revision), 'no new revision, so agents see nothing');
 
-  const changed = applyPolicies(ds, doc('a', 'pay', ', authentication: {mode: required}'));
+  const changed = await applyPolicies(ds, doc('a', 'pay', ', authentication: {mode: required}'));
   t.equal(changed[0]!.result, 'updated');
   t.ok(changed[0]!.revision > first[1]!.revision);
-  t.match(ds.getPolicy('prod', 'a').spec, { rules: [{ ingress: [{ auth: true }] }] });
+  t.match((await ds.getPolicy('prod', 'a')).spec, { rules: [{ ingress: [{ auth: true }] }] });
 });
 
 t.test('nothing is written when any document is bad, or would replace a policy of another kind', async (t) => {
-  const { ds } = openTemp(t, 'pol-atomic');
-  t.equal(codeOf(() => applyPolicies(ds, doc('a', 'pay') + doc('b', 'web').replace('fromEndpoints', 'fromCIDR'))), 'invalid_argument:spec.ingress[0].fromCIDR');
-  t.same(ds.listPolicies(), [], 'the good first document was not stored either');
+  const { ds } = await openTemp(t, 'pol-atomic');
+  t.equal(await codeOf(() => applyPolicies(ds, doc('a', 'pay') + doc('b', 'web').replace('fromEndpoints', 'fromCIDR'))), 'invalid_argument:spec.ingress[0].fromCIDR');
+  t.same(await ds.listPolicies(), [], 'the good first document was not stored either');
 
-  applyPolicies(ds, doc('a', 'pay'));
+  await applyPolicies(ds, doc('a', 'pay'));
   const authPolicy = `apiVersion: meshid.io/v1alpha1\nkind: AuthPolicy\nmetadata: {name: a, namespace: prod}\nspec: {endpointSelector: {}}\n`;
-  t.equal(codeOf(() => applyPolicies(ds, doc('b', 'web') + authPolicy)), 'failed_precondition:kind');
-  t.same(ds.listPolicies().map((p) => p.name), ['a'], 'b was not stored');
-  t.equal(ds.getPolicy('prod', 'a').kind, 'CiliumNetworkPolicy');
+  t.equal(await codeOf(() => applyPolicies(ds, doc('b', 'web') + authPolicy)), 'failed_precondition:kind');
+  t.same((await ds.listPolicies()).map((p) => p.name), ['a'], 'b was not stored');
+  t.equal((await ds.getPolicy('prod', 'a')).kind, 'CiliumNetworkPolicy');
 });
 
 t.test('delete removes one policy and returns it; absent or of another kind is NotFound', async (t) => {
-  const { ds } = openTemp(t, 'pol-delete');
-  applyPolicies(ds, doc('a', 'pay') + ccnp);
-  t.equal(codeOf(() => deletePolicy(ds, { namespace: 'prod', name: 'a', kind: 'AuthPolicy' })), 'not_found:name');
-  t.equal(codeOf(() => deletePolicy(ds, { namespace: 'prod', name: 'nope' })), 'not_found:name');
-  const gone = deletePolicy(ds, { namespace: 'prod', name: 'a', kind: 'CiliumNetworkPolicy' });
+  const { ds } = await openTemp(t, 'pol-delete');
+  await applyPolicies(ds, doc('a', 'pay') + ccnp);
+  t.equal(await codeOf(() => deletePolicy(ds, { namespace: 'prod', name: 'a', kind: 'AuthPolicy' })), 'not_found:name');
+  t.equal(await codeOf(() => deletePolicy(ds, { namespace: 'prod', name: 'nope' })), 'not_found:name');
+  const gone = await deletePolicy(ds, { namespace: 'prod', name: 'a', kind: 'CiliumNetworkPolicy' });
   t.equal(gone.name, 'a');
-  t.same(ds.listPolicies().map((p) => p.name), ['mtls']);
-  const revisionBefore = ds.getPolicy('', 'mtls').revision;
-  t.same(deletePolicyDocuments(ds, doc('a', 'pay') + ccnp), [
+  t.same((await ds.listPolicies()).map((p) => p.name), ['mtls']);
+  const revisionBefore = (await ds.getPolicy('', 'mtls')).revision;
+  t.same(await deletePolicyDocuments(ds, doc('a', 'pay') + ccnp), [
     { namespace: 'prod', name: 'a', kind: 'CiliumNetworkPolicy', deleted: false },
     { namespace: '', name: 'mtls', kind: 'CiliumClusterwideNetworkPolicy', deleted: true },
   ]);
-  t.same(ds.listPolicies(), []);
+  t.same(await ds.listPolicies(), []);
   t.ok(revisionBefore > 0);
 });

@@ -1,0 +1,4 @@
+// The datastore contract suite's mesh.test.ts again, unchanged, on PostgreSQL
+// (a throwaway cluster started by test/helpers/postgres.ts).
+process.env.MESHID_TEST_DATASTORE = 'postgres';
+await import('../mesh.test.js');
