@@ -5,9 +5,17 @@ import { DemoCluster } from '../deploy/devnet/demo.js';
 import { CliError } from './errors.js';
 import { Output, type OutputFormat } from './output.js';
 
-function cluster(flags: { prefix?: string; stateDir?: string }, say: (l: string) => void): DemoCluster {
+function cluster(flags: { prefix?: string; stateDir?: string; servers?: number }, say: (l: string) => void): DemoCluster {
   if (process.getuid?.() !== 0) throw new CliError('the demo builds network namespaces, eBPF programs and WireGuard devices: run it as root');
-  return new DemoCluster({ ...(flags.prefix ? { prefix: flags.prefix } : {}), ...(flags.stateDir ? { stateDir: flags.stateDir } : {}), say });
+  return new DemoCluster({
+    ...(flags.prefix ? { prefix: flags.prefix } : {}), ...(flags.stateDir ? { stateDir: flags.stateDir } : {}), ...(flags.servers ? { servers: flags.servers } : {}), say,
+  });
+}
+
+function serverCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new CliError(`--servers must be a whole number from 1 to 5, not "${value}"`);
+  return n;
 }
 
 const collectLabel = labelCollector((message) => new CliError(`${message} (labels)`));
@@ -17,12 +25,14 @@ export function registerDemoCommands(program: Command): void {
   demo.command('up')
     .description('build the devnet, start the server and agents, apply a policy that requires authentication, and show it working')
     .option('--prefix <p>', 'namespace prefix', 'md')
-    .action(async (flags: { prefix: string }) => {
+    .option('--servers <n>', 'meshid-servers: more than one run on a PostgreSQL the demo starts, and the demo kills one under traffic', serverCount, 1)
+    .action(async (flags: { prefix: string; servers: number }) => {
       const say = (l: string): void => { process.stdout.write(l + '\n'); };
       const c = cluster(flags, say);
       try {
         await c.up();
         await c.show();
+        if (flags.servers > 1) await c.failover();
       } catch (err) {
         process.stderr.write(`meshid: demo failed: ${(err as Error).message}\n(logs: ${c.stateDir}; \`meshid demo down\` cleans up)\n`);
         throw new CliError('demo up failed');
@@ -34,6 +44,7 @@ export function registerDemoCommands(program: Command): void {
       say('  meshid observe --verdict DROPPED   live datapath drops, with reasons');
       say('  meshid explain --from legacy --to backend --port 8080');
       say('  meshid demo add-pod web2 --label app=frontend   a new pod, held until its pair is authenticated');
+      if (flags.servers > 1) say('  meshid server list                 the servers, their heartbeats and the leader');
       say('  meshid demo status | meshid demo down');
     });
   demo.command('status')

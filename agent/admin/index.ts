@@ -119,7 +119,7 @@ export class AgentAdminServer {
     const a = this.agent;
     return {
       node: a.nodeName, node_id: a.state.localNodeId, spiffe_id: a.identity.current().spiffeId.toString(),
-      sync: a.sync.status, revision: a.state.revision, svids: a.cache.size, entries: a.state.entries.size,
+      sync: a.sync.status, server: a.connection.address, revision: a.state.revision, svids: a.cache.size, entries: a.state.entries.size,
       identities: a.state.identities.size, endpoints: a.state.endpoints.size, nodes: a.state.nodes.size,
       wireguard: a.wireguard ? { device: a.wireguard.device, public_key: a.wireguard.publicKey } : null,
       datapath: a.datapath ? { discovered_interfaces: Object.fromEntries(a.datapath.discoveredInterfaces()) } : null,

@@ -18,6 +18,9 @@ import { unixRequest } from '../../common/unixhttp.js';
 import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
 import { Datapath } from '../../bpf/index.js';
 import { Devnet } from './devnet.js';
+import { preparePostgres } from './postgres.js';
+import pg from 'pg';
+import { randomBytes } from 'node:crypto';
 import type { DevnetPod, DevnetState } from './spec.js';
 
 export interface DemoOptions {
@@ -29,9 +32,15 @@ export interface DemoOptions {
   /** Where the demo keeps its state, data and logs. */
   stateDir?: string;
   trustDomain?: string;
+  /** meshid-servers; more than one run on one PostgreSQL the demo starts. Default 1 (SQLite). */
+  servers?: number;
+  /** Where the demo's PostgreSQL listens (servers > 1). Default 5433. */
+  postgresPort?: number;
   /** Narration for a person; each call is one line. */
   say?: (line: string) => void;
 }
+
+interface DemoServer { name: string; agentAddress: string; adminUrl: string; pid: number }
 
 interface DemoState {
   prefix: string;
@@ -42,6 +51,10 @@ interface DemoState {
   agentSockets: Record<string, { workload: string; admin: string }>;
   pinDirs: string[];
   runDirs: string[];
+  /** Every meshid-server (one, or several on PostgreSQL). */
+  servers?: DemoServer[];
+  /** The demo's PostgreSQL cluster directory, when it has one. */
+  postgresDir?: string;
 }
 
 export const POLICY_YAML = `apiVersion: cilium.io/v2
@@ -167,11 +180,21 @@ export class DemoCluster {
     return child.pid!;
   }
 
+  /** An admin API call to the first server that answers (several servers share one datastore). */
   private async admin<T>(s: DemoState, method: string, path: string, body?: unknown): Promise<T> {
     const token = readFileSync(s.tokenFile, 'utf8').trim();
-    const res = await fetch(new URL(path, s.adminUrl), {
-      method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
+    const urls = s.servers?.map((x) => x.adminUrl) ?? [s.adminUrl];
+    let res: Response | undefined;
+    let lastErr: unknown;
+    for (const url of urls) {
+      try {
+        res = await fetch(new URL(path, url), {
+          method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        });
+        break;
+      } catch (err) { lastErr = err; }
+    }
+    if (!res) throw lastErr;
     const json = await res.json() as T & { error?: { message: string } };
     if (!res.ok) throw new Error(`${method} ${path}: ${json.error?.message ?? res.status}`);
     return json;
@@ -244,6 +267,79 @@ export class DemoCluster {
     return (await agentGet<{ entries: never[] }>(s.agentSockets[node]!.admin, '/v1/auth')).entries;
   }
 
+  /** Several servers: the demo's own PostgreSQL, then `count` servers on it sharing one admin token. */
+  private async startServers(s: DemoState, count: number, hostIp: string, td: string, adminPort: number, agentApiPort: number): Promise<void> {
+    const pgPort = this.opts.postgresPort ?? 5433;
+    // in the postgres user's home: the demo's own state dir is private to root
+    const pgDir = `/var/lib/postgresql/meshid-demo-${this.prefix}`;
+    rmSync(pgDir, { recursive: true, force: true });
+    s.postgresDir = pgDir;
+    this.say(`2. PostgreSQL (Debian's, a cluster of its own in ${pgDir}, as the postgres user) on 127.0.0.1:${pgPort}, and ${count} meshid-servers on it`);
+    this.daemon(s, 'postgres', preparePostgres(pgDir, pgPort));
+    const pgUrl = (db: string) => `postgres://meshid@127.0.0.1:${pgPort}/${db}`;
+    await this.waitFor('PostgreSQL', async () => {
+      const c = new pg.Client({ connectionString: pgUrl('postgres') });
+      await c.connect();
+      try { await c.query('CREATE DATABASE meshid'); } catch (err) { if ((err as { code?: string }).code !== '42P04') throw err; } finally { await c.end(); }
+      return true;
+    });
+    // where `meshid` looks for the demo's token, as with one server
+    mkdirSync(join(this.stateDir, 'server'), { recursive: true, mode: 0o700 });
+    const tokenFile = join(this.stateDir, 'server', 'admin.token');
+    writeFileSync(tokenFile, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+    s.tokenFile = tokenFile;
+    s.servers = [];
+    for (let i = 0; i < count; i++) {
+      const name = `server${i + 1}`;
+      const agentAddress = `${hostIp}:${agentApiPort + 10 * i}`;
+      const adminUrl = `http://127.0.0.1:${adminPort + 10 * i}`;
+      const config = join(this.stateDir, `${name}.json`);
+      writeFileSync(config, JSON.stringify({
+        data_dir: join(this.stateDir, name), trust_domain: td, bind: agentAddress, admin: adminUrl.slice('http://'.length),
+        admin_token_file: tokenFile, datastore: { url: pgUrl('meshid') },
+      }, null, 2));
+      const pid = this.daemon(s, name, [process.execPath, join(packageRoot, 'bin', 'meshid-server.js'), 'run', '--config', config]);
+      s.servers.push({ name, agentAddress, adminUrl, pid });
+      this.say(`   ${name}: agent API ${agentAddress}, admin API ${adminUrl}`);
+    }
+    s.adminUrl = s.servers[0]!.adminUrl;
+    for (const x of s.servers) await this.waitFor(x.name, async () => (await fetch(`${x.adminUrl}/ready`)).ok);
+  }
+
+  /**
+   * With several servers: SIGKILL the one n1's agent is synced to, watch the agent
+   * move to another, traffic go on, and a pod whose entry is written through a
+   * surviving server get its identity.
+   */
+  async failover(): Promise<{ killed: string; movedTo: string; moveMs: number; traffic: { ok: boolean; body: string; ms: number }; late: { readyMs: number | null; first: { ok: boolean } } }> {
+    const s = this.state();
+    if (!s.servers || s.servers.length < 2) throw new FailedPrecondition('the demo runs one server; `meshid demo up --servers 3` for the failover', 'servers');
+    const status = async () => agentGet<{ server?: string; sync: string }>(s.agentSockets['n1']!.admin, '/v1/status');
+    const before = (await status()).server;
+    const victim = s.servers.find((x) => x.agentAddress === before) ?? s.servers[0]!;
+    this.say(`10. Agent n1 is synced to ${victim.name} (${victim.agentAddress}); SIGKILL it`);
+    process.kill(victim.pid, 'SIGKILL');
+    s.servers = s.servers.filter((x) => x !== victim);
+    s.pids = s.pids.filter((p) => p.pid !== victim.pid);
+    s.adminUrl = s.servers[0]!.adminUrl;
+    this.save(s);
+    let now = before;
+    const moveMs = await this.waitFor('n1 to sync with another server', async () => {
+      const st = await status();
+      now = st.server;
+      return st.sync === 'synced' && now !== before;
+    });
+    const movedTo = s.servers.find((x) => x.agentAddress === now)?.name ?? String(now);
+    this.say(`11. n1 moved to ${movedTo} in ${moveMs} ms (its Workload API served the SVIDs it had meanwhile)`);
+    const backend = s.devnet.pods.find((p) => p.name === 'backend')!;
+    const frontend = s.devnet.pods.find((p) => p.name === 'frontend')!;
+    const traffic = httpFromNamespace(frontend.namespace, `http://${backend.ip}:8080/`);
+    this.say(`12. frontend → backend: ${traffic.ok ? `answered in ${traffic.ms} ms` : `FAILED (${traffic.body})`}`);
+    this.say(`13. A new pod whose entry is written through ${s.servers[0]!.name}:`);
+    const late = await this.joinPod('late', { node: 'n1', labels: { app: 'frontend' } });
+    return { killed: victim.name, movedTo, moveMs, traffic, late };
+  }
+
   async up(): Promise<void> {
     if (this.isUp) throw new FailedPrecondition(`the demo "${this.prefix}" is already up; \`meshid demo down\` removes it`, 'demo');
     mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
@@ -264,10 +360,18 @@ export class DemoCluster {
     this.save(s);
     const hostIp = devnet.host!.address;
     const node = (process.execPath);
-    this.say(`2. meshid-server on ${hostIp}:${agentApiPort} (agent API) and 127.0.0.1:${adminPort} (admin API)`);
-    this.daemon(s, 'server', [node, join(packageRoot, 'bin', 'meshid-server.js'), 'run', '--data-dir', join(this.stateDir, 'server'),
-      '--trust-domain', td, '--bind', `${hostIp}:${agentApiPort}`, '--admin', `127.0.0.1:${adminPort}`]);
-    await this.waitFor('the server', async () => (await fetch(`${s.adminUrl}/ready`)).ok);
+    const count = this.opts.servers ?? 1;
+    if (!Number.isInteger(count) || count < 1 || count > 5) throw new InvalidArgument('--servers must be 1 to 5', 'servers');
+    if (count === 1) {
+      this.say(`2. meshid-server on ${hostIp}:${agentApiPort} (agent API) and 127.0.0.1:${adminPort} (admin API)`);
+      this.daemon(s, 'server', [node, join(packageRoot, 'bin', 'meshid-server.js'), 'run', '--data-dir', join(this.stateDir, 'server'),
+        '--trust-domain', td, '--bind', `${hostIp}:${agentApiPort}`, '--admin', `127.0.0.1:${adminPort}`]);
+      await this.waitFor('the server', async () => (await fetch(`${s.adminUrl}/ready`)).ok);
+      s.servers = [{ name: 'server', agentAddress: `${hostIp}:${agentApiPort}`, adminUrl: s.adminUrl, pid: s.pids[s.pids.length - 1]!.pid }];
+    } else {
+      await this.startServers(s, count, hostIp, td, adminPort, agentApiPort);
+    }
+    this.save(s);
 
     this.say('3. Registration entries, one per ServiceAccount; legacy\'s ServiceAccount gets none');
     const agentId = (n: string): string => `spiffe://${td}/meshid/agent/join_token/${n}`;
@@ -275,8 +379,14 @@ export class DemoCluster {
       if (pod.name === 'legacy') continue;
       await this.admin(s, 'POST', '/v1/entries', { spiffe_id: `spiffe://${td}/ns/default/sa/${pod.name}`, parent_id: agentId(pod.node), selectors: [`netns:name:${pod.namespace}`] });
     }
-    const bundle = await fetch(`${s.adminUrl}/v1/bundle?format=pem`, { headers: { authorization: `Bearer ${readFileSync(s.tokenFile, 'utf8').trim()}` } });
-    writeFileSync(join(this.stateDir, 'bundle.pem'), await bundle.text());
+    // with several servers, the bundle holds every server's CA
+    let pem = '';
+    await this.waitFor('every server\'s CA in the bundle', async () => {
+      const bundle = await fetch(`${s.adminUrl}/v1/bundle?format=pem`, { headers: { authorization: `Bearer ${readFileSync(s.tokenFile, 'utf8').trim()}` } });
+      pem = await bundle.text();
+      return (pem.match(/BEGIN CERTIFICATE/g) ?? []).length >= count;
+    });
+    writeFileSync(join(this.stateDir, 'bundle.pem'), pem);
 
     this.say('4. One agent per node, each attesting with a join token; WireGuard, tc programs and mutual auth on');
     for (const n of devnet.nodes) {
@@ -287,7 +397,7 @@ export class DemoCluster {
       s.pinDirs.push(pinDir);
       s.agentSockets[n.name] = { workload: join(runDir, 'agent.sock'), admin: join(runDir, 'admin.sock') };
       const config = {
-        server: `${hostIp}:${agentApiPort}`, trust_domain: td, trust_bundle: join(this.stateDir, 'bundle.pem'), join_token: token,
+        server: s.servers!.map((x) => x.agentAddress).join(','), trust_domain: td, trust_bundle: join(this.stateDir, 'bundle.pem'), join_token: token,
         socket: join(runDir, 'agent.sock'), admin_socket: join(runDir, 'admin.sock'), health: '127.0.0.1:8082',
         data_dir: join(this.stateDir, `agent-${n.name}`), node_name: n.name,
         node: { address: n.underlayIp, pod_cidr: n.podCidr },
@@ -388,5 +498,6 @@ export class DemoCluster {
     for (const d of new Set([...(s?.pinDirs ?? []), ...ours('/sys/fs/bpf')])) Datapath.removePins(d);
     for (const d of new Set([...(s?.runDirs ?? []), ...ours('/run/meshid')])) rmSync(d, { recursive: true, force: true });
     rmSync(this.stateDir, { recursive: true, force: true });
+    rmSync(s?.postgresDir ?? `/var/lib/postgresql/meshid-demo-${this.prefix}`, { recursive: true, force: true });
   }
 }

@@ -54,15 +54,17 @@ t.test('writes that change nothing agents see do not bump the revision', async (
 t.test('onChange listeners hear each committed transaction once, after commit, and not failed ones', async (t) => {
   const { ds } = await openTemp(t, 'listen');
   const heard: Change[][] = [];
-  const unsubscribe = ds.onChange(async (changes) => {
-    // the change is committed: a read from inside the listener sees it
-    t.equal(await ds.currentRevision(), changes[changes.length - 1]!.revision);
+  const seenFromListener: Promise<[number, number]>[] = [];
+  const unsubscribe = ds.onChange((changes) => {
     heard.push([...changes]);
+    // the change is committed: a read started from inside the listener sees it
+    seenFromListener.push(ds.currentRevision().then((r) => [r, changes[changes.length - 1]!.revision]));
   });
   await ds.createEntry(entry('a'));
   await ds.batchCreateEntries([entry('b'), entry('a'), entry('c')]);
   await t.rejects(() => ds.createEntry(entry('a')));
   t.same(heard.map((batch) => batch.map((c) => c.revision)), [[1], [2, 3]], 'the batch is one notification; the failed item and create are absent');
+  for (const [read, last] of await Promise.all(seenFromListener)) t.ok(read >= last, `a read from the listener sees revision ${last} (read ${read})`);
   unsubscribe();
   await ds.createEntry(entry('d'));
   t.equal(heard.length, 2, 'no notification after unsubscribing');
