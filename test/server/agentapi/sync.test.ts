@@ -110,3 +110,45 @@ t.test('a lone change goes out at once; changes in the window after a message wa
   t.same(burst.entries.map((e) => [e.id, e.x509_svid_ttl]).sort(), [[a.id, 400], [b.id, 300]].sort(), 'one message with the latest of each');
   t.equal(s.messages.length, 3);
 });
+
+t.test('a stream that resumes from a revision the log still holds gets only what changed since; one too far behind gets a snapshot', async (t) => {
+  const { ds } = await openTemp(t, 'sync-resume');
+  const mk = (parent: typeof me, name: string) => ds.createEntry({ spiffeId: td.child('ns', 'a', 'sa', name), parentId: parent, selectors: sel(`unix:uid:${name.length}`) });
+  const keep = await mk(me, 'keep');
+  const gone = await mk(me, 'gone');
+  const moved = await mk(me, 'moved');
+  const from = await ds.currentRevision();
+  await ds.deleteEntry(gone.id);
+  await ds.updateEntry(moved.id, { parentId: other });
+  const added = await mk(me, 'added');
+  await mk(other, 'not-mine');
+  const current = await ds.currentRevision();
+  const open = (revision: number) => {
+    const messages: SyncUpdateMsg[] = [];
+    const stream = new AgentSyncStream(ds, me, nodeSelectors, { write: (m) => messages.push(m), fail: (err) => { throw err; } }, 5);
+    stream.start(revision);
+    t.teardown(() => stream.stop());
+    return messages;
+  };
+  const until = async (m: SyncUpdateMsg[]) => { for (let i = 0; i < 200 && m.length === 0; i++) await new Promise((r) => setTimeout(r, 10)); return m[0]!; };
+
+  const resumed = await until(open(from));
+  t.equal(resumed.snapshot, false, 'no snapshot');
+  t.same(resumed.entries.map((e) => e.id), [added.id], 'only the entry added since; the one it already has is not sent again');
+  t.same([...resumed.removed_entries].sort(), [gone.id, moved.id].sort(), 'the deleted one and the one that moved to another agent are removed');
+  t.notOk(resumed.entries.some((e) => e.id === keep.id));
+  t.equal(Number(resumed.revision), current, 'stamped with the last change it covers');
+
+  const upToDate = await until(open(current));
+  t.equal(upToDate.snapshot, false);
+  t.equal(upToDate.entries.length + upToDate.removed_entries.length, 0, 'an agent that has everything gets an empty message at the revision');
+  t.equal(Number(upToDate.revision), current);
+
+  await ds.compactChanges(current);
+  const behind = await until(open(from));
+  t.equal(behind.snapshot, true, 'the log no longer holds what came after its revision: a snapshot');
+  t.same(behind.entries.map((e) => e.id).sort(), [keep.id, added.id].sort());
+
+  const ahead = await until(open(current + 100));
+  t.equal(ahead.snapshot, true, 'a revision this datastore never reached (another installation, a restore): a snapshot');
+});
