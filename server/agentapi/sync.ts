@@ -122,8 +122,22 @@ export class AgentSyncStream {
     if (this.flushTimer || this.busy || !this.unsubscribe) return;
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
+      // most changes concern other agents: those are passed over here, with no read and no async step
+      if (!this.busy && !this.pending.some((c) => c.revision > this.revision && this.concerns(c))) {
+        for (const c of this.pending) if (c.revision > this.revision) this.revision = c.revision;
+        this.pending = [];
+        return;
+      }
       this.enqueue(() => this.flush());
     }, Math.max(0, this.lastFlushAt + this.coalesceMs - performance.now()));
+  }
+
+  /** Whether a change can alter what this agent is sent; false only when it surely cannot (delta() decides the rest). */
+  private concerns(c: Change): boolean {
+    if (c.kind === 'agent') return c.id === this.agentId.toString();
+    if (c.kind !== 'entry') return true;
+    if (!c.parents || c.parents.includes(this.serverIdText)) return true;
+    return this.sent.has(c.id) || c.parents.some((p) => this.parents.has(p));
   }
 
   private enqueue(job: () => Promise<void>): void {
@@ -232,7 +246,9 @@ export class AgentSyncStream {
       this.nodeSelectors = self.selectors;
     }
     const entryChanges = [...latest.values()].filter((c) => c.kind === 'entry');
-    if (kinds.has('agent') || (entryChanges.length > 0 && !await this.entryDelta(entryChanges, msg))) {
+    // this agent's own record (its node selectors, so its node aliases) decides which entries it gets; other agents' do not
+    const selfChanged = changes.some((c) => c.kind === 'agent' && c.id === this.agentId.toString());
+    if (selfChanged || (entryChanges.length > 0 && !await this.entryDelta(entryChanges, msg))) {
       const now = new Map<string, RegistrationEntry>((await this.entries(store)).map((e) => [e.id, e]));
       for (const [id, e] of now) if (this.sent.get(id) !== e.revision) msg.entries.push(entryMsg(e));
       for (const id of this.sent.keys()) if (!now.has(id)) msg.removed_entries.push(id);
