@@ -95,7 +95,11 @@ export async function bindInstallation(store: Datastore, o: InstallationOptions)
     if (hasCaKeys(o.keysDir)) throw new FailedPrecondition(`datastore ${o.datastorePath} is empty, but CA keys exist in ${o.keysDir}: ${RECOVER(o)}`, 'datastore');
   }
   const id = hadData && marker ? marker.installation_id : randomUUID();
-  await store.recordInstallation(id);
-  writeMarker(o, id);
-  return { installationId: id, created: !hadData };
+  // servers starting together on a new database: the first one's record is the installation
+  const recorded = await store.recordInstallation(id);
+  if (recorded.trustDomain !== o.trustDomain) {
+    throw new FailedPrecondition(`datastore ${o.datastorePath} belongs to trust domain ${recorded.trustDomain}, not ${o.trustDomain}`, 'trust_domain');
+  }
+  writeMarker(o, recorded.installationId);
+  return { installationId: recorded.installationId, created: !hadData && recorded.installationId === id };
 }

@@ -210,10 +210,14 @@ export class Datastore {
     });
   }
 
-  /** Records which installation this datastore belongs to; once. */
+  /**
+   * Records which installation this datastore belongs to, once: when another
+   * server recorded one first (servers starting together on an empty database),
+   * that one stays and is returned.
+   */
   async recordInstallation(installationId: string): Promise<InstallationRecord> {
-    await this.write((tx) => tx.run('INSERT INTO installation (singleton, installation_id, trust_domain, created_at) VALUES (1, ?, ?, ?)',
-      installationId, this.trustDomain.name, this.core.nowSeconds()));
+    await this.write((tx) => tx.run(`INSERT INTO installation (singleton, installation_id, trust_domain, created_at) VALUES (1, ?, ?, ?)
+        ON CONFLICT (singleton) DO NOTHING`, installationId, this.trustDomain.name, this.core.nowSeconds()));
     return (await this.installation())!;
   }
 

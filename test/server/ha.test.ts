@@ -5,7 +5,7 @@
  * streams on another, one-time tokens stay one-time, numbers stay unique, and
  * one leader runs the maintenance jobs.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClientReadableStream } from '@grpc/grpc-js';
@@ -20,6 +20,7 @@ import { SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import { parseCertificate } from '../../spiffe/x509.js';
 import { agentClient, call, csrFor } from '../helpers/server.js';
 import { PostgresCluster } from '../helpers/postgres.js';
+import { Daemon } from '../helpers/process.js';
 import { rawQuery } from './datastore/fixtures/tempdb.js';
 
 const td = TrustDomain.parse('example.org');
@@ -172,4 +173,21 @@ t.test('one leader at a time; when it stops another takes over; a dead server le
   await first.stop();
   const next = await until('a new leader', () => servers.find((s) => s !== first && s !== victim && s.leader?.isLeader), 15_000);
   tt.ok(next, `server ${next.serverId} took over in ${Date.now() - started} ms`);
+});
+
+t.test('server processes started at the same moment on a new database agree on one installation', async (tt) => {
+  const url = await cluster.createDatabase(`ha_${++databases}`);
+  // processes, not servers in this process: their start-ups interleave as they do in a rollout
+  const daemons = Array.from({ length: 3 }, (_, i) => {
+    const dir = mkdtempSync(join(tmpdir(), `meshid-ha-race-${i}-`));
+    tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const d = new Daemon('meshid-server', ['run', '--data-dir', dir, '--trust-domain', td.name, '--bind', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--datastore', url]);
+    tt.teardown(() => d.stop());
+    return { d, dir };
+  });
+  await Promise.all(daemons.map(({ d }) => d.waitFor(/meshid-server started/, 60_000)));
+  const ids = daemons.map(({ dir }) => (JSON.parse(readFileSync(join(dir, 'installation.json'), 'utf8')) as { installation_id: string }).installation_id);
+  tt.equal(new Set(ids).size, 1, 'all three data dirs name one installation');
+  const rows = await rawQuery(url, 'SELECT installation_id FROM installation');
+  tt.same(rows.map((r) => r.installation_id), [ids[0]], 'the one in the database');
 });
