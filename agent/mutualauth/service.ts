@@ -59,6 +59,14 @@ export interface MutualAuthOptions {
   /** Tries per pair when the peer is unreachable or the session fails (default 4), with exponential backoff from backoffMs. */
   maxAttempts?: number;
   backoffMs?: number;
+  /**
+   * Tries for a new pair (none in the auth map yet) that the peer refuses because
+   * its view is behind ours: it does not know the identity or our endpoint yet,
+   * or its workload's SVID has not arrived (default 8: about 14 s with the
+   * default backoff, each wait at most 4 s). Each agent follows the registry on
+   * its own Sync stream, so the peer may hear of a new pod after we do.
+   */
+  peerLagAttempts?: number;
   /** How often entries due for re-authentication are looked for (default 5 s). */
   reauthTickMs?: number;
   /** An entry this agent asked for is re-authenticated when this fraction of its lifetime is left (default 1/3). */
@@ -84,6 +92,16 @@ const TRANSIENT: ReadonlySet<FailureReason> = new Set<FailureReason>([
   FailureReason.sessionRefused, FailureReason.malformed, FailureReason.peerAgentMismatch, FailureReason.peerAgentUntrusted,
   FailureReason.localAgentSvidInvalid, FailureReason.unknownNode,
 ]);
+
+/**
+ * What a peer refuses when its copy of the registry is behind ours, or its own
+ * SVID for the workload has not arrived yet: worth asking again shortly for a
+ * pair that is new, never a reason to keep an entry the peer now refuses.
+ */
+const PEER_LAG: ReadonlySet<string> = new Set<string>([
+  FailureReason.unknownIdentity, FailureReason.remoteNotHosted, FailureReason.localNotHosted, FailureReason.noLocalSvid,
+]);
+const MAX_LAG_WAIT_MS = 4_000;
 
 /** One pair being authenticated, and the authenticate() calls (result slot each) waiting for it. */
 class Waiting {
@@ -112,7 +130,7 @@ export class MutualAuth {
   private stopped = false;
   private reconciled = false;
   private readonly o: Required<Pick<MutualAuthOptions,
-    'maxBatchPairs' | 'maxInFlightBatches' | 'handshakeTimeoutMs' | 'requestTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'maxAttempts' | 'backoffMs' | 'reauthTickMs' | 'reauthFraction' | 'tunnelWaitMs'>>;
+    'maxBatchPairs' | 'maxInFlightBatches' | 'handshakeTimeoutMs' | 'requestTimeoutMs' | 'idleTimeoutMs' | 'maxSessions' | 'maxAttempts' | 'backoffMs' | 'peerLagAttempts' | 'reauthTickMs' | 'reauthFraction' | 'tunnelWaitMs'>>;
 
   constructor(private readonly opts: MutualAuthOptions) {
     this.o = {
@@ -124,6 +142,7 @@ export class MutualAuth {
       maxSessions: opts.maxSessions ?? 4096,
       maxAttempts: opts.maxAttempts ?? 4,
       backoffMs: opts.backoffMs ?? 200,
+      peerLagAttempts: Math.max(1, opts.peerLagAttempts ?? 8),
       reauthTickMs: opts.reauthTickMs ?? 5_000,
       reauthFraction: opts.reauthFraction ?? 1 / 3,
       tunnelWaitMs: opts.tunnelWaitMs ?? 5_000,
@@ -249,11 +268,11 @@ export class MutualAuth {
     }
   }
 
-  private async authenticateWithNode(nodeId: number, items: Waiting[]): Promise<void> {
+  /** This side's checks before a pair goes to the peer: the pairs that may go, and the failures of the rest. */
+  private precheck(nodeId: number, items: Waiting[], failures: { w: Waiting; reason: FailureReason; detail: string }[]): Waiting[] {
     const core = this.core;
     const state = this.opts.state;
-    const failures: { w: Waiting; reason: FailureReason; detail: string }[] = [];
-    let remaining: Waiting[] = [];
+    const remaining: Waiting[] = [];
     const ownChecked = new Map<number, PairFailure | null>();
     for (const w of items) {
       const { localIdentity: l, remoteIdentity: r } = w.request;
@@ -270,15 +289,31 @@ export class MutualAuth {
       }
       if (f) failures.push({ w, reason: f.reason, detail: f.message }); else remaining.push(w);
     }
+    return remaining;
+  }
+
+  /** A new pair (nothing in the auth map for it) that the peer refused for a reason its lag explains. */
+  private peerMayCatchUp(w: Waiting, detail: string | undefined): boolean {
+    if (detail === undefined || !PEER_LAG.has(detail)) return false;
+    const { localIdentity, remoteIdentity } = w.request;
+    return !this.core.held.has(authPairKey({ localIdentity, remoteIdentity, remoteNodeId: w.nodeId, authType: AuthType.mutual }));
+  }
+
+  private async authenticateWithNode(nodeId: number, items: Waiting[]): Promise<void> {
+    const failures: { w: Waiting; reason: FailureReason; detail: string }[] = [];
+    let remaining = this.precheck(nodeId, items, failures);
 
     const tunnel = this.opts.tunnel;
     if (remaining.length > 0 && tunnel && !tunnel.ready(nodeId) && !(await tunnel.wait(nodeId, this.o.tunnelWaitMs)) && !this.stopped) {
       this.opts.logger.warn('the tunnel to the node is not configured yet; authenticating its pairs all the same', { node_id: nodeId, waited_ms: this.o.tunnelWaitMs });
     }
     const peer = this.peer(nodeId);
+    let lagged = false;
     for (let attempt = 1; remaining.length > 0; attempt++) {
       const retry: Waiting[] = [];
+      const lagging: Waiting[] = [];
       const last = attempt >= this.o.maxAttempts || this.stopped;
+      const lastForLag = attempt >= this.o.peerLagAttempts || this.stopped;
       await Promise.all(planBatches(remaining, this.o.maxBatchPairs).map(async (batch) => {
         let outcomes: PairOutcome[];
         try {
@@ -294,11 +329,18 @@ export class MutualAuth {
         batch.forEach((w, k) => {
           const o = outcomes[k];
           if (o?.ok) w.resolve({ pair: w.request, ok: true, expiresAt: o.expiresAt });
+          else if (!lastForLag && o?.reason === FailureReason.refusedByPeer && this.peerMayCatchUp(w, o.detail)) lagging.push(w);
           else failures.push({ w, reason: o?.reason ?? FailureReason.noAnswer, detail: o?.detail ?? 'no outcome' });
         });
       }));
-      remaining = retry;
-      if (remaining.length > 0) await this.sleep(this.o.backoffMs * 2 ** (attempt - 1) * (0.75 + Math.random() / 2));
+      if (lagging.length > 0 && !lagged) {
+        lagged = true;
+        this.opts.logger.info('mutual-auth peer has not caught up with new pairs yet; asking again', { node_id: nodeId, count: lagging.length, example: lagging[0]!.request });
+      }
+      remaining = [...retry, ...lagging];
+      if (remaining.length > 0) await this.sleep(Math.min(this.o.backoffMs * 2 ** (attempt - 1), MAX_LAG_WAIT_MS) * (0.75 + Math.random() / 2));
+      // meanwhile our own view may have moved too (the pod went away): check again what asks the peer again
+      if (lagging.length > 0) remaining = [...retry, ...this.precheck(nodeId, lagging, failures)];
       if (this.stopped) {
         for (const w of remaining) failures.push({ w, reason: FailureReason.stopped, detail: 'mutual auth stopped' });
         remaining = [];

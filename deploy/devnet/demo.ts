@@ -17,6 +17,7 @@ import { packageRoot } from '../../api/assets.js';
 import { unixRequest } from '../../common/unixhttp.js';
 import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
 import { Datapath } from '../../bpf/index.js';
+import { DEFAULT_PORT as MUTUAL_AUTH_PORT } from '../../agent/mutualauth/protocol.js';
 import { Devnet } from './devnet.js';
 import { preparePostgres } from './postgres.js';
 import pg from 'pg';
@@ -436,7 +437,7 @@ export class DemoCluster {
   }
 
   /** The walkthrough after up(): a request that passes, an underlay capture, a refused pod. */
-  async show(): Promise<{ allowed: { ok: boolean; body: string; ms: number }; refused: { ok: boolean; body: string }; capture: { total: number; wireguard: number; other: string[] } }> {
+  async show(): Promise<{ allowed: { ok: boolean; body: string; ms: number }; refused: { ok: boolean; body: string }; capture: { total: number; wireguard: number; mutualAuth: number; other: string[] } }> {
     const s = this.state();
     const pod = (name: string) => s.devnet.pods.find((p) => p.name === name)!;
     const backendUrl = `http://${pod('backend').ip}:8080/`;
@@ -456,13 +457,17 @@ export class DemoCluster {
     const read = spawnSync('tcpdump', ['-n', '-r', pcap], { encoding: 'utf8' });
     const lines = read.stdout.split('\n').filter(Boolean);
     const wg = lines.filter((l) => /\.51871[ :]/.test(l) && / UDP,/.test(l));
-    const other = lines.filter((l) => !wg.includes(l));
-    this.say(`8. Underlay capture between the nodes during that request (agent ↔ server control traffic left out): ${lines.length} packets, ${wg.length} of them WireGuard (UDP 51871)${other.length ? `, others: ${other.slice(0, 3).join(' | ')}` : ', nothing else: the pods\' traffic is encrypted'}`);
+    // the agents' own TLS sessions (mutual auth, TCP 4250, node address to node address) are control traffic too
+    const nodeIps = s.devnet.nodes.map((n) => n.underlayIp.replace(/\./g, '\\.')).join('|');
+    const agentTls = new RegExp(`IP (${nodeIps})\\.(\\d+) > (${nodeIps})\\.(\\d+): Flags`);
+    const mutualAuth = lines.filter((l) => { const m = agentTls.exec(l); return m !== null && (m[2] === String(MUTUAL_AUTH_PORT) || m[4] === String(MUTUAL_AUTH_PORT)); });
+    const other = lines.filter((l) => !wg.includes(l) && !mutualAuth.includes(l));
+    this.say(`8. Underlay capture between the nodes during that request (agent ↔ server control traffic left out): ${lines.length} packets, ${wg.length} of them WireGuard (UDP 51871)${mutualAuth.length ? `, ${mutualAuth.length} the agents' mutual-auth TLS (TCP ${MUTUAL_AUTH_PORT})` : ''}${other.length ? `, others: ${other.slice(0, 3).join(' | ')}` : ', nothing else: the pods\' traffic is encrypted'}`);
     const refused = httpFromNamespace(pod('legacy').namespace, backendUrl, 2000);
     this.say(`9. legacy → backend (labelled app=frontend, but its ServiceAccount has no SPIFFE identity): ${refused.ok ? 'ANSWERED (unexpected)' : `refused (${refused.body})`}`);
     this.say('   `meshid observe --verdict DROPPED` shows the drop with reason AUTH_REQUIRED on n2;');
     this.say('   `meshid explain --from legacy --to backend --port 8080` says why.');
-    return { allowed, refused, capture: { total: lines.length, wireguard: wg.length, other } };
+    return { allowed, refused, capture: { total: lines.length, wireguard: wg.length, mutualAuth: mutualAuth.length, other } };
   }
 
   async status(): Promise<Record<string, unknown>> {

@@ -6,7 +6,7 @@
  * traffic goes on, and a pod whose entry is written through a surviving server
  * gets its identity and its first request through.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
@@ -42,15 +42,19 @@ const cluster = new DemoCluster({
 });
 t.teardown(() => cluster.down());
 
+/** What the daemons said, printed before down() removes the logs. */
+function showLogs(t: Test, tail: number): void {
+  for (const name of ['postgres', 'server1', 'server2', 'server3', 'agent-n1', 'agent-n2']) {
+    const log = join(cluster.stateDir, `${name}.log`);
+    if (existsSync(log)) t.comment(`${name}.log:\n${readFileSync(log, 'utf8').trim().split('\n').slice(-tail).join('\n')}`);
+  }
+}
+
 t.test('three servers on the demo\'s PostgreSQL: the synced server killed under traffic, the agent moves, a new pod joins through another server', async (t) => {
   try {
     await cluster.up();
   } catch (err) {
-    // what the servers said, before down() removes the logs
-    for (const name of ['postgres', 'server1', 'server2', 'server3']) {
-      const log = join(cluster.stateDir, `${name}.log`);
-      if (existsSync(log)) t.comment(`${name}.log:\n${readFileSync(log, 'utf8').trim().split('\n').slice(-8).join('\n')}`);
-    }
+    showLogs(t, 8);
     throw err;
   }
   const s = cluster.state();
@@ -64,7 +68,13 @@ t.test('three servers on the demo\'s PostgreSQL: the synced server killed under 
   t.equal(servers.code, 0, servers.stderr);
   t.equal((JSON.parse(servers.stdout).servers as unknown[]).length, 3, '`meshid server list` shows the three');
 
-  const f = await cluster.failover();
+  let f: Awaited<ReturnType<DemoCluster['failover']>>;
+  try {
+    f = await cluster.failover();
+  } catch (err) {
+    showLogs(t, 40);
+    throw err;
+  }
   t.not(f.movedTo, f.killed, `n1 moved from ${f.killed} to ${f.movedTo} in ${f.moveMs} ms`);
   t.ok(f.traffic.ok, `traffic went on (${f.traffic.body})`);
   t.ok(f.late.readyMs !== null && f.late.first.ok, 'a pod whose entry was written through a surviving server got its identity and its first request through');

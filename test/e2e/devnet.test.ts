@@ -45,7 +45,7 @@ const hasPair = (entries: { local_spiffe_id: string | null; remote_spiffe_id: st
 function diagnosis(): string {
   const inNode = (ns: string, argv: string[]): string => spawnSync('nsenter', [`--net=/run/netns/${ns}`, ...argv], { encoding: 'utf8' }).stdout;
   return state.devnet.nodes.map((n) => {
-    const log = readFileSync(join(cluster.stateDir, `agent-${n.name}.log`), 'utf8').trim().split('\n').slice(-15).join('\n');
+    const log = readFileSync(join(cluster.stateDir, `agent-${n.name}.log`), 'utf8').trim().split('\n').slice(-40).join('\n');
     return `--- ${n.name}\n${inNode(n.namespace, ['wg', 'show', 'all', 'dump'])}${inNode(n.namespace, ['ip', 'route'])}${log}`;
   }).join('\n');
 }
@@ -239,7 +239,7 @@ t.test('a pod\'s init container: `meshid-agent api wait-ready` inside the pod ho
 
 t.test('`meshid demo add-pod`: the walkthrough of a new pod, held until ready, its first request answered with no retransmitted SYN', async (t) => {
   const r = run('meshid', ['demo', 'add-pod', 'frontend4', '--label', 'app=frontend', '--prefix', prefix, '--state-dir', cluster.stateDir]);
-  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.equal(r.code, 0, r.stdout + r.stderr + (r.code === 0 ? '' : `\n${diagnosis()}`));
   t.match(r.stdout, /Pod frontend4 on n1 at 10\.\d+\.1\.\d+ \(ServiceAccount frontend4/);
   t.match(r.stdout, /held the pod \d+ ms, until it was ready/);
   t.match(r.stdout, /frontend4 → backend: answered in \d+ ms, 0 SYNs retransmitted/);
