@@ -426,6 +426,9 @@ async function main(): Promise<void> {
 const flag = (name: string): string | undefined => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1] : undefined; };
 if (process.argv[2] === '--client') {
   runClient().catch((err: Error) => { console.error(err); process.exitCode = 1; });
+} else if (flag('datastore') === 'postgres' && process.argv.includes('--scale')) {
+  // the scale target: thousands of agents in client processes, N server processes: bench/scale.ts
+  import('./scale.js').then((m) => m.main(Number(flag('servers') ?? 3))).catch((err: Error) => { console.error(err); process.exitCode = 1; });
 } else if (flag('datastore') === 'postgres') {
   // several servers on one PostgreSQL beside one on SQLite: bench/ha.ts
   import('./ha.js').then((m) => m.main(Number(flag('servers') ?? 3))).catch((err: Error) => { console.error(err); process.exitCode = 1; });

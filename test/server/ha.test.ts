@@ -5,7 +5,7 @@
  * streams on another, one-time tokens stay one-time, numbers stay unique, and
  * one leader runs the maintenance jobs.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClientReadableStream } from '@grpc/grpc-js';
@@ -15,9 +15,10 @@ import { systemClock } from '../../common/clock.js';
 import { JsonLogger, MemoryLogSink } from '../../common/log.js';
 import { serverConfigSchema } from '../../server/config.js';
 import { MeshidServer } from '../../server/server.js';
-import { generateKeyPair } from '../../spiffe/keys.js';
+import { generateKeyPair, privateKeyPem, spkiDer } from '../../spiffe/keys.js';
 import { SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import { parseCertificate } from '../../spiffe/x509.js';
+import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, parseCertificate, pemFromDer } from '../../spiffe/x509.js';
+import { verifyX509Svid } from '../../spiffe/x509svid.js';
 import { agentClient, call, csrFor } from '../helpers/server.js';
 import { PostgresCluster } from '../helpers/postgres.js';
 import { Daemon } from '../helpers/process.js';
@@ -40,24 +41,26 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false> |
   }
 }
 
-async function startServers(tt: { teardown(fn: () => unknown): void }, n: number): Promise<{ servers: MeshidServer[]; url: string }> {
+async function startServers(tt: { teardown(fn: () => unknown): void }, n: number, extra: Record<string, unknown> = {}): Promise<{ servers: MeshidServer[]; url: string }> {
   const url = await cluster.createDatabase(`ha_${++databases}`);
   const servers: MeshidServer[] = [];
   for (let i = 0; i < n; i++) {
     const dir = mkdtempSync(join(tmpdir(), `meshid-ha-${i}-`));
     tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const config = serverConfigSchema.parse({
-      data_dir: dir, trust_domain: td.name, bind: '127.0.0.1:0', admin: '127.0.0.1:0', key_manager: 'memory', datastore: { url },
+      data_dir: dir, trust_domain: td.name, bind: '127.0.0.1:0', admin: '127.0.0.1:0', key_manager: 'memory', datastore: { url }, ...extra,
     });
     const server = new MeshidServer(config, { clock: systemClock, logger: new JsonLogger(new MemoryLogSink(), 'debug') });
     await server.start();
     tt.teardown(() => server.stop());
     servers.push(server);
   }
-  // every server has read the others' authorities
+  // every server has read the others' authorities (with an upstream CA: its root, and every server's intermediate)
   await until('every server to trust every authority', async () => {
     await Promise.all(servers.map((s) => s.authorities.refresh()));
-    return servers.every((s) => s.authorities.bundle().x509Authorities.length === n);
+    return extra['upstream_authority']
+      ? servers.every((s) => s.authorities.intermediates().length >= n)
+      : servers.every((s) => s.authorities.bundle().x509Authorities.length === n);
   });
   return { servers, url };
 }
@@ -120,6 +123,56 @@ t.test('three servers on one PostgreSQL: own CAs, one bundle of all three, agent
   const stored = await rawQuery(url, `SELECT document FROM bundles WHERE trust_domain = '${td.name}'`);
   const keys = (JSON.parse(String(stored[0]!.document)) as { keys: { use: string }[] }).keys;
   tt.equal(keys.filter((k) => k.use === 'x509-svid').length, 3);
+});
+
+/** An upstream CA in PEM files, as an operator's PKI hands it over: a self-signed root and its key. */
+function upstreamFiles(tt: { teardown(fn: () => unknown): void }): { cert_file: string; key_file: string; root: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), 'meshid-upstream-'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const keys = generateKeyPair();
+  const spki = spkiDer(keys.publicKey);
+  const subject = encodeName([['O', 'meshid ha test'], ['CN', `upstream root ${process.pid}`]]);
+  const now = Date.now();
+  const root = mintCertificate({ subject, notBefore: new Date(now - 3_600_000), notAfter: new Date(now + 30 * 86_400_000), publicKeySpki: spki, ca: {} },
+    issuerFromKey(subject, keyIdentifier(spki), keys.privateKey));
+  writeFileSync(join(dir, 'root.pem'), pemFromDer(root));
+  writeFileSync(join(dir, 'root.key'), privateKeyPem(keys.privateKey), { mode: 0o600 });
+  return { cert_file: join(dir, 'root.pem'), key_file: join(dir, 'root.key'), root };
+}
+
+t.test('two servers under one upstream CA: each signs with an intermediate of its own, the bundle is the upstream root, and what one signs verifies and is accepted at the other', async (tt) => {
+  const upstream = upstreamFiles(tt);
+  const { servers } = await startServers(tt, 2, { upstream_authority: { cert_file: upstream.cert_file, key_file: upstream.key_file } });
+  const [a, b] = servers as [MeshidServer, MeshidServer];
+  for (const s of servers) {
+    tt.same(s.authorities.bundle().x509Authorities.map((d) => d.toString('base64')), [upstream.root.toString('base64')], `server ${s.serverId}'s bundle is the upstream root alone`);
+  }
+  const own = servers.map((s) => s.ca.intermediates()[0]!);
+  tt.not(own[0]!.toString('base64'), own[1]!.toString('base64'), 'two different signing certificates');
+  for (const der of own) tt.equal(parseCertificate(der).issuer.toString('hex'), parseCertificate(upstream.root).subject.toString('hex'), 'each issued by the upstream CA');
+  tt.equal(new Set(b.authorities.intermediates().map((d) => d.toString('base64'))).size, 2, 'every server knows both intermediates');
+
+  // an agent attested through A: its chain runs through A's intermediate to the root, and B renews it
+  const token = 'upstream-token-0001';
+  await a.store.createJoinToken({ token, expiresAt: a.store.nowSeconds() + 600 });
+  const agent = await attestOn(a, token);
+  tt.equal(parseCertificate(agent.chain[0]!).issuer.toString('hex'), parseCertificate(own[0]!).subject.toString('hex'), 'the agent SVID is signed by A\'s intermediate');
+  const bundles = (x: MeshidServer) => () => x.authorities.bundle().x509Authorities;
+  tt.equal(verifyX509Svid(agent.chain, bundles(b), new Date()).spiffeId.toString(), agent.agentId.toString(), 'and verifies against B\'s bundle');
+  const onB = agentClient(trustOf(b) as never, { chain: agent.chain, key: agent.key });
+  tt.teardown(() => onB.close());
+  const renewed = await call<{ svid: { cert_chain: Buffer[] } }>(onB, 'RenewAgent', { csr: csrFor(agent.key) });
+  tt.equal(parseCertificate(renewed.svid.cert_chain[0]!).issuer.toString('hex'), parseCertificate(own[1]!).subject.toString('hex'), 'B renews it under its own intermediate');
+  tt.equal(verifyX509Svid(renewed.svid.cert_chain, bundles(a), new Date()).spiffeId.toString(), agent.agentId.toString(), 'which A\'s bundle accepts');
+
+  // a workload SVID from B verifies with A's bundle
+  const entry = await a.registration.createEntry({ spiffe_id: 'spiffe://example.org/ns/default/sa/web', parent_id: agent.agentId.toString(), selectors: ['unix:uid:1000'] });
+  const res = await until('B to know the entry', async () => {
+    const r = await call<{ results: { svid: { cert_chain: Buffer[] } | null }[] }>(onB, 'BatchNewX509SVID', { params: [{ entry_id: entry.id, csr: csrFor(generateKeyPair()) }] }).catch(() => undefined);
+    return r?.results[0]?.svid ? r : undefined;
+  });
+  const chain = res.results[0]!.svid!.cert_chain;
+  tt.equal(verifyX509Svid(chain, bundles(a), new Date()).spiffeId.toString(), 'spiffe://example.org/ns/default/sa/web', 'a workload SVID signed by B verifies against A\'s bundle');
 });
 
 t.test('two servers racing for one join token: exactly one agent attests; numbers are allocated once across servers', async (tt) => {
