@@ -56,6 +56,8 @@ export class SqliteEngine implements Engine {
   private readonly statements = new Map<string, Database.Statement>();
   private readonly lock: AsyncLock;
   private readonly q: Queryable;
+  /** What a write transaction's statements go through: one connection, so one object for every transaction. */
+  private readonly tx: EngineTx;
   private savepoints = 0;
 
   constructor(opts: SqliteEngineOptions) {
@@ -85,6 +87,7 @@ export class SqliteEngine implements Engine {
     }
     this.db = db;
     this.q = this.queryable();
+    this.tx = { ...this.q, savepoint: (f) => this.savepoint(f) };
   }
 
   /** Prepared statements are cached by their SQL text; `pluck` ones return their first column. */
@@ -112,11 +115,11 @@ export class SqliteEngine implements Engine {
   read<T>(fn: (q: Queryable) => Promise<T>, snapshot: boolean): Promise<T> {
     return this.lock.run(async () => {
       if (!snapshot) return fn(this.q);
-      this.db.exec('BEGIN DEFERRED');
+      this.stmt('BEGIN DEFERRED').run();
       try {
         return await fn(this.q);
       } finally {
-        if (this.db.inTransaction) this.db.exec('COMMIT');
+        if (this.db.inTransaction) this.stmt('COMMIT').run();
       }
     });
   }
@@ -127,13 +130,14 @@ export class SqliteEngine implements Engine {
    */
   write<T>(fn: (tx: EngineTx) => Promise<T>): Promise<T> {
     return this.lock.run(async () => {
-      this.db.exec('BEGIN IMMEDIATE');
+      // prepared once, as better-sqlite3's own transaction() does: exec() would parse the SQL on every write
+      this.stmt('BEGIN IMMEDIATE').run();
       try {
-        const result = await fn({ ...this.q, savepoint: (f) => this.savepoint(f) });
-        this.db.exec('COMMIT');
+        const result = await fn(this.tx);
+        this.stmt('COMMIT').run();
         return result;
       } catch (err) {
-        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        if (this.db.inTransaction) this.stmt('ROLLBACK').run();
         throw err;
       }
     });
