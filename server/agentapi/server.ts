@@ -29,6 +29,8 @@ import type { Bundle } from '../../spiffe/bundle.js';
 import { ServerIdentity } from './identity.js';
 import type { EndpointRegistrar } from './endpoints.js';
 import { authorizeEndpointClaim, authorizeNodeClaim } from './nodeclaims.js';
+import { AgentLookups } from './lookups.js';
+import { Gate } from '../../common/gate.js';
 
 export interface AgentApiOptions {
   /** host:port; port 0 picks a free one (see start()'s result). */
@@ -45,6 +47,8 @@ export interface AgentApiOptions {
   kubernetesOwnsNodes?: boolean;
   /** Largest number of CSRs in one BatchNewX509SVID call. */
   maxBatchSize?: number;
+  /** Sync snapshots read at once; more wait their turn. Default 4. */
+  concurrentSnapshots?: number;
   /** Largest request message, bytes. */
   maxMessageBytes?: number;
   /** Connections one source address may hold (an agent needs one or two). Default 32. */
@@ -73,8 +77,19 @@ export class AgentApiServer {
   private readonly identity: ServerIdentity;
   private readonly streams = new Set<AgentSyncStream>();
   private readonly maxBatch: number;
+  /** Per-agent lookups between the changes that alter them (lookups.ts). */
+  readonly lookups: AgentLookups;
+  /**
+   * Sync snapshots read several tables each; when thousands of agents connect at
+   * once (a server restart, a failover) they take their turn here instead of
+   * queueing on the datastore's connections, where a wait is bounded by the busy
+   * timeout and attestation and signing would wait behind them.
+   */
+  private readonly snapshots: Gate;
 
   constructor(private readonly opts: AgentApiOptions) {
+    this.lookups = new AgentLookups(opts.store, opts.changes ?? opts.store);
+    this.snapshots = new Gate(opts.concurrentSnapshots ?? 4);
     const trust = opts.trust;
     this.identity = trust
       ? new ServerIdentity(opts.ca, opts.clock, opts.logger, () => [trust.bundle().x509Pem(), ...trust.intermediates().map((d) => pemFromDer(d))].join(''))
@@ -85,6 +100,7 @@ export class AgentApiServer {
 
   async start(): Promise<number> {
     this.opts.changes?.onReset?.(() => { for (const s of this.streams) s.resync(); });
+    this.lookups.start();
     const creds = new AgentApiCredentials(this.identity.start());
     this.identity.onRotate((ctx) => creds.update(ctx));
     const maxBytes = this.opts.maxMessageBytes ?? 4 * 1024 * 1024;
@@ -149,6 +165,7 @@ export class AgentApiServer {
   }
 
   async stop(): Promise<void> {
+    this.lookups.stop();
     for (const s of this.streams) s.stop();
     this.streams.clear();
     this.identity.stop();
@@ -234,7 +251,7 @@ export class AgentApiServer {
       throw new Unauthenticated(`client certificate refused: ${(err as Error).message}`);
     }
     if (!isAgentId(agentId)) throw new PermissionDenied(`${agentId} is not an agent ID`);
-    let node = await this.opts.store.findAttestedNode(agentId);
+    let node = await this.lookups.attestedNode(agentId);
     if (!node) throw new Unauthenticated(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw new PermissionDenied(`agent ${agentId} is banned`);
     if (serial !== node.certSerial) {
@@ -285,7 +302,7 @@ export class AgentApiServer {
 
   /** The entries the caller may have, by id. */
   private async authorizedEntries(caller: Caller): Promise<Map<string, RegistrationEntry>> {
-    return new Map((await this.opts.store.entriesForAgent(caller.agentId, caller.node.selectors)).map((e) => [e.id, e]));
+    return this.lookups.entriesFor(caller.agentId, caller.node.selectors, this.opts.store.nowSeconds());
   }
 
   private async batchNewX509Svid(req: BatchNewX509SvidRequestMsg, caller: Caller): Promise<BatchNewX509SvidResponseMsg> {
@@ -359,7 +376,7 @@ export class AgentApiServer {
     const stream = new AgentSyncStream(this.opts.store, caller.agentId, caller.node.selectors, {
       write: (msg) => call.write(msg),
       fail: (err) => { this.streams.delete(stream); call.emit('error', toServiceError(err)); },
-    }, undefined, this.opts.changes);
+    }, undefined, this.opts.changes, this.snapshots);
     this.streams.add(stream);
     this.opts.metrics.syncStreams.set(this.streams.size);
     const end = (): void => {

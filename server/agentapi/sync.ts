@@ -10,6 +10,7 @@ import type { SyncUpdateMsg } from '../../api/agentproto.js';
 import { PermissionDenied, Unauthenticated } from '../../spiffe/errors.js';
 import { serverId, type SpiffeId } from '../../spiffe/id.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
+import type { Gate } from '../../common/gate.js';
 import { endpointMsg, entryMsg, identityMsg, nodeMsg, policyMsg } from './convert.js';
 
 export interface SyncSink {
@@ -55,6 +56,8 @@ export class AgentSyncStream {
     private readonly sink: SyncSink,
     coalesceMs: number | undefined = undefined,
     changes: ChangeSource | undefined = undefined,
+    /** Where snapshots wait their turn (several thousand agents reconnecting at once); default none. */
+    private readonly snapshots: Gate | undefined = undefined,
   ) {
     this.coalesceMs = coalesceMs ?? 20;
     this.changes = changes ?? store;
@@ -72,7 +75,7 @@ export class AgentSyncStream {
       this.schedule();
     });
     this.enqueue(async () => {
-      const msg = (resumeFrom > 0 ? await this.resume(resumeFrom) : undefined) ?? await this.snapshot();
+      const msg = await this.gated(async () => (resumeFrom > 0 ? await this.resume(resumeFrom) : undefined) ?? await this.readSnapshot());
       if (this.unsubscribe) this.sink.write(msg);
     });
   }
@@ -202,6 +205,14 @@ export class AgentSyncStream {
 
   /** Everything the agent may see, read from one consistent snapshot, stamped with that snapshot's revision. */
   snapshot(): Promise<SyncUpdateMsg> {
+    return this.gated(() => this.readSnapshot());
+  }
+
+  private gated<T>(fn: () => Promise<T>): Promise<T> {
+    return this.snapshots ? this.snapshots.run(fn) : fn();
+  }
+
+  private readSnapshot(): Promise<SyncUpdateMsg> {
     return this.store.readSnapshot(async (store) => {
       const td = store.trustDomain;
       const revision = await store.currentRevision();
