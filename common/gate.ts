@@ -1,8 +1,8 @@
 /**
  * At most `slots` pieces of async work at a time; the rest wait their turn, first
- * come first served, without a deadline of their own. For work that must not
- * crowd out everything else on a shared resource (a Sync stream's snapshot on
- * the datastore's connections, when thousands of agents connect at once).
+ * come first served. For work that must not crowd out everything else on a
+ * shared resource: a Sync stream's snapshot on the datastore, a query on the
+ * PostgreSQL pool, when thousands of agents connect at once.
  */
 export class Gate {
   private running = 0;
@@ -15,15 +15,38 @@ export class Gate {
   /** Work waiting for a slot. */
   get queued(): number { return this.waiting.length; }
 
+  /**
+   * Takes a slot, waiting for one if need be; with `timeoutMs`, a wait that long
+   * gives up with `timeoutError()`. Every acquire that resolves needs one release().
+   */
+  acquire(timeoutMs?: number, timeoutError?: () => Error): Promise<void> {
+    if (this.running < this.slots) { this.running++; return Promise.resolve(); }
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const go = (): void => { if (timer) clearTimeout(timer); resolve(); };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const i = this.waiting.indexOf(go);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(timeoutError?.() ?? new Error(`waited ${timeoutMs} ms for a slot`));
+        }, timeoutMs);
+      }
+      this.waiting.push(go);
+    });
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next(); // the slot passes on
+    else this.running--;
+  }
+
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.running >= this.slots) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.running++;
+    await this.acquire();
     try {
       return await fn();
     } finally {
-      const next = this.waiting.shift();
-      if (next) next(); // the slot passes on
-      else this.running--;
+      this.release();
     }
   }
 }

@@ -12,6 +12,7 @@ import pg from 'pg';
 import { DataLoss, FailedPrecondition, InvalidArgument, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/errors.js';
 import { numberPlaceholders, type ConstraintKind, type Dialect, type Engine, type EngineTx, type Queryable, type SqlParam } from './engine.js';
 import { refuseNewerSchema, type Migration } from './migrate.js';
+import { Gate } from '../../common/gate.js';
 
 export const postgresDialect: Dialect = {
   name: 'postgres',
@@ -76,6 +77,10 @@ export class PostgresEngine implements Engine {
   private readonly sqlCache = new Map<string, string>();
   private readonly connectOptions: pg.ClientConfig;
   private readonly busyTimeoutMs: number;
+  private readonly poolSize: number;
+  /** Turns on the pool's connections (see connect()). */
+  private readonly turns: Gate;
+  private readonly queueTimeoutMs: number;
   private closed = false;
 
   constructor(opts: PostgresEngineOptions) {
@@ -90,7 +95,10 @@ export class PostgresEngine implements Engine {
       connectionTimeoutMillis: Math.max(1000, opts.busyTimeoutMs),
       keepAlive: true,
     };
-    this.pool = new pg.Pool({ ...this.connectOptions, max: opts.poolSize ?? 10, idleTimeoutMillis: 30_000 });
+    this.poolSize = opts.poolSize ?? 10;
+    this.turns = new Gate(this.poolSize);
+    this.queueTimeoutMs = Math.max(30_000, 6 * opts.busyTimeoutMs);
+    this.pool = new pg.Pool({ ...this.connectOptions, max: this.poolSize, idleTimeoutMillis: 30_000 });
     // an idle connection that the server closes (restart, failover) must not crash the process
     this.pool.on('error', (err) => opts.onIdleError?.(err));
   }
@@ -104,7 +112,21 @@ export class PostgresEngine implements Engine {
     return out;
   }
 
-  private queryable(client: pg.Pool | pg.PoolClient): Queryable {
+  /** The pool as one queryable: each statement takes its turn on a connection of its own (see connect()). */
+  private readonly pooled = {
+    query: (config: string | pg.QueryArrayConfig, values?: unknown[]): Promise<pg.QueryResult> => this.withTurn(() => this.pool.query(config as string, values)),
+  };
+
+  private async withTurn<T>(fn: () => Promise<T>): Promise<T> {
+    await this.turns.acquire(this.queueTimeoutMs, () => this.busy());
+    try { return await fn(); } finally { this.turns.release(); }
+  }
+
+  private busy(): Unavailable {
+    return new Unavailable(`datastore ${this.location} is busy: waited ${this.queueTimeoutMs} ms for a connection (pool_size ${this.poolSize})`);
+  }
+
+  private queryable(client: { query(config: string | pg.QueryArrayConfig, values?: unknown[]): Promise<pg.QueryResult> }): Queryable {
     const rows = async <T>(sql: string, params: SqlParam[]): Promise<T[]> => (await client.query(this.sql(sql), params)).rows as T[];
     const firstColumn = async <T>(sql: string, params: SqlParam[]): Promise<T[]> => {
       const r = await client.query({ text: this.sql(sql), values: params, rowMode: 'array' });
@@ -119,9 +141,30 @@ export class PostgresEngine implements Engine {
     };
   }
 
+  /**
+   * A connection of the pool, after waiting our turn for one. pg's own queue
+   * bounds a wait by connectionTimeoutMillis, the time allowed to open a
+   * connection; a burst of work (every agent reconnecting after a failover)
+   * waits longer than that for a free one without anything being wrong, so the
+   * turns are taken here, with a bound of their own.
+   */
   private async connect(): Promise<pg.PoolClient> {
     if (this.closed) throw new Unavailable(`datastore ${this.location} is closed`);
-    return this.pool.connect();
+    await this.turns.acquire(this.queueTimeoutMs, () => this.busy());
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      this.turns.release();
+      throw err;
+    }
+    const release = client.release.bind(client);
+    let released = false;
+    client.release = (err?: Error | boolean) => {
+      if (!released) { released = true; this.turns.release(); }
+      release(err);
+    };
+    return client;
   }
 
   /** Runs `fn` on one connection inside BEGIN … COMMIT; a broken connection is discarded, not reused. */
@@ -147,7 +190,7 @@ export class PostgresEngine implements Engine {
   }
 
   async read<T>(fn: (q: Queryable) => Promise<T>, snapshot: boolean): Promise<T> {
-    if (!snapshot) return fn(this.queryable(this.pool));
+    if (!snapshot) return fn(this.queryable(this.pooled));
     return this.inTransaction('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', (c) => fn(this.queryable(c)));
   }
 

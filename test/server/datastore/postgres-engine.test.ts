@@ -120,3 +120,22 @@ t.test('PostgreSQL restarted under a running datastore: calls fail as Unavailabl
   for (let i = 0; i < 500 && seen.length < 2; i++) await sleep(10);
   t.same(seen, ['before', 'after'], 'the feed (its LISTEN connection made again) hears the write after the restart');
 });
+
+t.test('more work than the pool has connections waits its turn beyond the connect timeout, instead of failing', async (t) => {
+  const url = await fresh();
+  const ds = await Datastore.open({ url, trustDomain: td, busyTimeoutMs: 1000, poolSize: 2 });
+  t.teardown(() => ds.close());
+  await ds.createEntry(entry('e1'));
+  // six snapshot reads of 0.6 s each on two connections: the last ones wait about 1.2 s, longer than the 1 s connect timeout
+  const started = Date.now();
+  const results = await Promise.allSettled(Array.from({ length: 6 }, () => ds.readSnapshot(async (snap) => {
+    const list = await snap.listEntries();
+    await sleep(600);
+    return list.items.length;
+  })));
+  t.same(results.map((r) => r.status), Array(6).fill('fulfilled'), JSON.stringify(results.filter((r) => r.status === 'rejected')));
+  t.ok(Date.now() - started >= 1700, 'and they did take turns on the two connections');
+  // plain reads too: forty at once on two connections
+  const reads = await Promise.allSettled(Array.from({ length: 40 }, () => ds.listEntries()));
+  t.equal(reads.filter((r) => r.status === 'fulfilled').length, 40);
+});
