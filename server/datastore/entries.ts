@@ -220,9 +220,10 @@ export class EntryStore {
    */
   async forAgent(q: Queryable, agentId: SpiffeId, nodeSelectors: SelectorSet): Promise<RegistrationEntry[]> {
     const now = this.core.nowSeconds();
+    // one IN over the agent and its aliases, not "= agent OR IN (aliases)": PostgreSQL plans the OR as a scan of every entry
     const rows = await q.all<EntryRow>(`WITH aliases AS (${this.sql.aliasesOfNode})
       ${this.sql.selectEntry}
-      WHERE (e.parent_id = ? OR e.parent_id IN (SELECT spiffe_id FROM aliases))
+      WHERE e.parent_id IN (SELECT ? UNION ALL SELECT spiffe_id FROM aliases)
         AND (e.expires_at = 0 OR e.expires_at > ?)
       ORDER BY e.pk`, serverId(agentId.trustDomain).toString(), now, selectorsParam(nodeSelectors),
     agentId.toString(), now);
