@@ -92,13 +92,15 @@ export class PostgresEngine implements Engine {
       ...(opts.password !== undefined ? { password: opts.password } : {}),
       types: types(),
       application_name: 'meshid-server',
-      connectionTimeoutMillis: Math.max(1000, opts.busyTimeoutMs),
+      // opening a connection only (waiting for a free one is connect()'s queue): a process whose event loop is
+      // busy for a while (thousands of streams starting) must not take its own delay for an unreachable database
+      connectionTimeoutMillis: Math.max(10_000, 2 * opts.busyTimeoutMs),
       keepAlive: true,
     };
     this.poolSize = opts.poolSize ?? 10;
     this.turns = new Gate(this.poolSize);
     this.queueTimeoutMs = Math.max(30_000, 6 * opts.busyTimeoutMs);
-    this.pool = new pg.Pool({ ...this.connectOptions, max: this.poolSize, idleTimeoutMillis: 30_000 });
+    this.pool = new pg.Pool({ ...this.connectOptions, max: this.poolSize, idleTimeoutMillis: 300_000 });
     // an idle connection that the server closes (restart, failover) must not crash the process
     this.pool.on('error', (err) => opts.onIdleError?.(err));
   }
