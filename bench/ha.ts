@@ -136,7 +136,8 @@ async function measure(label: string, servers: MeshidServer[]): Promise<void> {
   }
 }
 
-async function postgresCommitRate(url: string, n: number): Promise<number> {
+/** Single-row INSERT commits per second on PostgreSQL: the reference beside the servers' figures. */
+export async function postgresCommitRate(url: string, n: number): Promise<number> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {

@@ -35,13 +35,13 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { Metadata, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
-import pg from 'pg';
 import type { AttestAgentResponseMsg, BatchNewX509SvidResponseMsg, SyncUpdateMsg } from '../api/agentproto.js';
 import { packageRoot } from '../api/assets.js';
 import { TrustDomain } from '../spiffe/id.js';
 import { generateKeyPair } from '../spiffe/keys.js';
 import { agentClient, call, csrFor, type ServerParts } from '../test/helpers/server.js';
 import { freePort, PostgresCluster } from '../test/helpers/postgres.js';
+import { postgresCommitRate } from './ha.js';
 import { median, percentile } from './stats.js';
 
 const env = (name: string, dflt: number): number => Number(process.env[name] ?? dflt);
@@ -228,20 +228,6 @@ class CpuMeter {
   report(): string {
     const s = (performance.now() - this.t) / 1000;
     return this.procs.map((p) => `${p.name} ${Math.max(0, Math.round(((this.used(p) - this.marks.get(p.name)!) / s) * 100))}%`).join(', ');
-  }
-}
-
-async function postgresCommitRate(url: string, n: number): Promise<number> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query('CREATE TABLE bench_commits (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) await c.query('INSERT INTO bench_commits (id, v) VALUES ($1, $2)', [i, `row-${i}`]);
-    return n / ((performance.now() - t0) / 1000);
-  } finally {
-    await c.query('DROP TABLE IF EXISTS bench_commits').catch(() => undefined);
-    await c.end();
   }
 }
 
