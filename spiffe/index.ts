@@ -1,6 +1,7 @@
 /** The SPIFFE core: IDs, selectors, SVIDs and bundles. Knows no transport and no storage. */
 export * from './errors.js';
 export * from './id.js';
+export * from './match.js';
 export * from './selector.js';
 export * from './keys.js';
 export { encodeName, mintCertificate, parseCertificate, issuerFromKey, keyIdentifier, randomSerial, signedBy, pemFromDer, derFromPem, splitConcatenatedDer, KeyUsage, type CertificateIssuer, type CertificateFields, type ParsedCertificate } from './x509.js';

@@ -7,7 +7,8 @@ import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import { AuthType, type AuthPair } from '../../bpf/index.js';
-import { isAgentId, SpiffeId } from '../../spiffe/id.js';
+import { SpiffeId } from '../../spiffe/id.js';
+import { matchAgentOf, type Matcher } from '../../spiffe/match.js';
 import type { AgentState } from '../sync/state.js';
 import { authPairKey, type AuthMapWriter } from './authmap.js';
 import { ChainValidator, type ValidatedChain } from './chains.js';
@@ -109,8 +110,11 @@ export class AuthCore {
   private hostedIndex: Map<number, Set<number>> | undefined;
   private readonly spiffeIds = new Map<string, SpiffeId>();
 
+  private readonly isPeerAgent: Matcher;
+
   constructor(readonly opts: CoreOptions) {
     this.validator = new ChainValidator(() => opts.state.bundles, opts.clock);
+    this.isPeerAgent = matchAgentOf(opts.state.trustDomain);
   }
 
   get state(): AgentState { return this.opts.state; }
@@ -179,9 +183,8 @@ export class AuthCore {
     try { v = this.validator.validate(chain); } catch (err) {
       throw new PairFailure(FailureReason.peerAgentUntrusted, `peer agent SVID does not validate: ${(err as Error).message}`);
     }
-    if (!v.spiffeId.memberOf(this.opts.state.trustDomain) || !isAgentId(v.spiffeId)) {
-      throw new PairFailure(FailureReason.peerAgentUntrusted, `peer ${v.id} is not an agent of trust domain ${this.opts.state.trustDomain.name}`);
-    }
+    const refused = this.isPeerAgent(v.spiffeId);
+    if (refused) throw new PairFailure(FailureReason.peerAgentUntrusted, `peer refused: ${refused}`);
     let nodeId = 0;
     if (findNode) for (const n of this.opts.state.nodes.values()) if (n.agent_id === v.id) { nodeId = n.id; break; }
     return { chain: v, nodeId };
@@ -223,7 +226,7 @@ export class AuthCore {
    * clock steps and suspend).
    */
   private bootNs(d: Date): bigint {
-    const now = Date.now();
+    const now = this.opts.clock.now().getTime();
     if (now - this.bootMemoAt > 1000 || this.bootMemo.size > 4096) { this.bootMemo.clear(); this.bootMemoAt = now; }
     const t = d.getTime();
     let v = this.bootMemo.get(t);

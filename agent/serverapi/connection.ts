@@ -16,6 +16,7 @@ import { isIP } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { loadAgentProto } from '../../api/agentproto.js';
 import { serverId, type TrustDomain } from '../../spiffe/id.js';
+import { matchId, matchUriSans } from '../../spiffe/match.js';
 import { privateKeyPem } from '../../spiffe/keys.js';
 import { parseCertificate, pemFromDer } from '../../spiffe/x509.js';
 
@@ -66,15 +67,15 @@ export class ServerConnection {
 
   /** Replaces the channels: `roots` are the X.509 authorities of the agent's trust domain. */
   configure(roots: readonly Buffer[], identity: ClientIdentity | undefined): void {
-    const expected = serverId(this.trustDomain).toString();
+    const isServer = matchId(serverId(this.trustDomain));
     this.creds = credentials.createSsl(
       Buffer.from(roots.map((d) => pemFromDer(d)).join('')),
       identity ? Buffer.from(privateKeyPem(identity.key)) : null,
       identity ? Buffer.from(identity.chain.map((d) => pemFromDer(d)).join('')) : null,
       {
         checkServerIdentity: (_host, cert) => {
-          const uris = parseCertificate(cert.raw).uris;
-          return uris.length === 1 && uris[0] === expected ? undefined : new Error(`server presented ${uris.join(', ') || 'no URI SAN'}, not ${expected}`);
+          const refused = matchUriSans(parseCertificate(cert.raw).uris, isServer);
+          return refused === undefined ? undefined : new Error(`server refused: ${refused}`);
         },
       },
     );

@@ -14,7 +14,8 @@ import {
   type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
 } from '../../api/agentproto.js';
 import { InvalidArgument, MeshidError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated } from '../../spiffe/errors.js';
-import { isAgentId, type SpiffeId } from '../../spiffe/id.js';
+import type { SpiffeId } from '../../spiffe/id.js';
+import { matchAgentOf } from '../../spiffe/match.js';
 import { verifyX509Svid } from '../../spiffe/x509svid.js';
 import { checkAudience } from '../../spiffe/jwtsvid.js';
 import type { CertificateAuthority } from '../ca/index.js';
@@ -250,7 +251,8 @@ export class AgentApiServer {
     } catch (err) {
       throw new Unauthenticated(`client certificate refused: ${(err as Error).message}`);
     }
-    if (!isAgentId(agentId)) throw new PermissionDenied(`${agentId} is not an agent ID`);
+    const refused = matchAgentOf(bundle.trustDomain)(agentId);
+    if (refused) throw new PermissionDenied(refused);
     let node = await this.lookups.attestedNode(agentId);
     if (!node) throw new Unauthenticated(`agent ${agentId} is not attested (evicted?): attest again`);
     if (node.banned) throw new PermissionDenied(`agent ${agentId} is banned`);

@@ -56,3 +56,18 @@ t.test('renewal time: half life, or availability_target before expiry when the S
   t.equal(renewalDueAt(0, 72 * h, 24 * h), 48 * h, 'a longer life: renewed when 24 h remain');
   t.equal(renewalDueAt(0, 12 * h, 24 * h), 6 * h, 'a life shorter than the target: half life (never a renewal loop)');
 });
+
+t.test('a server that presents another ID than its trust domain\'s server ID is refused before any call reaches it', async (t) => {
+  const parts = await startServerParts();
+  t.teardown(() => parts.stop());
+  const agent = await attestAgent(parts);
+  agent.client.close();
+  const { TrustDomain } = await import('../../../spiffe/id.js');
+  const conn = new ServerConnection(`127.0.0.1:${parts.port}`, TrustDomain.parse('other.org'));
+  t.teardown(() => conn.close());
+  conn.configure(parts.ca.bundle().x509Authorities, { chain: agent.chain, key: agent.key.privateKey });
+  const { csrFor } = await import('../../helpers/server.js');
+  const err = await t.rejects(() => conn.unary('RenewAgent', { csr: csrFor(agent.key) }, 5000)) as unknown as { code: number; details: string };
+  t.equal(err.code, 14, 'UNAVAILABLE: the TLS handshake failed');
+  t.match(err.details, `server refused: spiffe://${parts.td.name}/meshid/server is not spiffe://other.org/meshid/server`);
+});

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentClient, attestAgent, call, csrFor, startServerParts, type ServerParts } from '../../helpers/server.js';
-import { generateKeyPair } from '../../../spiffe/keys.js';
+import { generateKeyPair, spkiDer } from '../../../spiffe/keys.js';
 import { SpiffeId, serverId } from '../../../spiffe/id.js';
 import { SelectorSet } from '../../../spiffe/selector.js';
 import { verifyX509Svid } from '../../../spiffe/x509svid.js';
@@ -72,6 +72,17 @@ t.test('calls other than AttestAgent need an agent SVID', async (t) => {
   t.teardown(() => anon.close());
   const err = await call(anon, 'BatchNewX509SVID', { params: [{ entry_id: 'x', csr: csrFor(generateKeyPair()) }] }).catch((e) => e);
   t.equal(code(err), status.UNAUTHENTICATED);
+});
+
+t.test('an SVID of this trust domain that is not an agent ID gets PermissionDenied naming it', async (t) => {
+  const key = generateKeyPair();
+  const id = SpiffeId.parse(`spiffe://${parts.td.name}/ns/default/sa/web`);
+  const svid = parts.ca.signX509Svid(id, spkiDer(key.publicKey), 600);
+  const workload = agentClient(parts, { chain: svid.certChainDer, key });
+  t.teardown(() => workload.close());
+  const err = await call(workload, 'BatchNewX509SVID', { params: [{ entry_id: 'x', csr: csrFor(generateKeyPair()) }] }).catch((e) => e);
+  t.equal(code(err), status.PERMISSION_DENIED);
+  t.match((err as ServiceError).details, `${id} is not an agent of trust domain ${parts.td.name}`);
 });
 
 t.test('BatchNewX509SVID signs only entries the agent may have, and refuses bad CSRs per item', async (t) => {
