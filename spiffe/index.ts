@@ -2,6 +2,7 @@
 export * from './errors.js';
 export * from './id.js';
 export * from './match.js';
+export * from './k8sname.js';
 export * from './selector.js';
 export * from './keys.js';
 export { encodeName, mintCertificate, parseCertificate, issuerFromKey, keyIdentifier, randomSerial, signedBy, pemFromDer, derFromPem, splitConcatenatedDer, KeyUsage, type CertificateIssuer, type CertificateFields, type ParsedCertificate } from './x509.js';

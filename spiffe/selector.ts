@@ -1,8 +1,7 @@
 import { InvalidSelector } from './errors.js';
+import { isK8sName, k8sNameRule } from './k8sname.js';
 
 const TYPE_RE = /^[a-z0-9][a-z0-9_.-]*$/;
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 
 /** What a selector's value must look like, for the types whose values have a form: `key` (before the next colon) → check. */
 const VALUE_RULES: Record<string, Record<string, [(v: string) => boolean, string]>> = {
@@ -14,8 +13,8 @@ const VALUE_RULES: Record<string, Record<string, [(v: string) => boolean, string
     path: [(v) => v.startsWith('/'), 'an absolute path'],
   },
   k8s: {
-    ns: [(v) => DNS_LABEL.test(v), 'a Kubernetes namespace name (a DNS label: lowercase letters, digits and "-", at most 63)'],
-    sa: [(v) => DNS_SUBDOMAIN.test(v), 'a Kubernetes ServiceAccount name (a DNS subdomain: lowercase letters, digits, "-" and ".", at most 253)'],
+    ns: [(v) => isK8sName('namespace', v), `a Kubernetes namespace name (${k8sNameRule('namespace')})`],
+    sa: [(v) => isK8sName('serviceaccount', v), `a Kubernetes ServiceAccount name (${k8sNameRule('serviceaccount')})`],
   },
 };
 

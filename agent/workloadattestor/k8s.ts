@@ -19,6 +19,7 @@ import type { CoreV1Api, V1ContainerStatus, V1Pod } from '@kubernetes/client-nod
 import { z } from 'zod';
 import { durationField } from '../../common/config.js';
 import { Unavailable } from '../../spiffe/errors.js';
+import { isDnsLabel } from '../../spiffe/k8sname.js';
 import { DEFAULT_PSAT_TOKEN_PATH, K8sPsatPlugin } from '../attestation/k8spsat.js';
 import { Selector } from '../../spiffe/selector.js';
 import type { WorkloadAttestor } from './attestor.js';
@@ -244,7 +245,7 @@ export const kubernetesAgentConfigSchema = z.object({
   /** k8s_psat node attestation and the k8s workload attestor. */
   enabled: z.boolean().default(false),
   /** The cluster's name; must be the server's kubernetes.cluster. */
-  cluster: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS label').default('kubernetes'),
+  cluster: z.string().refine(isDnsLabel, 'must be a DNS label').default('kubernetes'),
   /** The projected ServiceAccount token (audience: the server's psat_audience). */
   token_path: z.string().min(1).default(DEFAULT_PSAT_TOKEN_PATH),
   /** For the apiserver pod source; default the pod's in-cluster ServiceAccount. */

@@ -11,10 +11,10 @@ import { cidrRange, rangeContains, rangesOverlap } from '../../common/cidr.js';
 import type { EndpointRegistrationMsg, PublishNodeRequestMsg } from '../../api/agentproto.js';
 import { InvalidArgument, PermissionDenied } from '../../spiffe/errors.js';
 import type { SpiffeId } from '../../spiffe/id.js';
+import { k8sNameProblem } from '../../spiffe/k8sname.js';
 import type { SelectorSet } from '../../spiffe/selector.js';
 import type { Endpoint, MeshNode, MeshNodeUpdate } from '../datastore/index.js';
 
-const NODE_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 /** The widest pod CIDR a node may hold, per family. */
 const WIDEST_PREFIX = { 4: 8, 6: 32 } as const;
 
@@ -43,7 +43,8 @@ export function isWireGuardKey(text: string): boolean {
  */
 export function authorizeNodeClaim(req: PublishNodeRequestMsg, caller: Claimant, nodes: readonly MeshNode[], kubernetesOwnsNodes: boolean): { update: MeshNodeUpdate; overridden: Overridden[] } {
   const who = caller.agentId.toString();
-  if (!NODE_NAME.test(req.name)) throw new InvalidArgument(`node name "${req.name}" must be a DNS label or subdomain`, 'name');
+  const badName = k8sNameProblem('node', req.name);
+  if (badName) throw new InvalidArgument(`node name ${badName}`, 'name');
   const bound = attestedNodeName(caller);
   if (bound !== undefined && bound !== req.name) throw new PermissionDenied(`agent ${who} was attested on node "${bound}"; it may not publish node "${req.name}"`);
   const own = nodes.find((n) => n.agentId === who);

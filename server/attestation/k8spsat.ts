@@ -11,6 +11,7 @@ import type { AuthenticationV1Api, CoreV1Api, V1Node, V1Pod, V1TokenReviewStatus
 import { agentId, type TrustDomain } from '../../spiffe/id.js';
 import { InvalidArgument, MeshidError, PermissionDenied, Unavailable } from '../../spiffe/errors.js';
 import { Selector, SelectorSet } from '../../spiffe/selector.js';
+import { isK8sName } from '../../spiffe/k8sname.js';
 import { apiMessage, apiStatus } from '../k8s/client.js';
 import type { AttestationResult, NodeAttestor } from './index.js';
 
@@ -37,7 +38,16 @@ const EXTRA_POD_NAME = 'authentication.kubernetes.io/pod-name';
 const EXTRA_POD_UID = 'authentication.kubernetes.io/pod-uid';
 const EXTRA_NODE_NAME = 'authentication.kubernetes.io/node-name';
 const EXTRA_NODE_UID = 'authentication.kubernetes.io/node-uid';
-const SA_USER = /^system:serviceaccount:([a-z0-9-]+):([a-z0-9.-]+)$/;
+const SA_USER_PREFIX = 'system:serviceaccount:';
+
+/** The ServiceAccount of a token review's user name, "system:serviceaccount:NAMESPACE:NAME", or undefined for any other user. */
+export function serviceAccountOfUser(username: string): { namespace: string; serviceAccount: string } | undefined {
+  if (!username.startsWith(SA_USER_PREFIX)) return undefined;
+  const rest = username.slice(SA_USER_PREFIX.length);
+  const colon = rest.indexOf(':');
+  const namespace = rest.slice(0, colon), serviceAccount = rest.slice(colon + 1);
+  return colon > 0 && isK8sName('namespace', namespace) && isK8sName('serviceaccount', serviceAccount) ? { namespace, serviceAccount } : undefined;
+}
 const MAX_PAYLOAD_BYTES = 64 * 1024;
 
 export class K8sPsatAttestor implements NodeAttestor {
@@ -59,9 +69,9 @@ export class K8sPsatAttestor implements NodeAttestor {
       throw new PermissionDenied(`k8s_psat: the token is not valid for audience "${this.opts.audience}" (token review gave ${JSON.stringify(status.audiences ?? [])})`);
     }
     const username = status.user?.username ?? '';
-    const sa = SA_USER.exec(username);
+    const sa = serviceAccountOfUser(username);
     if (!sa) throw new PermissionDenied(`k8s_psat: token user "${username}" is not a ServiceAccount`);
-    const [, namespace, serviceAccount] = sa as unknown as [string, string, string];
+    const { namespace, serviceAccount } = sa;
     if (!this.allowed.has(`${namespace}:${serviceAccount}`)) {
       throw new PermissionDenied(`k8s_psat: ServiceAccount ${namespace}:${serviceAccount} is not allowed to attest agents`);
     }

@@ -5,6 +5,7 @@
  */
 import type { Datastore, Endpoint } from '../datastore/index.js';
 import { InvalidArgument } from '../../spiffe/errors.js';
+import { k8sNameProblem } from '../../spiffe/k8sname.js';
 import type { EndpointRegistrar } from '../agentapi/endpoints.js';
 import type { EndpointRegistrationMsg } from '../../api/agentproto.js';
 import { isIP } from 'node:net';
@@ -16,7 +17,6 @@ const VOLATILE = [/^pod-template-hash$/, /^controller-revision-hash$/, /^pod-tem
 export const NAMESPACE_LABEL = 'io.kubernetes.pod.namespace';
 export const SERVICEACCOUNT_LABEL = 'io.cilium.k8s.policy.serviceaccount';
 
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export function securityLabels(namespace: string, serviceAccount: string, podLabels: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
@@ -39,10 +39,10 @@ export class IdentityAllocator implements EndpointRegistrar {
   async replaceNodeEndpoints(nodeId: number, regs: readonly EndpointRegistrationMsg[], store: Datastore = this.store): Promise<Endpoint[]> {
     regs.forEach((r, i) => {
       if (!isIP(r.ip)) throw new InvalidArgument(`"${r.ip}" is not an IP address`, `endpoints[${i}].ip`);
-      if (!DNS_LABEL.test(r.namespace)) throw new InvalidArgument(`namespace "${r.namespace}" is not a DNS label`, `endpoints[${i}].namespace`);
-      if (!DNS_LABEL.test(r.service_account) && !/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(r.service_account)) {
-        throw new InvalidArgument(`service account "${r.service_account}" is not a valid name`, `endpoints[${i}].service_account`);
-      }
+      const badNamespace = k8sNameProblem('namespace', r.namespace);
+      if (badNamespace) throw new InvalidArgument(`namespace ${badNamespace}`, `endpoints[${i}].namespace`);
+      const badSa = k8sNameProblem('serviceaccount', r.service_account);
+      if (badSa) throw new InvalidArgument(`service account ${badSa}`, `endpoints[${i}].service_account`);
       if (!r.name) throw new InvalidArgument('name is required', `endpoints[${i}].name`);
     });
     const out: Endpoint[] = [];

@@ -4,17 +4,22 @@
  */
 import { z } from 'zod';
 import { durationField } from '../../common/config.js';
+import { isDnsLabel, isK8sName, k8sNameRule, type K8sKind } from '../../spiffe/k8sname.js';
 
 const duration = (field: string, dflt: string) => durationField(field, dflt, { positive: true });
 
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const SA_REF = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?:[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+const k8sName = (kind: K8sKind) => z.string().refine((s) => isK8sName(kind, s), `must be ${k8sNameRule(kind)}`);
+/** A ServiceAccount named "namespace:name". */
+const saRef = z.string().refine((s) => {
+  const colon = s.indexOf(':');
+  return colon > 0 && isK8sName('namespace', s.slice(0, colon)) && isK8sName('serviceaccount', s.slice(colon + 1));
+}, 'must be "namespace:name" of a ServiceAccount');
 
 const leaderElectionSchema = z.object({
   enabled: z.boolean().default(true),
   /** Where the Lease lives: the server's own namespace. */
-  namespace: z.string().regex(DNS_LABEL, 'must be a namespace name').default('meshid'),
-  lease_name: z.string().regex(DNS_LABEL, 'must be a DNS label').default('meshid-server-controller'),
+  namespace: k8sName('namespace').default('meshid'),
+  lease_name: k8sName('lease').default('meshid-server-controller'),
   /** This server's name in the Lease; default: the host name (the pod name in a StatefulSet). */
   identity: z.string().min(1).optional(),
   /** How long a leader that stopped renewing keeps the lease. */
@@ -30,11 +35,11 @@ export const kubernetesConfigSchema = z.object({
   /** A kubeconfig file; default: the in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config. */
   kubeconfig: z.string().min(1).optional(),
   /** The cluster's name in agent IDs and node selectors (spiffe://<td>/meshid/agent/k8s_psat/<cluster>/<node-uid>). */
-  cluster: z.string().regex(DNS_LABEL, 'must be a DNS label (lowercase letters, digits, "-")').default('kubernetes'),
+  cluster: z.string().refine(isDnsLabel, 'must be a DNS label (lowercase letters, digits, "-")').default('kubernetes'),
   /** The audience that agents' projected ServiceAccount tokens must carry. */
   psat_audience: z.string().min(1).default('meshid-server'),
   /** ServiceAccounts ("namespace:name") whose tokens may attest agents. */
-  allowed_agent_service_accounts: z.array(z.string().regex(SA_REF, 'must be "namespace:name"')).min(1).default(['meshid:meshid-agent']),
+  allowed_agent_service_accounts: z.array(saRef).min(1).default(['meshid:meshid-agent']),
   /** One registration entry per ServiceAccount (opt out with meshid.io/auto-register: "false"). */
   auto_register: z.boolean().default(true),
   /** Pods → endpoints and identities, Nodes → the node registry. */
@@ -46,8 +51,8 @@ export const kubernetesConfigSchema = z.object({
   /** Where the trust bundle is published for agents to mount (bundle.spiffe, bundle.crt). */
   bundle_configmap: z.object({
     enabled: z.boolean().default(true),
-    namespace: z.string().regex(DNS_LABEL, 'must be a namespace name').default('meshid'),
-    name: z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/, 'must be a ConfigMap name').default('meshid-bundle'),
+    namespace: k8sName('namespace').default('meshid'),
+    name: k8sName('configmap').default('meshid-bundle'),
   }).strict().default({ enabled: true, namespace: 'meshid', name: 'meshid-bundle' }),
   leader_election: leaderElectionSchema.default({
     enabled: true, namespace: 'meshid', lease_name: 'meshid-server-controller', lease_duration: 15, renew_deadline: 10, retry_period: 2,

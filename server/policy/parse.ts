@@ -6,6 +6,7 @@
  */
 import { parseAllDocuments } from 'yaml';
 import { InvalidArgument } from '../../spiffe/errors.js';
+import { isK8sName, isLabelKey, isLabelValue, k8sNameRule } from '../../spiffe/k8sname.js';
 import { NAMESPACE_LABEL } from '../identity/index.js';
 import {
   POLICY_FORMAT,
@@ -42,9 +43,6 @@ const UNSUPPORTED_SPEC_FIELDS: Record<string, string> = {
 };
 const UNSUPPORTED_PROTOCOLS = new Set(['ICMP', 'ICMPv6', 'VRRP', 'IGMP']);
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const NAMESPACE_LABELS_PREFIX = 'io.cilium.k8s.namespace.labels.';
 
 type Obj = Record<string, unknown>;
@@ -88,19 +86,14 @@ function labelKey(raw: string, path: string): string {
     if (source !== 'k8s' && source !== 'any') bad(path, `uses label source "${source}:", which is not supported (only k8s: and any:)`);
     key = raw.slice(colon + 1);
   }
-  const slash = key.lastIndexOf('/');
-  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
-  const name = slash >= 0 ? key.slice(slash + 1) : key;
-  if (!LABEL_NAME.test(name) || (prefix !== undefined && (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix)))) {
-    bad(path, `has an invalid label key "${raw}"`);
-  }
+  if (!isLabelKey(key)) bad(path, `has an invalid label key "${raw}"`);
   if (key.startsWith(NAMESPACE_LABELS_PREFIX)) bad(path, `selects on namespace labels ("${raw}"), which meshid does not know`);
   return key;
 }
 
 function labelValue(v: unknown, path: string): string {
   if (typeof v !== 'string') bad(path, 'must be a string (quote numbers and booleans)');
-  if (v !== '' && !LABEL_NAME.test(v)) bad(path, `is not a valid label value ("${v}")`);
+  if (!isLabelValue(v)) bad(path, `is not a valid label value ("${v}")`);
   return v;
 }
 
@@ -262,11 +255,11 @@ export function parsePolicyObject(doc: unknown): ParsedPolicy {
   // Other metadata (labels, annotations, uid, ...) is object bookkeeping with no effect on enforcement.
   const meta = mapping(o.metadata, 'metadata');
   const name = string(meta.name, 'metadata.name');
-  if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) bad('metadata.name', `must be a DNS subdomain name (got "${name}")`);
+  if (!isK8sName('policy', name)) bad('metadata.name', `must be ${k8sNameRule('policy')} (got "${name}")`);
   let namespace = '';
   if (known.namespaced) {
     namespace = meta.namespace === undefined || meta.namespace === null ? 'default' : string(meta.namespace, 'metadata.namespace');
-    if (!DNS_LABEL.test(namespace)) bad('metadata.namespace', `must be a DNS label (got "${namespace}")`);
+    if (!isK8sName('namespace', namespace)) bad('metadata.namespace', `must be ${k8sNameRule('namespace')} (got "${namespace}")`);
   } else if (meta.namespace !== undefined && meta.namespace !== null) {
     bad('metadata.namespace', `must not be set: a ${kind} is cluster-wide`);
   }

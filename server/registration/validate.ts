@@ -1,5 +1,6 @@
 import { isReservedId, SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import { SelectorSet } from '../../spiffe/selector.js';
+import { k8sNameProblem } from '../../spiffe/k8sname.js';
 import { InvalidArgument, InvalidSpiffeId, InvalidTrustDomain } from '../../spiffe/errors.js';
 import type { EntryPatch, EntrySpec, ListEntriesOptions, SelectorMatch } from '../datastore/index.js';
 
@@ -24,7 +25,6 @@ export const MAX_HINT_LENGTH = 1024;
 const MAX_ENTRY_ID_LENGTH = 255;
 const ENTRY_ID_RE = /^[A-Za-z0-9._:-]+$/;
 const DNS_LABEL_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-const K8S_LABEL_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const ENTRY_FIELDS = new Set([
   'id', 'spiffe_id', 'parent_id', 'selectors', 'x509_svid_ttl', 'jwt_svid_ttl', 'dns_names', 'hint', 'admin',
   'downstream', 'federates_with', 'expires_at',
@@ -254,12 +254,10 @@ export function parseListEntriesInput(input: unknown): ListEntriesOptions {
  * selectors k8s:ns:NAMESPACE and k8s:sa:NAME, under `parentId` (an agent, or a node alias).
  */
 export function entryForServiceAccount(td: TrustDomain, namespace: string, name: string, parentId: SpiffeId): EntrySpec {
-  if (typeof namespace !== 'string' || !K8S_LABEL_RE.test(namespace)) {
-    throw new InvalidArgument(`namespace ${JSON.stringify(namespace)} is not a Kubernetes namespace name (DNS-1123 label)`, 'namespace');
-  }
-  if (typeof name !== 'string' || name.length > 253 || !name.split('.').every((l) => K8S_LABEL_RE.test(l))) {
-    throw new InvalidArgument(`name ${JSON.stringify(name)} is not a Kubernetes ServiceAccount name (DNS-1123 subdomain)`, 'name');
-  }
+  const badNamespace = k8sNameProblem('namespace', namespace);
+  if (badNamespace) throw new InvalidArgument(`namespace ${badNamespace}`, 'namespace');
+  const badName = k8sNameProblem('serviceaccount', name);
+  if (badName) throw new InvalidArgument(`name ${badName}`, 'name');
   if (!parentId.memberOf(td)) throw new InvalidSpiffeId(`parent_id ${parentId.toString()} is not in the trust domain ${td.name}`, 'parent_id');
   return {
     spiffeId: td.child('ns', namespace, 'sa', name),
