@@ -34,6 +34,8 @@ export interface DatapathOptions {
    * endpoints' node-side interfaces and the WireGuard device; default: this process's.
    */
   readonly netns?: string;
+  /** The kernel calls; default the addon in bpf/native. */
+  readonly native?: NativeBpf;
 }
 
 /** The ids of the programs attached to an endpoint interface (0: none). */
@@ -66,7 +68,7 @@ export class Datapath {
     this.pinDir = options.pinDir ?? DEFAULT_PIN_DIR;
     this.objectPath = options.objectPath ?? join(bpfObjectDir, 'meshid.o');
     this.netns = options.netns ?? null;
-    this.#native = loadNative();
+    this.#native = options.native ?? loadNative();
   }
 
   get running(): boolean { return this.#programs !== undefined; }

@@ -1,13 +1,15 @@
 import { join } from 'node:path';
 import { decodeEvent, decodeSignal, type AuthPair, type FlowEvent } from './layouts.js';
 import { MapName } from './maps.js';
-import { loadNative, type RingHandle } from './native.js';
+import { loadNative, type NativeBpf, type RingHandle } from './native.js';
 
 export interface RingReaderOptions {
   /** Where the datapath's maps are pinned (Datapath.pinDir). */
   readonly pinDir: string;
   /** Gets what a handler threw, or a record that did not decode; default: a process warning. */
   readonly onError?: (err: Error) => void;
+  /** The kernel calls; default the addon in bpf/native. */
+  readonly native?: Pick<NativeBpf, 'ringOpen' | 'ringClose'>;
 }
 
 /** Delivers each record of a pinned ring buffer, on the event loop (no polling timer, no thread). */
@@ -16,20 +18,22 @@ class RingReader<T> {
   readonly #decode: (record: Buffer) => T;
   readonly #handler: (value: T) => void;
   readonly #onError: (err: Error) => void;
+  readonly #native: Pick<NativeBpf, 'ringOpen' | 'ringClose'>;
   #ring: RingHandle | undefined;
 
-  constructor(path: string, decode: (record: Buffer) => T, handler: (value: T) => void, onError?: (err: Error) => void) {
+  constructor(path: string, decode: (record: Buffer) => T, handler: (value: T) => void, options: RingReaderOptions) {
     this.#path = path;
+    this.#native = options.native ?? loadNative();
     this.#decode = decode;
     this.#handler = handler;
-    this.#onError = onError ?? ((err) => process.emitWarning(err));
+    this.#onError = options.onError ?? ((err) => process.emitWarning(err));
   }
 
   get running(): boolean { return this.#ring !== undefined; }
 
   start(): void {
     if (this.#ring) return;
-    this.#ring = loadNative().ringOpen(this.#path, (record) => {
+    this.#ring = this.#native.ringOpen(this.#path, (record) => {
       try {
         this.#handler(this.#decode(record));
       } catch (err) {
@@ -41,7 +45,7 @@ class RingReader<T> {
   /** No record is delivered after this returns; records not read yet stay in the ring. */
   stop(): void {
     if (!this.#ring) return;
-    loadNative().ringClose(this.#ring);
+    this.#native.ringClose(this.#ring);
     this.#ring = undefined;
   }
 }
@@ -54,7 +58,7 @@ export class SignalReader {
   readonly #reader: RingReader<AuthPair>;
 
   constructor(options: RingReaderOptions, onSignal: (pair: AuthPair) => void) {
-    this.#reader = new RingReader(join(options.pinDir, MapName.signals), decodeSignal, onSignal, options.onError);
+    this.#reader = new RingReader(join(options.pinDir, MapName.signals), decodeSignal, onSignal, options);
   }
 
   get running(): boolean { return this.#reader.running; }
@@ -67,7 +71,7 @@ export class EventReader {
   readonly #reader: RingReader<FlowEvent>;
 
   constructor(options: RingReaderOptions, onEvent: (event: FlowEvent) => void) {
-    this.#reader = new RingReader(join(options.pinDir, MapName.events), decodeEvent, onEvent, options.onError);
+    this.#reader = new RingReader(join(options.pinDir, MapName.events), decodeEvent, onEvent, options);
   }
 
   get running(): boolean { return this.#reader.running; }

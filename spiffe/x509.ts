@@ -101,16 +101,26 @@ export interface CertificateFields {
 }
 
 /** A positive random 128-bit serial (RFC 5280: at most 20 octets, positive). */
-export function randomSerial(): Buffer {
-  // One RNG call per 256 serials: randomBytes costs as much as the DER work of a whole certificate.
-  if (serialPoolOffset >= serialPool.length) { serialPool = randomBytes(16 * 256); serialPoolOffset = 0; }
-  const b = Buffer.from(serialPool.subarray(serialPoolOffset, serialPoolOffset + 16));
-  serialPoolOffset += 16;
-  b[0] = (b[0]! & 0x7f) | 0x01;
-  return b;
+export function randomSerial(): Buffer { return positive(randomBytes(16)); }
+
+const positive = (b: Buffer): Buffer => { b[0] = (b[0]! & 0x7f) | 0x01; return b; };
+
+/**
+ * Random serials for an issuer that signs many certificates: one RNG call per
+ * 256 serials, since randomBytes costs as much as the DER work of a whole
+ * certificate. Each issuer owns one; nothing is shared between them.
+ */
+export class SerialSource {
+  private pool = Buffer.alloc(0);
+  private offset = 0;
+
+  next(): Buffer {
+    if (this.offset >= this.pool.length) { this.pool = randomBytes(16 * 256); this.offset = 0; }
+    const b = Buffer.from(this.pool.subarray(this.offset, this.offset + 16));
+    this.offset += 16;
+    return positive(b);
+  }
 }
-let serialPool = Buffer.alloc(0);
-let serialPoolOffset = 0;
 
 function subjectAltName(uris: string[], dnsNames: string[]): Buffer {
   const names = [

@@ -80,10 +80,14 @@ export class SvidCache implements WorkloadSource {
     this.kick();
   }
 
+  /** Stops renewing: nothing is signed after this, including a retry that was waiting out its back-off. */
   stop(): void {
+    this.stopped = true;
     this.unsubscribe?.();
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = undefined;
     this.listeners = [];
   }
 
@@ -136,7 +140,7 @@ export class SvidCache implements WorkloadSource {
   }
 
   private kick(): void {
-    if (this.signing || this.queue.size === 0) return;
+    if (this.stopped || this.signing || this.queue.size === 0) return;
     this.signing = true;
     this.signQueued().finally(() => {
       this.signing = false;
@@ -145,10 +149,12 @@ export class SvidCache implements WorkloadSource {
   }
 
   private backoff = false;
+  private backoffTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
 
   private async signQueued(): Promise<void> {
     const batchSize = this.opts.batchSize ?? 500;
-    while (this.queue.size > 0) {
+    while (this.queue.size > 0 && !this.stopped) {
       const ids = [...this.queue].slice(0, batchSize);
       const entries = ids.map((id) => this.opts.state.entries.get(id)).filter((e): e is AgentEntry => !!e);
       for (const id of ids) this.queue.delete(id);
@@ -165,8 +171,10 @@ export class SvidCache implements WorkloadSource {
         this.failingSince ??= this.opts.clock.now().getTime();
         this.opts.logger.warn('signing X509-SVIDs failed; will retry', { entries: entries.length, code: (err as ServiceError).code, reason: (err as ServiceError).details ?? (err as Error).message });
         await this.opts.onServerRefusal?.(err as ServiceError);
+        if (this.stopped) return;
         this.backoff = true;
-        setTimeout(() => { this.backoff = false; this.kick(); }, 2000).unref();
+        this.backoffTimer = setTimeout(() => { this.backoffTimer = undefined; this.backoff = false; this.kick(); }, 2000);
+        this.backoffTimer.unref();
         return;
       }
       const now = this.opts.clock.now().getTime();

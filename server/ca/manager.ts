@@ -12,7 +12,7 @@ import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
 import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
 import { publicKeyFromSpki, spkiDer, type KeyType } from '../../spiffe/keys.js';
 import { mintJwtSvid } from '../../spiffe/jwtsvid.js';
-import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, parseCertificate, randomSerial, type CertificateIssuer } from '../../spiffe/x509.js';
+import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, parseCertificate, SerialSource, type CertificateIssuer } from '../../spiffe/x509.js';
 import { mintX509Svid } from '../../spiffe/x509svid.js';
 import { parseCsr, type CertificationRequest, type CsrOptions } from '../../spiffe/csr.js';
 import type { KeyManager } from './keymanager.js';
@@ -97,6 +97,7 @@ interface ActiveJwt { slot: CaSlot; kid: string; key: KeyObject; notAfter: numbe
 
 export class CertificateAuthority {
   private slots: CaSlot[] = [];
+  private readonly serials = new SerialSource();
   private x509: ActiveX509 | undefined;
   private jwt: ActiveJwt | undefined;
   private currentBundle: Bundle | undefined;
@@ -297,7 +298,7 @@ export class CertificateAuthority {
     const now = this.opts.clock.now().getTime();
     const ttl = (ttlSeconds > 0 ? ttlSeconds : this.opts.x509SvidTtlSeconds) * 1000;
     const notAfter = Math.min(now + ttl, a.notAfter);
-    const serial = randomSerial();
+    const serial = this.serials.next();
     const der = mintX509Svid(a.issuer, { spiffeId, publicKeySpki, notBefore: new Date(now - BACKDATE_MS), notAfter: new Date(notAfter), dnsNames, serial });
     return { certChainDer: [der, ...a.chainTail], expiresAt: new Date(Math.floor(notAfter / 1000) * 1000), serialHex: serial.toString('hex') };
   }
