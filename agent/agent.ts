@@ -25,7 +25,7 @@ import { WireGuardManager } from './wireguard/index.js';
 import type { AuthPair, FlowEvent } from '../bpf/index.js';
 import { compileState, explainFlow, PolicyDecoder, PolicyMapSync, type AuthRequirement } from './policy/index.js';
 import { MutualAuth, type PairRequest } from './mutualauth/index.js';
-import { AgentAdminServer } from './admin/index.js';
+import { AgentAdminServer, type AgentAdminView } from './admin/index.js';
 import { InvalidArgument, NotFound } from '../spiffe/errors.js';
 
 export interface MeshidAgentDeps {
@@ -207,9 +207,25 @@ export class MeshidAgent {
       });
     }
     if (this.datapath || this.mutualAuth || this.endpoints) {
-      this.admin = new AgentAdminServer(this, config.admin_socket);
+      this.admin = new AgentAdminServer(this.adminView(), config.admin_socket);
       await this.admin.start();
     }
+  }
+
+  /** What the admin socket may read. */
+  private adminView(): AgentAdminView {
+    return {
+      nodeName: this.nodeName,
+      state: this.state,
+      identity: () => ({ spiffeId: this.identity.current().spiffeId.toString(), sync: this.sync.status, server: this.connection.address, svids: this.cache.size }),
+      wireguard: () => (this.wireguard ? { device: this.wireguard.device, public_key: this.wireguard.publicKey } : null),
+      discoveredInterfaces: () => (this.datapath ? Object.fromEntries(this.datapath.discoveredInterfaces()) : null),
+      mutualAuthStats: () => this.mutualAuth?.stats() ?? null,
+      authEntries: () => this.datapath?.datapath.auth.entries() ?? [],
+      explain: (q) => this.explain(q),
+      endpoints: () => this.endpoints,
+      onFlowEvent: (listener) => { this.eventListeners.add(listener); return () => { this.eventListeners.delete(listener); }; },
+    };
   }
 
   private readonly decoder = new PolicyDecoder();

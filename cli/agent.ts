@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { cliContext, wholeNumberFlag } from './context.js';
 import { UsageError } from './errors.js';
 import { formatFields, formatTable, formatTime } from './output.js';
-import type { AgentJson } from '../server/adminapi/agents.js';
+import type { AgentJson } from '../api/admin.js';
 
 
 const agentPath = (id: string) => `/v1/agents/${encodeURIComponent(id)}`;

@@ -1,7 +1,7 @@
 /** `meshid entry create|list|show|update|delete`: registration entries, with spire-server's flags. */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import type { EntryJson } from '../server/registration/index.js';
+import type { EntryJson } from '../api/admin.js';
 import { type CliContext, cliContext, collect, ttlSeconds, wholeNumberFlag } from './context.js';
 import { CliError, UsageError, describeField } from './errors.js';
 import { formatFields, formatTable, formatTime, formatTtl } from './output.js';

@@ -14,10 +14,34 @@
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
-import { bootNsToWallClock, type FlowEvent } from '../../bpf/index.js';
+import { bootNsToWallClock, type AuthPair, type FlowEvent } from '../../bpf/index.js';
 import { errorResponse } from '../../common/httpstatus.js';
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from '../../spiffe/errors.js';
-import type { MeshidAgent } from '../agent.js';
+import type { LocalEndpoints } from '../endpoints.js';
+import type { AgentState } from '../sync/state.js';
+
+/**
+ * What the admin socket reads of the running agent: a narrow, read-only view,
+ * declared here and handed over by the agent, so the admin server reaches into
+ * none of the agent's parts.
+ */
+export interface AgentAdminView {
+  readonly nodeName: string;
+  /** The registry as synced; read, never written. */
+  readonly state: Pick<AgentState, 'localNodeId' | 'revision' | 'entries' | 'identities' | 'endpoints' | 'nodes'>;
+  /** The agent's own SPIFFE ID, the Sync state, the server in use and the X509-SVIDs held. */
+  identity(): { spiffeId: string; sync: unknown; server: string; svids: number };
+  wireguard(): { device: string; public_key: string } | null;
+  discoveredInterfaces(): Record<string, unknown> | null;
+  mutualAuthStats(): unknown;
+  /** The auth map's entries; none without a datapath. */
+  authEntries(): Iterable<{ pair: AuthPair; expiresAtBootNs: bigint }>;
+  explain(q: URLSearchParams): Record<string, unknown>;
+  /** This node's endpoints, where the agent manages them. */
+  endpoints(): Pick<LocalEndpoints, 'list' | 'add' | 'remove' | 'waitReady'> | undefined;
+  /** Calls `listener` with every datapath event until the returned function is called. */
+  onFlowEvent(listener: (e: FlowEvent) => void): () => void;
+}
 
 export interface ObservedFlow {
   time: string;
@@ -68,7 +92,7 @@ export class AgentAdminServer {
   private server: Server | undefined;
   private readonly streams = new Set<ServerResponse>();
 
-  constructor(private readonly agent: MeshidAgent, private readonly socketPath: string) {}
+  constructor(private readonly agent: AgentAdminView, private readonly socketPath: string) {}
 
   async start(): Promise<void> {
     mkdirSync(dirname(this.socketPath), { recursive: true });
@@ -117,18 +141,20 @@ export class AgentAdminServer {
 
   private status(): Record<string, unknown> {
     const a = this.agent;
+    const id = a.identity();
+    const interfaces = a.discoveredInterfaces();
     return {
-      node: a.nodeName, node_id: a.state.localNodeId, spiffe_id: a.identity.current().spiffeId.toString(),
-      sync: a.sync.status, server: a.connection.address, revision: a.state.revision, svids: a.cache.size, entries: a.state.entries.size,
+      node: a.nodeName, node_id: a.state.localNodeId, spiffe_id: id.spiffeId,
+      sync: id.sync, server: id.server, revision: a.state.revision, svids: id.svids, entries: a.state.entries.size,
       identities: a.state.identities.size, endpoints: a.state.endpoints.size, nodes: a.state.nodes.size,
-      wireguard: a.wireguard ? { device: a.wireguard.device, public_key: a.wireguard.publicKey } : null,
-      datapath: a.datapath ? { discovered_interfaces: Object.fromEntries(a.datapath.discoveredInterfaces()) } : null,
-      mutual_auth: a.mutualAuth ? a.mutualAuth.stats() : null,
+      wireguard: a.wireguard(),
+      datapath: interfaces ? { discovered_interfaces: interfaces } : null,
+      mutual_auth: a.mutualAuthStats() ?? null,
     };
   }
 
   private async endpointRoute(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
-    const endpoints = this.agent.endpoints;
+    const endpoints = this.agent.endpoints();
     if (!endpoints) throw new FailedPrecondition('this agent manages no endpoints (no node section in its config)', 'endpoints');
     const waitMs = waitParam(url);
     const ip = url.pathname === '/v1/endpoints' ? undefined : decodeURIComponent(url.pathname.slice('/v1/endpoints/'.length));
@@ -153,9 +179,8 @@ export class AgentAdminServer {
 
   private authEntries(): Record<string, unknown>[] {
     const a = this.agent;
-    if (!a.datapath) return [];
     const name = (id: number): string | null => a.state.identities.get(id)?.spiffe_id ?? null;
-    return [...a.datapath.datapath.auth.entries()].map(({ pair, expiresAtBootNs: expiresBootNs }) => ({
+    return [...a.authEntries()].map(({ pair, expiresAtBootNs: expiresBootNs }) => ({
       local_identity: pair.localIdentity, local_spiffe_id: name(pair.localIdentity),
       remote_identity: pair.remoteIdentity, remote_spiffe_id: name(pair.remoteIdentity),
       remote_node_id: pair.remoteNodeId, remote_node: pair.remoteNodeId === 0 ? a.nodeName : (a.state.nodes.get(pair.remoteNodeId)?.name ?? null),
@@ -203,7 +228,7 @@ export class AgentAdminServer {
       if (namespace && f.source.namespace !== namespace && f.destination.namespace !== namespace) return;
       res.write(JSON.stringify(f) + '\n');
     };
-    this.agent.eventListeners.add(listener);
-    res.on('close', () => { this.agent.eventListeners.delete(listener); this.streams.delete(res); });
+    const unsubscribe = this.agent.onFlowEvent(listener);
+    res.on('close', () => { unsubscribe(); this.streams.delete(res); });
   }
 }

@@ -6,23 +6,14 @@ import { tokenDigest } from '../attestation/index.js';
 import type { AttestedNode, ListAttestedNodesOptions } from '../datastore/index.js';
 import { Query, bodyObject, present, seconds, spiffeIdIn } from './input.js';
 import { type AdminRequest, type Route, type RouteContext, bodyString } from './route.js';
+import type { AgentJson } from '../../api/admin.js';
+export type { AgentJson };
 
 /** SPIRE's default join token lifetime. */
 export const DEFAULT_TOKEN_TTL = 600;
 /** A join token is a bearer secret for a node's first contact; a week is plenty to provision one. */
 export const MAX_TOKEN_TTL = 7 * 24 * 3600;
 
-export interface AgentJson {
-  spiffe_id: string;
-  attestation_type: string;
-  x509_svid_serial_number: string;
-  x509_svid_expires_at: number;
-  banned: boolean;
-  can_reattest: boolean;
-  selectors: string[];
-  created_at: number;
-  updated_at: number;
-}
 
 function agentToJson(a: AttestedNode): AgentJson {
   return {

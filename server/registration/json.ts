@@ -1,4 +1,6 @@
 import type { RegistrationEntry } from '../datastore/index.js';
+import type { EntryJson } from '../../api/admin.js';
+export type { EntryJson };
 
 /**
  * A registration entry as the admin REST API and the CLI send it (SPIRE's field names).
@@ -36,23 +38,6 @@ export interface EntryInput {
   expires_at?: number;
 }
 
-/** An entry as the API returns it: every field present, plus `id`, `created_at` and `revision`. */
-export interface EntryJson {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: string[];
-  x509_svid_ttl: number;
-  jwt_svid_ttl: number;
-  dns_names: string[];
-  hint: string;
-  admin: boolean;
-  downstream: boolean;
-  federates_with: string[];
-  expires_at: number;
-  created_at: number;
-  revision: number;
-}
 
 export function entryToJson(entry: RegistrationEntry): EntryJson {
   return {
