@@ -1,6 +1,7 @@
 /** What the admin API calls to apply and delete policies: parse everything, check everything, then write. */
 import type { Datastore, Policy } from '../datastore/index.js';
-import { FailedPrecondition, NotFound } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { checkPolicySpec } from '../../api/policy.js';
 import type { ParsedPolicy, PolicyKind } from './model.js';
 import { parsePolicyDocuments } from './parse.js';
 
@@ -43,6 +44,10 @@ export function applyPolicies(store: PolicyStorePort, yamlText: string): Promise
 }
 
 export function applyParsedPolicies(store: PolicyStorePort, policies: readonly ParsedPolicy[]): Promise<AppliedPolicy[]> {
+  // what agents will decode: checked here, before anything is written
+  for (const p of policies) {
+    try { checkPolicySpec(p.spec, `policy ${label(p)}`); } catch (err) { return Promise.reject(new InvalidArgument((err as Error).message, 'spec')); }
+  }
   return store.transaction(async (tx) => {
     const before: (Policy | undefined)[] = [];
     for (const p of policies) before.push(await find(tx, p.namespace, p.name));

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { applyPolicies, deletePolicy, deletePolicyDocuments } from '../../../server/policy/index.js';
+import { applyParsedPolicies, applyPolicies, deletePolicy, deletePolicyDocuments, parsePolicyDocuments, type ParsedPolicy } from '../../../server/policy/index.js';
 import { MeshidError } from '../../../spiffe/errors.js';
 import { openTemp } from '../datastore/fixtures/tempdb.js';
 
@@ -72,4 +72,14 @@ t.test('delete removes one policy and returns it; absent or of another kind is N
   ]);
   t.same(await ds.listPolicies(), []);
   t.ok(revisionBefore > 0);
+});
+
+t.test('a spec that does not fit the shared schema (what agents decode) is refused before anything is written', async (t) => {
+  const { ds } = await openTemp(t, 'pol-schema');
+  const [good] = parsePolicyDocuments(doc('good', 'pay'));
+  const bad = { ...good!, name: 'bad', spec: { ...good!.spec, rules: [{ ...good!.spec.rules[0]!, defaultDeny: { ingress: 'yes' } }] } } as unknown as ParsedPolicy;
+  const err = await applyParsedPolicies(ds, [good!, bad]).then(() => undefined, (e: unknown) => e as MeshidError);
+  t.equal(err?.code, 'invalid_argument');
+  t.match(err?.message, /policy prod\/bad: spec\.rules\.0\.defaultDeny\.ingress/, 'names the policy and the field');
+  t.same(await ds.listPolicies(), [], 'the good policy of the same call was not written either');
 });
