@@ -22,8 +22,8 @@ import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
 import { LocalEndpoints } from './endpoints.js';
 import { WireGuardManager } from './wireguard/index.js';
-import type { AuthPair, FlowEvent } from '../bpf/index.js';
-import { compileState, explainFlow, PolicyDecoder, PolicyMapSync, type AuthRequirement } from './policy/index.js';
+import { AuthType, type AuthPair, type FlowEvent } from '../bpf/index.js';
+import { compileState, explainFlow, PolicyMapSync, type AuthRequirement } from './policy/index.js';
 import { MutualAuth, type PairRequest } from './mutualauth/index.js';
 import { AgentAdminServer, type AgentAdminView } from './admin/index.js';
 import { InvalidArgument, NotFound } from '../spiffe/errors.js';
@@ -228,7 +228,6 @@ export class MeshidAgent {
     };
   }
 
-  private readonly decoder = new PolicyDecoder();
   private remotePairs: { applied: number; byNode: Map<number, AuthRequirement[]> } | undefined;
 
   /** The pairs node `nodeId`'s policies require: this node's from the policy map sync, another's compiled here (every agent has every policy); once per state change. */
@@ -237,7 +236,7 @@ export class MeshidAgent {
     if (this.remotePairs?.applied !== this.state.applied) this.remotePairs = { applied: this.state.applied, byNode: new Map() };
     let pairs = this.remotePairs.byNode.get(nodeId);
     if (!pairs) {
-      pairs = compileState({ ...this.stateView(), localNodeId: nodeId }, this.decoder).authPairs;
+      pairs = compileState({ ...this.stateView(), localNodeId: nodeId }).authPairs;
       this.remotePairs.byNode.set(nodeId, pairs);
     }
     return pairs;
@@ -273,21 +272,8 @@ export class MeshidAgent {
     return { policies: this.state.policies, identities: this.state.identities, endpoints: this.state.endpoints, localNodeId: this.state.localNodeId };
   }
 
-  private hosting: { applied: number; nodesOf: Map<number, Set<number>> } | undefined;
-
-  /** Identity -> the nodes where it has endpoints (0: this node), as the auth map names them; rebuilt once per state change. */
-  private nodesHosting(): Map<number, Set<number>> {
-    if (this.hosting?.applied === this.state.applied) return this.hosting.nodesOf;
-    const local = this.state.localNodeId;
-    const nodesOf = new Map<number, Set<number>>();
-    for (const ep of this.state.endpoints.values()) {
-      let s = nodesOf.get(ep.identity);
-      if (!s) { s = new Set(); nodesOf.set(ep.identity, s); }
-      s.add(ep.node_id === local ? 0 : ep.node_id);
-    }
-    this.hosting = { applied: this.state.applied, nodesOf };
-    return nodesOf;
-  }
+  /** Identity -> the nodes where it has endpoints (0: this node), as the auth map names them. */
+  private nodesHosting(): ReadonlyMap<number, ReadonlySet<number>> { return this.state.index().nodesHosting; }
 
   /** Asks mutual auth for each required pair with each node where the remote identity has endpoints. */
   private preauthenticate(pairs: readonly AuthRequirement[]): void {
@@ -300,7 +286,7 @@ export class MeshidAgent {
     for (const p of pairs) {
       if (!nodesOf.get(p.localIdentity)?.has(0)) continue;
       for (const node of nodesOf.get(p.remoteIdentity) ?? []) {
-        const pair = { localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node, authType: 1 };
+        const pair = { localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node, authType: AuthType.mutual };
         if (authMap.get(pair) !== undefined) continue;
         requests.push({ localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node });
       }
@@ -321,13 +307,13 @@ export class MeshidAgent {
     const port = Number(q.get('port') ?? 0);
     const protocol = q.get('protocol') ?? 'TCP';
     const local = this.state.localNodeId;
-    const here = (ip: string): boolean => this.state.endpoints.get(ip)?.node_id === local;
+    const here = (ip: string): boolean => this.state.endpoints.get(ip)?.nodeId === local;
     const answers: Record<string, unknown>[] = [];
     for (const [direction, localIp, remoteIp] of [['egress', from, to], ['ingress', to, from]] as const) {
       if (!here(localIp)) continue;
       const e = explainFlow(this.state, { localIp, remoteIp, port, protocol, direction });
       const authed = e.authRequired && this.datapath
-        ? this.datapath.datapath.auth.get({ localIdentity: e.localIdentity, remoteIdentity: e.remoteIdentity, remoteNodeId: this.state.endpoints.get(remoteIp)!.node_id === local ? 0 : this.state.endpoints.get(remoteIp)!.node_id, authType: 1 })
+        ? this.datapath.datapath.auth.get({ localIdentity: e.localIdentity, remoteIdentity: e.remoteIdentity, remoteNodeId: this.state.endpoints.get(remoteIp)!.nodeId === local ? 0 : this.state.endpoints.get(remoteIp)!.nodeId, authType: AuthType.mutual })
         : undefined;
       const lines = [
         `${direction} of ${localIp} (identity ${e.localIdentity}) ${direction === 'egress' ? 'to' : 'from'} ${remoteIp} (identity ${e.remoteIdentity}) port ${port}/${protocol}: ${e.verdict.toUpperCase()} (${e.reason})`,

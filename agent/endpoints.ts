@@ -40,7 +40,7 @@ export interface LocalEndpointsOptions {
   /** The pairs node `nodeId`'s policies require (this node: the policy map's own list). */
   authPairsOf: (nodeId: number) => readonly AuthRequirement[];
   /** Identity → the nodes hosting it (0: this node). */
-  nodesHosting: () => Map<number, Set<number>>;
+  nodesHosting: () => ReadonlyMap<number, ReadonlySet<number>>;
   /** How often waitReady() looks again (default 25 ms). */
   pollMs?: number;
 }
@@ -113,7 +113,7 @@ export class LocalEndpoints {
   private localIps(): string[] {
     const { state } = this.opts;
     const ips = new Set(this.opts.membership.endpoints.map((e) => e.ip));
-    if (state.localNodeId !== 0) for (const ep of state.endpoints.values()) if (ep.node_id === state.localNodeId) ips.add(ep.ip);
+    if (state.localNodeId !== 0) for (const ep of state.endpoints.values()) if (ep.nodeId === state.localNodeId) ips.add(ep.ip);
     return [...ips];
   }
 
@@ -143,7 +143,7 @@ export class LocalEndpoints {
     const added = this.opts.membership.endpoints.find((x) => x.ip === ip);
     const known = state.endpoints.get(ip);
     const local = state.localNodeId;
-    const hostedHere = known !== undefined && local !== 0 && known.node_id === local;
+    const hostedHere = known !== undefined && local !== 0 && known.nodeId === local;
     if (!added && !hostedHere) throw new NotFound(`this node has no endpoint ${ip}`, 'ip');
     const waiting: string[] = [];
     const identity = hostedHere ? known.identity : null;
@@ -214,7 +214,7 @@ export class LocalEndpoints {
 
   private nameOf(identity: number): string {
     const i = this.opts.state.identities.get(identity);
-    return i ? `${i.namespace}/${i.service_account} (${identity})` : String(identity);
+    return i ? `${i.namespace}/${i.serviceAccount} (${identity})` : String(identity);
   }
 
   private nodeName(nodeId: number): string {

@@ -179,7 +179,7 @@ export class AgentAdminServer {
 
   private authEntries(): Record<string, unknown>[] {
     const a = this.agent;
-    const name = (id: number): string | null => a.state.identities.get(id)?.spiffe_id ?? null;
+    const name = (id: number): string | null => a.state.identities.get(id)?.spiffeId.toString() ?? null;
     return [...a.authEntries()].map(({ pair, expiresAtBootNs: expiresBootNs }) => ({
       local_identity: pair.localIdentity, local_spiffe_id: name(pair.localIdentity),
       remote_identity: pair.remoteIdentity, remote_spiffe_id: name(pair.remoteIdentity),

@@ -144,7 +144,7 @@ export class DatapathManager {
   private async discoverPass(): Promise<void> {
     const { state, logger } = this.opts;
     const local = state.localNodeId;
-    const ips = local === 0 ? [] : [...state.endpoints.values()].filter((ep) => ep.node_id === local).map((ep) => ep.ip);
+    const ips = local === 0 ? [] : [...state.endpoints.values()].filter((ep) => ep.nodeId === local).map((ep) => ep.ip);
     // One `ip route get` per endpoint that is new or whose device lost our programs (a pod re-created, its veth with it),
     // not one per endpoint on every change: a device still policed by us is still its device.
     const attached = new Set<string>();
@@ -203,7 +203,7 @@ export class DatapathManager {
     const local = state.localNodeId;
     const desired = new Map<string, IpcacheEntry>();
     for (const ep of state.endpoints.values()) {
-      desired.set(hostPrefix(ep.ip), { identity: ep.identity, nodeId: ep.node_id === local ? 0 : ep.node_id, flags: 0 });
+      desired.set(hostPrefix(ep.ip), { identity: ep.identity, nodeId: ep.nodeId === local ? 0 : ep.nodeId, flags: 0 });
     }
     const ipcache = this.datapath.ipcache;
     for (const [cidr, entry] of desired) {

@@ -13,8 +13,6 @@ import { verifyX509Svid } from '../../spiffe/x509svid.js';
 
 export interface ValidatedChain {
   spiffeId: SpiffeId;
-  /** The same string as spiffeId.toString(), kept to compare without allocating. */
-  id: string;
   /** The earliest notAfter on the validated path. */
   expiresAt: Date;
   notBefore: Date;
@@ -41,7 +39,7 @@ export class ChainValidator {
     this.misses++;
     const v = verifyX509Svid(chain, bundles.x509, now);
     const result: ValidatedChain = {
-      spiffeId: v.spiffeId, id: v.spiffeId.toString(), expiresAt: v.expiresAt,
+      spiffeId: v.spiffeId, expiresAt: v.expiresAt,
       notBefore: new Date(Math.max(...v.path.map((c) => c.notBefore.getTime()))),
       publicKey: publicKeyFromSpki(v.leaf.spki),
     };

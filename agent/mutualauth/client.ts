@@ -2,7 +2,9 @@
  * The client half: one long-lived TLS session per peer node, over which
  * batches of pairs are authenticated, several in flight at once.
  */
-import type { NodeMsg } from '../../api/agentproto.js';
+import type { SpiffeId } from '../../spiffe/id.js';
+import { matchId } from '../../spiffe/match.js';
+import type { MeshNode } from '../sync/index.js';
 import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload } from './core.js';
 import {
   decodeServerMsg, encodeProof, pairsOf, proofInput, ProtocolError, signProof,
@@ -14,7 +16,7 @@ export interface PeerClientOptions {
   core: AuthCore;
   nodeId: number;
   contexts: SecureContextCache;
-  peerAddress: (node: NodeMsg) => { host: string; port: number };
+  peerAddress: (node: MeshNode) => { host: string; port: number };
   handshakeTimeoutMs: number;
   requestTimeoutMs: number;
   idleTimeoutMs: number;
@@ -26,7 +28,7 @@ export type PairOutcome = { ok: true; expiresAt: Date } | { ok: false; reason: F
 
 interface Pending { resolve: (r: DecodedResult) => void; reject: (e: PairFailure) => void; timer: NodeJS.Timeout }
 
-interface Connected { session: Session; peerAgentId: string; ownLeaf: Buffer; refusal?: string }
+interface Connected { session: Session; peerAgentId: SpiffeId; ownLeaf: Buffer; refusal?: string }
 
 /**
  * Cuts pairs into batches that each cover a square-ish tile of (client
@@ -190,7 +192,7 @@ export class PeerClient {
     if (c && c.session.isOpen) {
       const node = core.state.nodes.get(this.opts.nodeId);
       const ownLeaf = core.opts.agentSvid().chain[0];
-      if (node && node.agent_id === c.peerAgentId && ownLeaf && ownLeaf.equals(c.ownLeaf)) return c;
+      if (node?.agentId?.equals(c.peerAgentId) && ownLeaf && ownLeaf.equals(c.ownLeaf)) return c;
       // The registry changed the node's agent, or our agent SVID was renewed: a new session.
       this.connected = undefined;
       void c.session.close();
@@ -216,12 +218,13 @@ export class PeerClient {
       throw new PairFailure(FailureReason.unreachable, `cannot reach node ${node.id} at ${host}:${port}: ${(err as Error).message}`);
     }
     if (this.closedForGood) { session.destroy(); throw new PairFailure(FailureReason.stopped, 'mutual auth is stopping'); }
-    let peerAgentId: string;
+    let peerAgentId: SpiffeId;
     try {
       const peer = core.checkPeerAgent(session.peerChain);
-      peerAgentId = peer.chain.id;
-      if (peerAgentId !== node.agent_id) {
-        throw new PairFailure(FailureReason.peerAgentMismatch, `node ${node.id} is registered to agent ${node.agent_id}, the peer at ${host}:${port} is ${peerAgentId}`);
+      peerAgentId = peer.chain.spiffeId;
+      const wrong = node.agentId ? matchId(node.agentId)(peerAgentId) : `node ${node.id} has no agent registered`;
+      if (wrong) {
+        throw new PairFailure(FailureReason.peerAgentMismatch, `node ${node.id} is registered to agent ${node.agentId ?? 'none'}, the peer at ${host}:${port} is ${peerAgentId}`);
       }
     } catch (err) {
       core.stats.handshakes.failed++;
@@ -269,7 +272,7 @@ export class PeerClient {
   /** Ends the session if the registry no longer holds its agent for this node. */
   dropStaleSession(): void {
     const c = this.connected;
-    if (c && this.core.state.nodes.get(this.opts.nodeId)?.agent_id !== c.peerAgentId) {
+    if (c && !this.core.speaksFor(c.peerAgentId, this.opts.nodeId)) {
       this.connected = undefined;
       void c.session.close();
     }

@@ -8,7 +8,7 @@ import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import { AuthType, type AuthPair } from '../../bpf/index.js';
 import { SpiffeId } from '../../spiffe/id.js';
-import { matchAgentOf, type Matcher } from '../../spiffe/match.js';
+import { matchAgentOf, matchId, type Matcher } from '../../spiffe/match.js';
 import type { AgentState } from '../sync/state.js';
 import { authPairKey, type AuthMapWriter } from './authmap.js';
 import { ChainValidator, type ValidatedChain } from './chains.js';
@@ -107,8 +107,6 @@ export class AuthCore {
     handshakes: { client: 0, server: 0, failed: 0 }, batches: { sent: 0, served: 0 },
     chainCache: { size: 0, hits: 0, misses: 0 }, sessions: { client: 0, server: 0 },
   };
-  private hostedIndex: Map<number, Set<number>> | undefined;
-  private readonly spiffeIds = new Map<string, SpiffeId>();
 
   private readonly isPeerAgent: Matcher;
 
@@ -121,25 +119,18 @@ export class AuthCore {
   get log(): Logger { return this.opts.logger; }
   now(): Date { return this.opts.clock.now(); }
 
-  /** Forget the endpoint index; rebuilt on next use (call on every endpoint change). */
-  endpointsChanged(): void { this.hostedIndex = undefined; }
-
   /** Whether `nodeId` hosts an endpoint of `identity` (per the state's endpoints). */
   hosts(nodeId: number, identity: number): boolean {
-    if (!this.hostedIndex) {
-      const idx = new Map<number, Set<number>>();
-      for (const ep of this.opts.state.endpoints.values()) {
-        let s = idx.get(ep.node_id);
-        if (!s) { s = new Set(); idx.set(ep.node_id, s); }
-        s.add(ep.identity);
-      }
-      this.hostedIndex = idx;
-    }
-    return this.hostedIndex.get(nodeId)?.has(identity) ?? false;
+    return this.opts.state.index().identitiesOnNode.get(nodeId)?.has(identity) ?? false;
   }
 
-  /** The SPIFFE ID (as a string) that the server assigned to `identity`, if known. */
-  spiffeIdOf(identity: number): string | undefined { return this.opts.state.identities.get(identity)?.spiffe_id; }
+  /** Whether the registry holds `agent` as the agent of node `nodeId`. */
+  speaksFor(agent: SpiffeId, nodeId: number): boolean {
+    return this.opts.state.nodes.get(nodeId)?.agentId?.equals(agent) ?? false;
+  }
+
+  /** The SPIFFE ID that the server assigned to `identity`, if known. */
+  spiffeIdOf(identity: number): SpiffeId | undefined { return this.opts.state.identities.get(identity)?.spiffeId; }
 
   countFailure(reason: string, n = 1): void { this.stats.failures[reason] = (this.stats.failures[reason] ?? 0) + n; }
 
@@ -155,21 +146,16 @@ export class AuthCore {
 
   /** The workload SVID this agent holds for `identity`, checked: valid now, and for the identity's ServiceAccount. */
   ownWorkload(identity: number): OwnWorkload {
-    const idString = this.spiffeIdOf(identity);
-    if (idString === undefined) throw new PairFailure(FailureReason.unknownIdentity, `identity ${identity} is unknown`);
-    let id = this.spiffeIds.get(idString);
-    if (!id) {
-      id = SpiffeId.parse(idString);
-      if (this.spiffeIds.size > 100_000) this.spiffeIds.clear();
-      this.spiffeIds.set(idString, id);
-    }
+    const id = this.spiffeIdOf(identity);
+    if (id === undefined) throw new PairFailure(FailureReason.unknownIdentity, `identity ${identity} is unknown`);
     const m = this.opts.workloadSvid(id);
-    if (!m) throw new PairFailure(FailureReason.noLocalSvid, `no workload SVID held for ${idString}`);
+    if (!m) throw new PairFailure(FailureReason.noLocalSvid, `no workload SVID held for ${id}`);
     let v: ValidatedChain;
     try { v = this.validator.validate(m.chain); } catch (err) {
-      throw new PairFailure(FailureReason.localSvidInvalid, `own workload SVID for ${idString} does not validate: ${(err as Error).message}`);
+      throw new PairFailure(FailureReason.localSvidInvalid, `own workload SVID for ${id} does not validate: ${(err as Error).message}`);
     }
-    if (v.id !== idString) throw new PairFailure(FailureReason.localSvidInvalid, `own workload SVID is for ${v.id}, identity ${identity} is ${idString}`);
+    const wrong = matchId(id)(v.spiffeId);
+    if (wrong) throw new PairFailure(FailureReason.localSvidInvalid, `own workload SVID for identity ${identity}: ${wrong}`);
     return { chain: m.chain, key: m.key, expiresAt: v.expiresAt };
   }
 
@@ -186,7 +172,7 @@ export class AuthCore {
     const refused = this.isPeerAgent(v.spiffeId);
     if (refused) throw new PairFailure(FailureReason.peerAgentUntrusted, `peer refused: ${refused}`);
     let nodeId = 0;
-    if (findNode) for (const n of this.opts.state.nodes.values()) if (n.agent_id === v.id) { nodeId = n.id; break; }
+    if (findNode) nodeId = this.opts.state.index().nodeByAgent.get(v.spiffeId.toString())?.id ?? 0;
     return { chain: v, nodeId };
   }
 
@@ -204,7 +190,8 @@ export class AuthCore {
     try { v = this.validator.validate(proof.chain); } catch (err) {
       throw new PairFailure(FailureReason.peerSvidInvalid, `workload SVID for identity ${identity} does not validate: ${(err as Error).message}`);
     }
-    if (v.id !== expected) throw new PairFailure(FailureReason.peerSvidMismatch, `workload SVID is for ${v.id}, identity ${identity} is ${expected}`);
+    const wrong = matchId(expected)(v.spiffeId);
+    if (wrong) throw new PairFailure(FailureReason.peerSvidMismatch, `workload SVID for identity ${identity}: ${wrong}`);
     if (!verifyProof(v.publicKey, proofInput(ekm, peerSide, batch, identity, pairs), proof.signature)) {
       throw new PairFailure(FailureReason.badSignature, `proof for identity ${identity} is not signed by its SVID key over this session and batch`);
     }

@@ -5,6 +5,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { ConnectionsPerKey } from '../../common/connlimit.js';
+import type { SpiffeId } from '../../spiffe/id.js';
 import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload, type TunnelReadiness } from './core.js';
 import { decodeAuthenticate, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof, type ResultMsg, type WirePair } from './protocol.js';
 import { acceptSession, SecureContextCache, type Session } from './session.js';
@@ -25,7 +26,7 @@ export interface AuthServerOptions {
 interface ServerSession {
   session: Session;
   nodeId: number;
-  agentId: string;
+  agentId: SpiffeId;
   /** Batch ids must increase within a session: a proof is never accepted twice. */
   lastBatch: number;
   /** Batches waiting, in order, for the tunnel to the client's node. */
@@ -84,7 +85,7 @@ export class AuthServer {
   /** Ends the sessions whose agent the registry no longer holds for their node. */
   closeStale(): void {
     for (const s of this.sessions) {
-      if (this.core.state.nodes.get(s.nodeId)?.agent_id !== s.agentId) this.refuseSession(s, FailureReason.unknownAgent, `agent ${s.agentId} is no longer registered for node ${s.nodeId}`);
+      if (!this.core.speaksFor(s.agentId, s.nodeId)) this.refuseSession(s, FailureReason.unknownAgent, `agent ${s.agentId} is no longer registered for node ${s.nodeId}`);
     }
   }
 
@@ -136,10 +137,10 @@ export class AuthServer {
   private admit(session: Session): void {
     const core = this.core;
     let nodeId: number;
-    let agentId: string;
+    let agentId: SpiffeId;
     try {
       const peer = core.checkPeerAgent(session.peerChain);
-      agentId = peer.chain.id;
+      agentId = peer.chain.spiffeId;
       nodeId = peer.nodeId;
       if (nodeId === 0) throw new PairFailure(FailureReason.unknownAgent, `agent ${agentId} is not registered for any node`);
       if (nodeId === core.state.localNodeId) throw new PairFailure(FailureReason.peerAgentMismatch, `agent ${agentId} claims this node`);
@@ -202,7 +203,7 @@ export class AuthServer {
     s.lastBatch = req.batch;
 
     // The session is only as good as the registry and the certificates still are.
-    if (state.nodes.get(s.nodeId)?.agent_id !== s.agentId) {
+    if (!core.speaksFor(s.agentId, s.nodeId)) {
       this.refuseSession(s, FailureReason.unknownAgent, `agent ${s.agentId} is no longer registered for node ${s.nodeId}`);
       return;
     }

@@ -5,7 +5,7 @@
  * valid until the shortest-lived certificate involved expires; re-authenticates
  * before that; and removes entries whose identity or node went away.
  */
-import type { NodeMsg } from '../../api/agentproto.js';
+import type { MeshNode } from '../sync/index.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
@@ -40,7 +40,7 @@ export interface MutualAuthOptions {
   /** Default 5 s. */
   tunnelWaitMs?: number;
   /** Where a peer node's service listens; default the node's address, port 4250. */
-  peerAddress?: (node: NodeMsg) => { host: string; port: number };
+  peerAddress?: (node: MeshNode) => { host: string; port: number };
   /** Wall clock → the kernel's boot-time clock (default bpf's wallClockToBootNs), and back. */
   toBootNs?: (d: Date) => bigint;
   fromBootNs?: (ns: bigint) => Date;
@@ -487,7 +487,6 @@ export class MutualAuth {
   }
 
   private onStateChange(c: StateChange): void {
-    if (c.snapshot || c.endpoints.upserted.length > 0 || c.endpoints.removed.length > 0) this.core.endpointsChanged();
     const goneIds = new Set(c.identities.removed);
     const goneNodes = new Set(c.nodes.removed);
     // A node whose agent changed (re-attested, evicted): end sessions with the old agent.

@@ -9,7 +9,7 @@ import type { EndpointRegistrationMsg, PublishNodeResponseMsg, RegisterEndpoints
 import { FailedPrecondition } from '../../spiffe/errors.js';
 import type { TunnelReadiness } from '../mutualauth/index.js';
 import type { ServerConnection } from '../serverapi/connection.js';
-import type { AgentState, StateChange } from '../sync/state.js';
+import type { AgentState, MeshNode, StateChange } from '../sync/index.js';
 import type { WireGuardManager, WireGuardPeer } from '../wireguard/index.js';
 
 export interface LocalEndpoint {
@@ -158,18 +158,18 @@ export class NodeMembership implements TunnelReadiness {
   peerConfigured(nodeId: number): void {
     const local = this.opts.state.localNodeId;
     if (!this.opts.wireguard || local === 0 || local >= nodeId) return;
-    const key = this.opts.state.nodes.get(nodeId)?.wireguard_public_key;
+    const key = this.opts.state.nodes.get(nodeId)?.wgKey;
     if (!key || this.handshakeLed.has(key)) return;
     this.handshakeLed.add(key);
     this.queuePeers();
   }
 
   /** The WireGuard peer a remote node gets; undefined for this node or a node without key, address or pod CIDR. */
-  private peerOf(n: { id: number; name: string; wireguard_public_key: string; address: string; pod_cidr: string }): WireGuardPeer | undefined {
-    if (n.name === this.opts.name || !n.wireguard_public_key || !n.address || !n.pod_cidr) return undefined;
+  private peerOf(n: MeshNode): WireGuardPeer | undefined {
+    if (n.name === this.opts.name || !n.wgKey || !n.address || !n.podCidr) return undefined;
     return {
-      publicKey: n.wireguard_public_key, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.pod_cidr],
-      ...(this.handshakeLed.has(n.wireguard_public_key) ? { persistentKeepalive: 25 } : {}),
+      publicKey: n.wgKey, endpoint: `${n.address}:${this.opts.wireguardPort}`, allowedIps: [n.podCidr],
+      ...(this.handshakeLed.has(n.wgKey) ? { persistentKeepalive: 25 } : {}),
     };
   }
 

@@ -18,14 +18,14 @@
  * reaches the narrower entries it covers, and a deny reaches narrower allows).
  */
 import { AuthType, Protocol, type Direction, type PolicyEntry, type PolicyKey } from '../../bpf/index.js';
-import type { PolicyMsg } from '../../api/agentproto.js';
-import { decodePolicy, selectorMatches, type DecodedPolicy, type PolicyPeerRule, type PolicySelector } from './spec.js';
+import type { MeshPolicy } from '../sync/index.js';
+import { selectorMatches, type DecodedPolicy, type PolicyPeerRule, type PolicySelector } from './spec.js';
 
-/** What the compiler reads; AgentState provides it as it is. */
+/** What the compiler reads; AgentState provides it as it is (policies already decoded). */
 export interface PolicyInputs {
-  readonly policies: ReadonlyMap<string, PolicyMsg>;
+  readonly policies: ReadonlyMap<string, MeshPolicy>;
   readonly identities: ReadonlyMap<number, { readonly labels: Readonly<Record<string, string>> }>;
-  readonly endpoints: ReadonlyMap<string, { readonly identity: number; readonly node_id: number; readonly labels?: Readonly<Record<string, string>> }>;
+  readonly endpoints: ReadonlyMap<string, { readonly identity: number; readonly nodeId: number; readonly labels?: Readonly<Record<string, string>> }>;
   readonly localNodeId: number;
 }
 
@@ -341,43 +341,31 @@ export function compilePolicies(input: CompileInput): Omit<CompiledPolicies, 'er
   return { entries, authPairs, localIdentities: locals };
 }
 
-/** Decodes PolicyMsgs, keeping the last result per policy while its JSON is unchanged. */
-export class PolicyDecoder {
-  private readonly cache = new Map<string, { json: string; kind: string; result: DecodedPolicy | Error }>();
-
-  decodeAll(policies: ReadonlyMap<string, PolicyMsg>): { policies: DecodedPolicy[]; errors: PolicyError[] } {
-    const out: DecodedPolicy[] = [];
-    const errors: PolicyError[] = [];
-    for (const id of this.cache.keys()) if (!policies.has(id)) this.cache.delete(id);
-    for (const [id, msg] of [...policies].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      let hit = this.cache.get(id);
-      if (!hit || hit.json !== msg.spec_json || hit.kind !== msg.kind) {
-        let result: DecodedPolicy | Error;
-        try { result = decodePolicy(msg); } catch (err) { result = err as Error; }
-        hit = { json: msg.spec_json, kind: msg.kind, result };
-        this.cache.set(id, hit);
-      }
-      if (hit.result instanceof Error) errors.push({ policy: id, message: hit.result.message });
-      else out.push(hit.result);
-    }
-    return { policies: out, errors };
+/** The policies that decoded, in id order, and those that did not, with why. */
+export function usablePolicies(policies: ReadonlyMap<string, MeshPolicy>): { policies: DecodedPolicy[]; errors: PolicyError[] } {
+  const out: DecodedPolicy[] = [];
+  const errors: PolicyError[] = [];
+  for (const [id, p] of [...policies].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (p.spec) out.push(p as DecodedPolicy);
+    else errors.push({ policy: id, message: p.error ?? 'policy did not decode' });
   }
+  return { policies: out, errors };
 }
 
 /** The identities of the endpoints on this node, with their labels (the endpoint's own when the identity is unknown). */
 export function localIdentitiesOf(inputs: PolicyInputs): Map<number, Readonly<Record<string, string>>> {
   const out = new Map<number, Readonly<Record<string, string>>>();
   for (const ep of inputs.endpoints.values()) {
-    if (ep.node_id !== inputs.localNodeId || inputs.localNodeId === 0) continue;
+    if (ep.nodeId !== inputs.localNodeId || inputs.localNodeId === 0) continue;
     const labels = inputs.identities.get(ep.identity)?.labels ?? ep.labels;
     if (labels && !out.has(ep.identity)) out.set(ep.identity, labels);
   }
   return out;
 }
 
-/** Decodes and compiles what the agent knows, for the endpoints on this node. */
-export function compileState(inputs: PolicyInputs, decoder: PolicyDecoder = new PolicyDecoder()): CompiledPolicies {
-  const { policies, errors } = decoder.decodeAll(inputs.policies);
+/** Compiles what the agent knows, for the endpoints on this node. */
+export function compileState(inputs: PolicyInputs): CompiledPolicies {
+  const { policies, errors } = usablePolicies(inputs.policies);
   const locals = localIdentitiesOf(inputs);
   let identities = inputs.identities;
   const missing = [...locals].filter(([id]) => !identities.has(id));

@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { Protocol, type Direction } from '../../bpf/index.js';
 import { InvalidArgument, NotFound } from '../../spiffe/errors.js';
 import {
-  compilePolicies, decideFlow, lookupPolicy, policyForLabels, PolicyDecoder, policyKeyText,
+  compilePolicies, decideFlow, lookupPolicy, policyForLabels, policyKeyText, usablePolicies,
   type PolicyInputs, type PolicyMapEntry, type RuleOrigin, type RuleRef,
 } from './compile.js';
 
@@ -76,7 +76,7 @@ function protocolNumber(p: number | string): number {
  * directly, and the flow is also looked up in the compiled entries as the
  * datapath does; the two agree by construction of the compiler.
  */
-export function explainFlow(inputs: PolicyInputs, query: FlowQuery, decoder: PolicyDecoder = new PolicyDecoder()): Explanation {
+export function explainFlow(inputs: PolicyInputs, query: FlowQuery): Explanation {
   if (!isIP(query.localIp)) throw new InvalidArgument(`"${query.localIp}" is not an IP address`, 'local_ip');
   if (!isIP(query.remoteIp)) throw new InvalidArgument(`"${query.remoteIp}" is not an IP address`, 'remote_ip');
   if (!Number.isInteger(query.port) || query.port < 0 || query.port > 65535) throw new InvalidArgument('port must be an integer in [0, 65535]', 'port');
@@ -86,7 +86,7 @@ export function explainFlow(inputs: PolicyInputs, query: FlowQuery, decoder: Pol
   if (!localEp) throw new NotFound(`no endpoint has the address ${query.localIp}`, 'local_ip');
   const remoteIdentity = inputs.endpoints.get(query.remoteIp)?.identity ?? 0;
 
-  const { policies } = decoder.decodeAll(inputs.policies);
+  const { policies } = usablePolicies(inputs.policies);
   const labels = inputs.identities.get(localEp.identity)?.labels ?? localEp.labels ?? {};
   const identities = inputs.identities.has(localEp.identity)
     ? inputs.identities
@@ -99,7 +99,7 @@ export function explainFlow(inputs: PolicyInputs, query: FlowQuery, decoder: Pol
 
   const base = {
     direction: query.direction, localIdentity: localEp.identity,
-    localEndpointOnThisNode: inputs.localNodeId !== 0 && localEp.node_id === inputs.localNodeId,
+    localEndpointOnThisNode: inputs.localNodeId !== 0 && localEp.nodeId === inputs.localNodeId,
     remoteIdentity, port: query.port, protocol: proto, selectedBy: dp.selectedBy, datapathEntry,
   };
   if (dp.selectedBy.length === 0) {

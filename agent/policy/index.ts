@@ -5,11 +5,11 @@
  * authenticating, and explains single flows.
  */
 export {
-  compilePolicies, compileState, decideFlow, localIdentitiesOf, lookupPolicy, policyForLabels, policyKeyText, PolicyDecoder,
+  compilePolicies, compileState, decideFlow, localIdentitiesOf, lookupPolicy, policyForLabels, policyKeyText, usablePolicies,
   type AuthRequirement, type CompiledPolicies, type CompileInput, type DirectionPolicy, type PolicyError, type PolicyInputs,
   type PolicyMapEntry, type ResolvedItem, type RuleOrigin, type RuleRef, type RuleSection,
 } from './compile.js';
-export { decodePolicy, selectorMatches, type DecodedPolicy, type PolicySpec } from './spec.js';
+export { selectorMatches, type DecodedPolicy, type PolicySpec } from './spec.js';
 export {
   MemoryPolicyMap, PolicyMapSync,
   type AuthPairsChange, type PolicyMapSyncOptions, type PolicyMapWriter, type PolicyStateSource, type PolicySyncResult,

@@ -1,10 +1,9 @@
 /**
- * Decodes PolicyMsg.spec_json, the normalised policy the server produced, at
- * the agent's door: whatever arrives is checked against the shared schema
- * (api/policy.ts) before the compiler trusts it.
+ * The policy as the compiler reads it: the shared schema's types (api/policy.ts),
+ * decoded once by agent/sync, and Kubernetes label-selector matching.
  */
-import type { PolicyMsg } from '../../api/agentproto.js';
-import { decodePolicySpec, type LabelSelector, type NormalisedPolicySpec, type NormalisedRule, type PeerRule, type PortSpec } from '../../api/policy.js';
+import type { MeshPolicy } from '../sync/index.js';
+import type { LabelSelector, NormalisedPolicySpec, NormalisedRule, PeerRule, PortSpec } from '../../api/policy.js';
 
 export type PolicySpec = NormalisedPolicySpec;
 export type PolicyRule = NormalisedRule;
@@ -12,21 +11,8 @@ export type PolicyPeerRule = PeerRule;
 export type PolicySelector = LabelSelector;
 export type PolicyPortSpec = PortSpec;
 
-/** A policy as the compiler uses it. */
-export interface DecodedPolicy {
-  /** "namespace/name" ("/name" for cluster-wide ones), as AgentState keys them. */
-  id: string;
-  namespace: string;
-  name: string;
-  kind: string;
-  spec: PolicySpec;
-}
-
-/** Throws an Error naming the first bad field. */
-export function decodePolicy(msg: PolicyMsg): DecodedPolicy {
-  const spec = decodePolicySpec(msg.spec_json, `policy ${msg.namespace}/${msg.name}`);
-  return { id: `${msg.namespace}/${msg.name}`, namespace: msg.namespace, name: msg.name, kind: msg.kind, spec };
-}
+/** A policy that decoded (agent/sync's MeshPolicy with its spec). */
+export type DecodedPolicy = MeshPolicy & { readonly spec: PolicySpec };
 
 /** Kubernetes label-selector semantics: NotIn and DoesNotExist match a label that is absent. */
 export function selectorMatches(sel: PolicySelector, labels: Readonly<Record<string, string>>): boolean {

@@ -8,7 +8,7 @@ import type { Logger } from '../../common/log.js';
 import type { PolicyEntry, PolicyKey } from '../../bpf/index.js';
 import type { StateChange } from '../sync/state.js';
 import {
-  compileState, lookupPolicy, PolicyDecoder, policyKeyText,
+  compileState, lookupPolicy, policyKeyText,
   type AuthRequirement, type CompiledPolicies, type PolicyError, type PolicyInputs, type PolicyMapEntry,
 } from './compile.js';
 
@@ -91,7 +91,6 @@ function writeRank(op: { del: boolean; entry: PolicyEntry; marker: boolean }): n
 }
 
 export class PolicyMapSync {
-  private readonly decoder = new PolicyDecoder();
   private readonly written = new Map<string, PolicyMapEntry>();
   private pairs = new Map<string, AuthRequirement>();
   private readonly listeners = new Set<(c: AuthPairsChange) => void>();
@@ -152,7 +151,7 @@ export class PolicyMapSync {
 
   /** Recompiles and applies the difference to the map; throws when a write fails. */
   sync(): PolicySyncResult {
-    const compiled = compileState(this.opts.state, this.decoder);
+    const compiled = compileState(this.opts.state);
     this.compiled = compiled;
     this.reportErrors(compiled.errors);
     const desired = new Map(compiled.entries.map((e) => [policyKeyText(e.key), e]));

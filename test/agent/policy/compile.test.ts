@@ -1,6 +1,7 @@
 import t from 'tap';
 import { compileState, selectorMatches, type AuthRequirement } from '../../../agent/policy/index.js';
 import { ccnp, cnp, ICMP, ids, inputs, mapOf, SCTP, TCP, UDP, verdictOf } from './fixtures.js';
+import { decodePolicyMsg } from '../../../agent/sync/index.js';
 
 const { pay, order, web, orderDev, kube, bad } = ids;
 const pairs = (ps: AuthRequirement[]): string[] => ps.map((p) => `${p.localIdentity}->${p.remoteIdentity}`);
@@ -307,8 +308,8 @@ t.test('a policy whose spec does not decode is left out and reported; the others
     ingress: [{fromEndpoints: [{matchLabels: {app: order}}]}]
   `), [pay]);
   const policies = new Map(inp.policies);
-  policies.set('prod/broken', { namespace: 'prod', name: 'broken', kind: 'CiliumNetworkPolicy', spec_json: '{"format":"meshid.policy/v1","rules":[{"subject":{}}]}' });
-  policies.set('prod/notjson', { namespace: 'prod', name: 'notjson', kind: 'CiliumNetworkPolicy', spec_json: '{' });
+  policies.set('prod/broken', decodePolicyMsg({ namespace: 'prod', name: 'broken', kind: 'CiliumNetworkPolicy', spec_json: '{"format":"meshid.policy/v1","rules":[{"subject":{}}]}' }));
+  policies.set('prod/notjson', decodePolicyMsg({ namespace: 'prod', name: 'notjson', kind: 'CiliumNetworkPolicy', spec_json: '{' }));
   const c = compileState({ ...inp, policies });
   t.same(c.errors.map((e) => e.policy), ['prod/broken', 'prod/notjson']);
   t.match(c.errors[0]!.message, /spec\.rules\.0\.subject\.requirements/);

@@ -2,6 +2,7 @@
 import type { EndpointMsg, IdentityMsg, PolicyMsg, SyncUpdateMsg } from '../../../api/agentproto.js';
 import type { PolicyEntry, PolicyKey } from '../../../bpf/index.js';
 import { MemoryPolicyMap, type PolicyInputs } from '../../../agent/policy/index.js';
+import { decodeEndpoint, decodeIdentity, decodePolicyMsg, type Endpoint, type Identity, type MeshPolicy } from '../../../agent/sync/index.js';
 import { parsePolicyDocuments } from '../../../server/policy/index.js';
 
 export const NS = 'io.kubernetes.pod.namespace';
@@ -38,12 +39,12 @@ export const LOCAL_NODE = 1;
 
 /** Inputs for the compiler: `local` identities have an endpoint on node 1, the others on node 2. */
 export function inputs(yaml: string | null, local: IdentityMsg[], others: IdentityMsg[] = Object.values(ids).filter((i) => !local.includes(i))): PolicyInputs {
-  const policies = new Map<string, PolicyMsg>();
-  if (yaml) for (const p of policyMsgs(yaml)) policies.set(`${p.namespace}/${p.name}`, p);
-  const identities = new Map<number, IdentityMsg>();
-  const endpoints = new Map<string, EndpointMsg>();
-  local.forEach((i, n) => { identities.set(i.id, i); endpoints.set(`10.1.0.${n + 10}`, endpoint(`10.1.0.${n + 10}`, i, LOCAL_NODE)); });
-  others.forEach((i, n) => { identities.set(i.id, i); endpoints.set(`10.2.0.${n + 10}`, endpoint(`10.2.0.${n + 10}`, i, 2)); });
+  const policies = new Map<string, MeshPolicy>();
+  if (yaml) for (const p of policyMsgs(yaml)) policies.set(`${p.namespace}/${p.name}`, decodePolicyMsg(p));
+  const identities = new Map<number, Identity>();
+  const endpoints = new Map<string, Endpoint>();
+  local.forEach((i, n) => { identities.set(i.id, decodeIdentity(i)); endpoints.set(`10.1.0.${n + 10}`, decodeEndpoint(endpoint(`10.1.0.${n + 10}`, i, LOCAL_NODE))); });
+  others.forEach((i, n) => { identities.set(i.id, decodeIdentity(i)); endpoints.set(`10.2.0.${n + 10}`, decodeEndpoint(endpoint(`10.2.0.${n + 10}`, i, 2))); });
   return { policies, identities, endpoints, localNodeId: LOCAL_NODE };
 }
 
