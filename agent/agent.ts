@@ -23,8 +23,8 @@ import { NodeMembership } from './node/index.js';
 import { LocalEndpoints } from './endpoints.js';
 import { WireGuardManager } from './wireguard/index.js';
 import { AuthType, type AuthPair, type FlowEvent } from '../bpf/index.js';
-import { compileState, explainFlow, PolicyMapSync, type AuthRequirement } from './policy/index.js';
-import { MutualAuth, type PairRequest } from './mutualauth/index.js';
+import { explainFlow, PolicyMapSync, type AuthRequirement } from './policy/index.js';
+import { AuthPlanner, MutualAuth } from './mutualauth/index.js';
 import { AgentAdminServer, type AgentAdminView } from './admin/index.js';
 import { InvalidArgument, NotFound } from '../spiffe/errors.js';
 
@@ -62,6 +62,8 @@ export class MeshidAgent {
   /** Listeners of datapath events (the admin socket's observe streams). */
   readonly eventListeners = new Set<(e: FlowEvent) => void>();
   policy: PolicyMapSync | undefined;
+  /** Which auth entries this node must hold. */
+  readonly planner: AuthPlanner;
   mutualAuth: MutualAuth | undefined;
   private admin: AgentAdminServer | undefined;
   /** Where datapath signals go (the mutual-auth component). */
@@ -72,6 +74,7 @@ export class MeshidAgent {
   constructor(readonly config: AgentConfig, private readonly deps: MeshidAgentDeps) {
     this.state = new AgentState(config.trust_domain);
     this.connection = new ServerConnection(config.server, config.trust_domain);
+    this.planner = new AuthPlanner({ state: this.state, ownPairs: () => this.policy?.authPairs() });
   }
 
   get nodeName(): string { return this.config.node_name ?? hostname(); }
@@ -160,8 +163,7 @@ export class MeshidAgent {
           authUpgrade: {
             holdMs: config.mutual_auth.upgrade_grace * 1000,
             now: () => deps.clock.now().getTime(),
-            ready: (p: AuthRequirement) => [...this.nodesHosting().get(p.remoteIdentity) ?? []]
-              .every((node) => authMap.get({ localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node, authType: p.authType }) !== undefined),
+            ready: (p: AuthRequirement) => this.planner.heldEverywhere(p, (pair) => authMap.get(pair) !== undefined),
           },
         } : {}),
       });
@@ -182,27 +184,35 @@ export class MeshidAgent {
       await auth.start();
       auth.registerMetrics(this.registry);
       this.onSignal = (pair) => { void auth.authenticate([{ localIdentity: pair.localIdentity, remoteIdentity: pair.remoteIdentity, remoteNodeId: pair.remoteNodeId }]); };
+      const policy = this.policy;
+      const authMap = this.datapath.datapath.auth;
+      const held = (pair: AuthPair): boolean => authMap.get(pair) !== undefined;
       // Pre-authentication: every pair a policy requires, with every node that hosts the remote identity,
       // as soon as the pair, the identity or the endpoint appears; so the first packet finds its entry.
-      this.policy.onAuthPairsChange((c) => {
-        if (c.added.length > 0) this.preauthenticate(c.added);
-      });
+      // Entries held until their pairs are authenticated (make-before-break) may go once it is done.
+      const preauthenticate = (pairs: readonly AuthRequirement[]): void => {
+        const requests = this.planner.requests(pairs, held);
+        if (requests.length > 0) void auth.authenticate(requests).finally(() => policy.recheckHeld());
+      };
+      policy.onAuthPairsChange((c) => { if (c.added.length > 0) preauthenticate(c.added); });
       this.state.onChange((c) => {
-        if (c.snapshot || c.policies.upserted.length + c.policies.removed.length + c.identities.removed.length > 0) this.collectUnneededAuthEntries();
+        if (c.snapshot || c.policies.upserted.length + c.policies.removed.length + c.identities.removed.length > 0) {
+          const needed = this.planner.neededByPolicy();
+          auth.removeWhere((p) => (needed(p) ? undefined : 'no_policy'));
+        }
         if (c.endpoints.upserted.length + c.endpoints.removed.length + c.nodes.removed.length + c.identities.removed.length > 0 || c.snapshot) {
-          auth.gc();
-          this.preauthenticate(this.policy!.authPairs());
+          auth.collectOrphans();
+          preauthenticate(policy.authPairs());
         }
       });
       // The SVIDs a proof needs may arrive after the pairs: try again when they do.
-      this.cache.onChange(() => this.preauthenticate(this.policy!.authPairs()));
+      this.cache.onChange(() => preauthenticate(policy.authPairs()));
       void auth.reconcile();
-      this.preauthenticate(this.policy.authPairs());
+      preauthenticate(policy.authPairs());
     }
     if (this.membership) {
       this.endpoints = new LocalEndpoints({
-        state: this.state, membership: this.membership, nodesHosting: () => this.nodesHosting(),
-        authPairsOf: (nodeId) => this.authPairsOf(nodeId),
+        state: this.state, membership: this.membership, planner: this.planner,
         ...(this.datapath ? { datapath: this.datapath, authMap: this.datapath.datapath.auth } : {}),
       });
     }
@@ -226,73 +236,6 @@ export class MeshidAgent {
       endpoints: () => this.endpoints,
       onFlowEvent: (listener) => { this.eventListeners.add(listener); return () => { this.eventListeners.delete(listener); }; },
     };
-  }
-
-  private remotePairs: { applied: number; byNode: Map<number, AuthRequirement[]> } | undefined;
-
-  /** The pairs node `nodeId`'s policies require: this node's from the policy map sync, another's compiled here (every agent has every policy); once per state change. */
-  private authPairsOf(nodeId: number): readonly AuthRequirement[] {
-    if (nodeId === this.state.localNodeId && this.policy) return this.policy.authPairs();
-    if (this.remotePairs?.applied !== this.state.applied) this.remotePairs = { applied: this.state.applied, byNode: new Map() };
-    let pairs = this.remotePairs.byNode.get(nodeId);
-    if (!pairs) {
-      pairs = compileState({ ...this.stateView(), localNodeId: nodeId }).authPairs;
-      this.remotePairs.byNode.set(nodeId, pairs);
-    }
-    return pairs;
-  }
-
-  /**
-   * Removes auth entries that no policy needs any more: an entry (L, R, node N)
-   * stays while a policy of this node requires (L, R), or a policy of node N
-   * requires (R, L) (the entry this agent wrote as the answering side). Every
-   * agent has every policy, so it can compile node N's view itself.
-   */
-  collectUnneededAuthEntries(): number {
-    const auth = this.mutualAuth;
-    if (!auth || !this.policy) return 0;
-    const own = new Set(this.policy.authPairs().map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
-    const remoteNeeds = new Map<number, Set<string>>();
-    const needsOf = (node: number): Set<string> => {
-      let set = remoteNeeds.get(node);
-      if (!set) {
-        set = new Set(this.authPairsOf(node).map((p) => `${p.localIdentity}/${p.remoteIdentity}`));
-        remoteNeeds.set(node, set);
-      }
-      return set;
-    };
-    const removed = auth.removeWhere((p) => !own.has(`${p.localIdentity}/${p.remoteIdentity}`) &&
-      !(p.remoteNodeId !== 0 && needsOf(p.remoteNodeId).has(`${p.remoteIdentity}/${p.localIdentity}`)) &&
-      !(p.remoteNodeId === 0 && own.has(`${p.remoteIdentity}/${p.localIdentity}`)));
-    if (removed > 0) this.deps.logger.info('auth entries removed: no policy requires them any more', { entries: removed });
-    return removed;
-  }
-
-  private stateView() {
-    return { policies: this.state.policies, identities: this.state.identities, endpoints: this.state.endpoints, localNodeId: this.state.localNodeId };
-  }
-
-  /** Identity -> the nodes where it has endpoints (0: this node), as the auth map names them. */
-  private nodesHosting(): ReadonlyMap<number, ReadonlySet<number>> { return this.state.index().nodesHosting; }
-
-  /** Asks mutual auth for each required pair with each node where the remote identity has endpoints. */
-  private preauthenticate(pairs: readonly AuthRequirement[]): void {
-    const auth = this.mutualAuth;
-    if (!auth || pairs.length === 0) return;
-    if (this.state.localNodeId === 0) return;
-    const nodesOf = this.nodesHosting();
-    const authMap = this.datapath!.datapath.auth;
-    const requests: PairRequest[] = [];
-    for (const p of pairs) {
-      if (!nodesOf.get(p.localIdentity)?.has(0)) continue;
-      for (const node of nodesOf.get(p.remoteIdentity) ?? []) {
-        const pair = { localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node, authType: AuthType.mutual };
-        if (authMap.get(pair) !== undefined) continue;
-        requests.push({ localIdentity: p.localIdentity, remoteIdentity: p.remoteIdentity, remoteNodeId: node });
-      }
-    }
-    // entries held until their pairs are authenticated (make-before-break) may go now
-    if (requests.length > 0) void auth.authenticate(requests).finally(() => this.policy?.recheckHeld());
   }
 
   /** `meshid explain`: from/to are pod names, namespace/pod, or IPs. */

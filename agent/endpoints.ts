@@ -13,7 +13,7 @@ import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from '../s
 import { endpointSchema } from './config.js';
 import type { DatapathManager } from './datapath/index.js';
 import type { LocalEndpoint, NodeMembership } from './node/index.js';
-import type { AuthRequirement } from './policy/index.js';
+import type { AuthPlanner } from './mutualauth/index.js';
 import type { AgentState } from './sync/state.js';
 
 export interface EndpointStatus {
@@ -37,10 +37,8 @@ export interface LocalEndpointsOptions {
   datapath?: DatapathManager;
   /** The auth map (to look entries up); absent without the datapath. */
   authMap?: { get(pair: AuthPair): bigint | undefined };
-  /** The pairs node `nodeId`'s policies require (this node: the policy map's own list). */
-  authPairsOf: (nodeId: number) => readonly AuthRequirement[];
-  /** Identity → the nodes hosting it (0: this node). */
-  nodesHosting: () => ReadonlyMap<number, ReadonlySet<number>>;
+  /** Which auth entries an endpoint's readiness waits for. */
+  planner: Pick<AuthPlanner, 'neededEntries'>;
   /** How often waitReady() looks again (default 25 ms). */
   pollMs?: number;
 }
@@ -154,7 +152,7 @@ export class LocalEndpoints {
     let needed = 0;
     let present = 0;
     if (identity !== null && this.opts.authMap) {
-      for (const pair of this.neededEntries(identity)) {
+      for (const pair of this.opts.planner.neededEntries(identity)) {
         needed++;
         if (this.opts.authMap.get(pair) !== undefined) { present++; continue; }
         if (waiting.length < 10) waiting.push(`pair ${this.nameOf(pair.localIdentity)} ↔ ${this.nameOf(pair.remoteIdentity)} with ${this.nodeName(pair.remoteNodeId)} is not authenticated yet`);
@@ -184,32 +182,6 @@ export class LocalEndpoints {
       if (s.ready || Date.now() >= end || gone()) return s;
       await new Promise((r) => setTimeout(r, Math.min(this.opts.pollMs ?? 25, Math.max(1, end - Date.now()))));
     }
-  }
-
-  /**
-   * The auth entries this node must hold for `identity`'s pairs: those its own
-   * policies require with the identity on either side, and the mirrored entry of
-   * each pair another node's policies require towards it (written here when that
-   * node authenticates with us).
-   */
-  private neededEntries(identity: number): AuthPair[] {
-    const { state } = this.opts;
-    const hosting = this.opts.nodesHosting();
-    const out = new Map<string, AuthPair>();
-    const need = (localIdentity: number, remoteIdentity: number, remoteNodeId: number, authType: number): void => {
-      out.set(`${localIdentity}/${remoteIdentity}/${remoteNodeId}/${authType}`, { localIdentity, remoteIdentity, remoteNodeId, authType });
-    };
-    for (const p of this.opts.authPairsOf(state.localNodeId)) {
-      if (p.localIdentity === identity) for (const n of hosting.get(p.remoteIdentity) ?? []) need(identity, p.remoteIdentity, n, p.authType);
-      if (p.remoteIdentity === identity && hosting.get(p.localIdentity)?.has(0)) need(p.localIdentity, identity, 0, p.authType);
-    }
-    for (const nodeId of state.nodes.keys()) {
-      if (nodeId === state.localNodeId) continue;
-      for (const p of this.opts.authPairsOf(nodeId)) {
-        if (p.remoteIdentity === identity && hosting.get(p.localIdentity)?.has(nodeId)) need(identity, p.localIdentity, nodeId, p.authType);
-      }
-    }
-    return [...out.values()];
   }
 
   private nameOf(identity: number): string {

@@ -14,10 +14,13 @@
  *   });
  *   await auth.start();   // reconciles the pinned map once the first Sync snapshot is in
  *   auth.authenticate([{ localIdentity, remoteIdentity, remoteNodeId }]) // on policy/identity/endpoint changes and signals
- *   auth.removeWhere((pair) => ...)                                        // when a policy stops requiring a pair
+ *   const planner = new AuthPlanner({ state, ownPairs: () => policy.authPairs() });  // which pairs to hold
+ *   auth.removeWhere((pair) => planner.neededByPolicy()(pair) ? undefined : 'no_policy') // through the one collector (gc.ts)
  *   await auth.stop();
  */
 export { MutualAuth, type MutualAuthOptions, type PairRequest, type AuthResult } from './service.js';
+export { AuthPlanner, type AuthPlannerOptions } from './planner.js';
+export { AuthGc, REMOVAL_REASONS, type RemovalReason } from './gc.js';
 export { FailureReason, type MutualAuthStats, type SvidMaterial, type TunnelReadiness } from './core.js';
 export { MemoryAuthMap, authPairKey, type AuthMapWriter } from './authmap.js';
 export { DEFAULT_PORT as MUTUAL_AUTH_PORT } from './protocol.js';

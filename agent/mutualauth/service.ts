@@ -13,6 +13,7 @@ import { AuthType, bootNsToWallClock, wallClockToBootNs, type AuthPair } from '.
 import type { SpiffeId } from '../../spiffe/id.js';
 import type { AgentState, StateChange } from '../sync/state.js';
 import { authPairKey, type AuthMapWriter } from './authmap.js';
+import { AuthGc, type RemovalReason } from './gc.js';
 import { PeerClient, planBatches, type PairOutcome } from './client.js';
 import { AuthCore, earliest, FailureReason, PairFailure, type MutualAuthStats, type SvidMaterial, type TunnelReadiness } from './core.js';
 import { DEFAULT_PORT, isU16, isU32, MAX_BATCH_PAIRS, type WirePair } from './protocol.js';
@@ -116,6 +117,8 @@ class Waiting {
 
 export class MutualAuth {
   private readonly core: AuthCore;
+  /** The only remover of auth entries. */
+  readonly gc: AuthGc;
   private readonly server: AuthServer;
   private readonly contexts = new SecureContextCache();
   private readonly peers = new Map<number, PeerClient>();
@@ -151,6 +154,7 @@ export class MutualAuth {
       state: opts.state, agentSvid: opts.agentSvid, workloadSvid: opts.workloadSvid, authMap: opts.authMap,
       clock: opts.clock, logger: opts.logger, toBootNs: opts.toBootNs ?? wallClockToBootNs,
     });
+    this.gc = new AuthGc({ authMap: opts.authMap, held: this.core.held, logger: opts.logger });
     this.server = new AuthServer({
       core: this.core, listen: opts.listen, handshakeTimeoutMs: opts.acceptHandshakeTimeoutMs ?? 2_000,
       idleTimeoutMs: this.o.idleTimeoutMs, maxSessions: this.o.maxSessions, maxPerSource: opts.maxConnectionsPerSource ?? 16,
@@ -403,11 +407,10 @@ export class MutualAuth {
     if (this.stopped) return [];
     const now = this.core.now().getTime();
     const due: PairRequest[] = [];
-    for (const [key, h] of this.core.held) {
+    for (const h of this.core.held.values()) {
       const left = h.expiresAt.getTime() - now;
       if (left <= 0) {
-        this.opts.authMap.delete(h.pair);
-        this.core.held.delete(key);
+        this.gc.remove(h.pair, 'expired');
         continue;
       }
       const lifetime = Math.max(0, h.expiresAt.getTime() - h.authenticatedAt.getTime());
@@ -423,39 +426,31 @@ export class MutualAuth {
   private dropRefused(results: AuthResult[]): void {
     for (const r of results) {
       if (r.ok || r.retryable) continue;
-      const pair: AuthPair = { ...r.pair, authType: AuthType.mutual };
-      this.opts.authMap.delete(pair);
-      this.core.held.delete(authPairKey(pair));
+      this.gc.remove({ ...r.pair, authType: AuthType.mutual }, 'refused');
     }
   }
 
   /**
-   * Deletes the mutual-auth entries that `pred` selects (an identity, node or
-   * policy they depend on went away). Returns how many were deleted.
+   * Deletes the mutual-auth entries for which `why` names a reason (through the
+   * collector, which counts them by it). Returns how many were deleted.
    */
-  removeWhere(pred: (pair: AuthPair, expiresAtBootNs: bigint) => boolean): number {
-    let n = 0;
-    for (const { pair, expiresAtBootNs } of [...this.opts.authMap.entries()]) {
-      if (pair.authType !== AuthType.mutual || !pred(pair, expiresAtBootNs)) continue;
-      if (this.opts.authMap.delete(pair)) n++;
-      this.core.held.delete(authPairKey(pair));
-    }
-    return n;
+  removeWhere(why: (pair: AuthPair, expiresAtBootNs: bigint) => RemovalReason | undefined): number {
+    return this.gc.sweep(why);
   }
 
-  /** Why an entry no longer belongs in the map, if it does not. */
-  private orphanReason(p: AuthPair): string | undefined {
+  /** Why an entry no longer belongs in the map as the registry stands, if it does not. */
+  private orphanReason(p: AuthPair): RemovalReason | undefined {
     const state = this.opts.state;
-    if (!state.identities.has(p.localIdentity) || !state.identities.has(p.remoteIdentity)) return 'identity gone';
-    if (p.remoteNodeId !== 0 && !state.nodes.has(p.remoteNodeId)) return 'node gone';
-    if (!this.core.hosts(state.localNodeId, p.localIdentity)) return 'local identity no longer hosted here';
-    if (!this.core.hosts(p.remoteNodeId === 0 ? state.localNodeId : p.remoteNodeId, p.remoteIdentity)) return 'remote identity no longer hosted there';
+    if (!state.identities.has(p.localIdentity) || !state.identities.has(p.remoteIdentity)) return 'identity_gone';
+    if (p.remoteNodeId !== 0 && !state.nodes.has(p.remoteNodeId)) return 'node_gone';
+    if (!this.core.hosts(state.localNodeId, p.localIdentity)) return 'endpoint_gone';
+    if (!this.core.hosts(p.remoteNodeId === 0 ? state.localNodeId : p.remoteNodeId, p.remoteIdentity)) return 'endpoint_gone';
     return undefined;
   }
 
   /** Removes entries whose identities, node or endpoints went away. */
-  gc(): number {
-    return this.removeWhere((p) => this.orphanReason(p) !== undefined);
+  collectOrphans(): number {
+    return this.gc.sweep((p) => this.orphanReason(p));
   }
 
   /**
@@ -474,7 +469,7 @@ export class MutualAuth {
       if (pair.authType !== AuthType.mutual) continue;
       const expiresAt = fromBootNs(expiresAtBootNs);
       const why = expiresAt <= now ? 'expired' : this.orphanReason(pair);
-      if (why) { this.opts.authMap.delete(pair); this.core.held.delete(authPairKey(pair)); dropped++; continue; }
+      if (why) { this.gc.remove(pair, why); dropped++; continue; }
       const key = authPairKey(pair);
       if (!this.core.held.has(key)) this.core.held.set(key, { pair, expiresAt, authenticatedAt: now, role: 'reconciled' });
       recheck.push({ localIdentity: pair.localIdentity, remoteIdentity: pair.remoteIdentity, remoteNodeId: pair.remoteNodeId });
@@ -498,8 +493,8 @@ export class MutualAuth {
       this.server.closeNode(id);
     }
     if (goneIds.size > 0 || goneNodes.size > 0) {
-      const n = this.removeWhere((p) => goneIds.has(p.localIdentity) || goneIds.has(p.remoteIdentity) || (p.remoteNodeId !== 0 && goneNodes.has(p.remoteNodeId)));
-      if (n > 0) this.opts.logger.info('mutual-auth entries removed', { count: n, identities: [...goneIds], nodes: [...goneNodes] });
+      this.gc.sweep((p) => (goneIds.has(p.localIdentity) || goneIds.has(p.remoteIdentity) ? 'identity_gone'
+        : p.remoteNodeId !== 0 && goneNodes.has(p.remoteNodeId) ? 'node_gone' : undefined));
     }
     if (!this.reconciled && c.snapshot && !this.stopped && this.started) this.track(this.reconcile().then(() => {}));
   }
@@ -516,6 +511,7 @@ export class MutualAuth {
     batches.collect(() => { const b = this.stats().batches; batches.set(b.sent, { direction: 'sent' }); batches.set(b.served, { direction: 'served' }); });
     const sessions = registry.gauge('meshid_agent_mutual_auth_sessions', 'Open sessions with peer agents, by side.');
     sessions.collect(() => { const s = this.stats().sessions; sessions.set(s.client, { side: 'client' }); sessions.set(s.server, { side: 'server' }); });
+    this.gc.registerMetrics(registry);
     const entries = registry.gauge('meshid_agent_mutual_auth_entries', 'Auth map entries this agent keeps fresh.');
     entries.collect(() => entries.set(this.core.held.size));
   }

@@ -9,6 +9,7 @@ import type { NodeMembership } from '../../agent/node/index.js';
 import { FailedPrecondition } from '../../spiffe/errors.js';
 import { AgentState } from '../../agent/sync/state.js';
 import { makeCa, snapshot } from './mutualauth/fixtures.js';
+import { AuthPlanner } from '../../agent/mutualauth/index.js';
 
 // /proc/net/fib_trie of a namespace with 10.77.1.5/32 and 10.78.0.1/24 (shortened: one table, and of loopback only 127.0.0.1)
 const FIB_TRIE = `Main:
@@ -77,10 +78,10 @@ t.test('readiness: the identity, and every auth entry the pairs need here, own p
     3: [{ localIdentity: 301, remoteIdentity: 101, authType: 1 }],
   };
   const membership = { endpoints: [] } as unknown as NodeMembership;
-  const eps = new LocalEndpoints({
-    state, membership, authMap, authPairsOf: (n) => pairs[n] ?? [],
-    nodesHosting: () => new Map([[101, new Set([0])], [102, new Set([0])], [201, new Set([2])], [301, new Set([3])]]),
-  });
+  // the planner's pairs per node are given; where identities are hosted it reads from the state
+  const planner = new AuthPlanner({ state, ownPairs: () => pairs[1] });
+  planner.pairsOf = (n) => pairs[n] ?? [];
+  const eps = new LocalEndpoints({ state, membership, authMap, planner });
   const s = eps.status('10.0.1.1');
   t.equal(s.identity, 101);
   t.notOk(s.ready);
@@ -111,7 +112,7 @@ t.test('where the Kubernetes API owns the endpoints, add and remove are refused 
     attachInterface: (i: string) => touched.push(`attach ${i}`), detachInterface: (i: string) => { touched.push(`detach ${i}`); return true; },
     isAttached: () => false, discoveredInterfaces: () => new Map(),
   } as unknown as DatapathManager;
-  const eps = new LocalEndpoints({ state, membership, datapath, authPairsOf: () => [], nodesHosting: () => new Map() });
+  const eps = new LocalEndpoints({ state, membership, datapath, planner: new AuthPlanner({ state, ownPairs: () => [] }) });
   await t.rejects(eps.add({ name: 'web', ip: '10.0.1.9', interface: 'lxc-pod' }), { code: 'failed_precondition', field: 'endpoints' });
   await t.rejects(eps.remove('10.0.1.1'), { code: 'failed_precondition' });
   t.same(touched, [], 'no attach, no detach');

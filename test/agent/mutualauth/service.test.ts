@@ -228,7 +228,8 @@ t.test('removing an identity or a node from the registry removes the entries tha
   t.same(entryKeys(b.map), [], 'node 1 went away: B drops its entries');
   await until(() => b.auth.stats().sessions.server === 0 && a.auth.stats().sessions.client === 0);
   t.equal(b.auth.stats().sessions.server + a.auth.stats().sessions.client, 0, 'the session with node 1\'s agent is closed');
-  t.equal(a.auth.removeWhere((p) => p.remoteNodeId === 0), 1, 'removeWhere deletes what the predicate selects');
+  t.equal(a.auth.removeWhere((p) => (p.remoteNodeId === 0 ? 'no_policy' : undefined)), 1, 'removeWhere deletes what the predicate selects');
+  t.equal(a.auth.gc.removed.no_policy, 1, 'counted by its reason');
   t.same(entryKeys(a.map), ['102/202/2']);
 });
 
