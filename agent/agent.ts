@@ -22,11 +22,10 @@ import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
 import { LocalEndpoints } from './endpoints.js';
 import { WireGuardManager } from './wireguard/index.js';
-import { AuthType, type AuthPair, type FlowEvent } from '../bpf/index.js';
-import { explainFlow, PolicyMapSync, type AuthRequirement } from './policy/index.js';
+import type { AuthPair, FlowEvent } from '../bpf/index.js';
+import { explainQuery, PolicyMapSync, type AuthRequirement } from './policy/index.js';
 import { AuthPlanner, MutualAuth } from './mutualauth/index.js';
 import { AgentAdminServer, type AgentAdminView } from './admin/index.js';
-import { InvalidArgument, NotFound } from '../spiffe/errors.js';
 
 export interface MeshidAgentDeps {
   clock: Clock;
@@ -240,34 +239,8 @@ export class MeshidAgent {
 
   /** `meshid explain`: from/to are pod names, namespace/pod, or IPs. */
   explain(q: URLSearchParams): Record<string, unknown> {
-    const resolve = (v: string | null, field: string): string => {
-      if (!v) throw new InvalidArgument(`${field} is required`, field);
-      for (const ep of this.state.endpoints.values()) if (ep.ip === v || ep.name === v || `${ep.namespace}/${ep.name}` === v) return ep.ip;
-      throw new NotFound(`no endpoint "${v}"`, field);
-    };
-    const from = resolve(q.get('from'), 'from');
-    const to = resolve(q.get('to'), 'to');
-    const port = Number(q.get('port') ?? 0);
-    const protocol = q.get('protocol') ?? 'TCP';
-    const local = this.state.localNodeId;
-    const here = (ip: string): boolean => this.state.endpoints.get(ip)?.nodeId === local;
-    const answers: Record<string, unknown>[] = [];
-    for (const [direction, localIp, remoteIp] of [['egress', from, to], ['ingress', to, from]] as const) {
-      if (!here(localIp)) continue;
-      const e = explainFlow(this.state, { localIp, remoteIp, port, protocol, direction });
-      const authed = e.authRequired && this.datapath
-        ? this.datapath.datapath.auth.get({ localIdentity: e.localIdentity, remoteIdentity: e.remoteIdentity, remoteNodeId: this.state.endpoints.get(remoteIp)!.nodeId === local ? 0 : this.state.endpoints.get(remoteIp)!.nodeId, authType: AuthType.mutual })
-        : undefined;
-      const lines = [
-        `${direction} of ${localIp} (identity ${e.localIdentity}) ${direction === 'egress' ? 'to' : 'from'} ${remoteIp} (identity ${e.remoteIdentity}) port ${port}/${protocol}: ${e.verdict.toUpperCase()} (${e.reason})`,
-        `  selected by: ${e.selectedBy.map((r) => r.policy).join(', ') || 'no policy (not selected: traffic passes)'}`,
-        ...(e.decidedBy.length ? [`  decided by: ${e.decidedBy.map((r) => JSON.stringify(r)).join('; ')}`] : []),
-        ...(e.authRequired ? [`  authentication required by: ${e.authRequiredBy.map((r) => JSON.stringify(r)).join('; ')}`, `  auth entry: ${authed !== undefined ? 'present' : 'missing (the first packet will be dropped: auth required)'}`] : []),
-      ];
-      answers.push({ ...e, authEntryPresent: authed !== undefined, text: lines.join('\n') });
-    }
-    if (answers.length === 0) return { applies: false };
-    return { applies: true, node: this.nodeName, explanations: answers, text: answers.map((a) => a['text']).join('\n') };
+    const authMap = this.datapath?.datapath.auth;
+    return explainQuery(this.state, q, { nodeName: this.nodeName, ...(authMap ? { hasAuthEntry: (p: AuthPair) => authMap.get(p) !== undefined } : {}) });
   }
 
   private fatal(err: Error): void {

@@ -3,8 +3,9 @@
  * whether it needs authentication, next to the entry the datapath would find.
  */
 import { isIP } from 'node:net';
-import { Protocol, type Direction } from '../../bpf/index.js';
+import { AuthType, Protocol, type AuthPair, type Direction } from '../../bpf/index.js';
 import { InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import type { Endpoint } from '../sync/index.js';
 import {
   compilePolicies, decideFlow, lookupPolicy, policyForLabels, policyKeyText, usablePolicies,
   type PolicyInputs, type PolicyMapEntry, type RuleOrigin, type RuleRef,
@@ -115,4 +116,44 @@ export function explainFlow(inputs: PolicyInputs, query: FlowQuery): Explanation
   }
   const authRequiredBy = matched.filter((i) => i.auth).map((i) => i.origin);
   return { ...base, verdict: 'allow', authRequired: authRequiredBy.length > 0, reason: 'allowed-by-rule', decidedBy: origins, authRequiredBy };
+}
+
+/**
+ * The admin socket's explain: `from` and `to` are pod names, namespace/pod or
+ * IPs; each direction whose local end is on this node is explained, with
+ * whether the auth entry a required pair needs is in the map.
+ */
+export function explainQuery(
+  state: PolicyInputs & { readonly endpoints: ReadonlyMap<string, Endpoint> },
+  q: URLSearchParams,
+  opts: { nodeName: string; hasAuthEntry?: (pair: AuthPair) => boolean },
+): Record<string, unknown> {
+  const resolve = (v: string | null, field: string): string => {
+    if (!v) throw new InvalidArgument(`${field} is required`, field);
+    for (const [ip, ep] of state.endpoints) if (ip === v || ep.name === v || `${ep.namespace}/${ep.name}` === v) return ip;
+    throw new NotFound(`no endpoint "${v}"`, field);
+  };
+  const from = resolve(q.get('from'), 'from');
+  const to = resolve(q.get('to'), 'to');
+  const port = Number(q.get('port') ?? 0);
+  const protocol = q.get('protocol') ?? 'TCP';
+  const local = state.localNodeId;
+  const answers: Record<string, unknown>[] = [];
+  for (const [direction, localIp, remoteIp] of [['egress', from, to], ['ingress', to, from]] as const) {
+    if (state.endpoints.get(localIp)?.nodeId !== local) continue;
+    const e = explainFlow(state, { localIp, remoteIp, port, protocol, direction });
+    const remoteNode = state.endpoints.get(remoteIp)!.nodeId;
+    const authed = e.authRequired && opts.hasAuthEntry
+      ? opts.hasAuthEntry({ localIdentity: e.localIdentity, remoteIdentity: e.remoteIdentity, remoteNodeId: remoteNode === local ? 0 : remoteNode, authType: AuthType.mutual })
+      : false;
+    const lines = [
+      `${direction} of ${localIp} (identity ${e.localIdentity}) ${direction === 'egress' ? 'to' : 'from'} ${remoteIp} (identity ${e.remoteIdentity}) port ${port}/${protocol}: ${e.verdict.toUpperCase()} (${e.reason})`,
+      `  selected by: ${e.selectedBy.map((r) => r.policy).join(', ') || 'no policy (not selected: traffic passes)'}`,
+      ...(e.decidedBy.length ? [`  decided by: ${e.decidedBy.map((r) => JSON.stringify(r)).join('; ')}`] : []),
+      ...(e.authRequired ? [`  authentication required by: ${e.authRequiredBy.map((r) => JSON.stringify(r)).join('; ')}`, `  auth entry: ${authed ? 'present' : 'missing (the first packet will be dropped: auth required)'}`] : []),
+    ];
+    answers.push({ ...e, authEntryPresent: authed, text: lines.join('\n') });
+  }
+  if (answers.length === 0) return { applies: false };
+  return { applies: true, node: opts.nodeName, explanations: answers, text: answers.map((a) => a['text']).join('\n') };
 }

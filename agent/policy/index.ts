@@ -14,4 +14,4 @@ export {
   MemoryPolicyMap, PolicyMapSync,
   type AuthPairsChange, type PolicyMapSyncOptions, type PolicyMapWriter, type PolicyStateSource, type PolicySyncResult,
 } from './sync.js';
-export { explainFlow, type Explanation, type ExplainReason, type FlowQuery } from './explain.js';
+export { explainFlow, explainQuery, type Explanation, type ExplainReason, type FlowQuery } from './explain.js';
