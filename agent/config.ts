@@ -2,9 +2,9 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { durationField, readConfigFile, validateConfig } from '../common/config.js';
-import { parseServerList } from './serverapi/connection.js';
-import { TrustDomain } from '../spiffe/id.js';
-import { kubernetesAgentConfigSchema } from './workloadattestor/k8s.js';
+import { parseServerList } from './serverapi/index.js';
+import { TrustDomain } from '../spiffe/index.js';
+import { kubernetesAgentConfigSchema } from './workloadattestor/index.js';
 
 const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IP address');
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):\d{1,5}$/, 'must be HOST:PORT');

@@ -9,12 +9,12 @@
 import { readFileSync } from 'node:fs';
 import type { ServiceError } from '@grpc/grpc-js';
 import type { AuthPair } from '../bpf/index.js';
-import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from '../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from '../spiffe/index.js';
 import { endpointSchema } from './config.js';
 import type { DatapathManager } from './datapath/index.js';
 import type { LocalEndpoint, NodeMembership } from './node/index.js';
 import type { AuthPlanner } from './mutualauth/index.js';
-import type { AgentState } from './sync/state.js';
+import type { AgentState } from './sync/index.js';
 
 export interface EndpointStatus {
   ip: string;

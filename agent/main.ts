@@ -8,12 +8,12 @@ import { JsonLogger } from '../common/log.js';
 import { labelCollector } from '../common/flags.js';
 import { EventLoopWatchdog } from '../common/watchdog.js';
 import { unixRequest } from '../common/unixhttp.js';
-import { MeshidError } from '../spiffe/errors.js';
-import { TrustDomain } from '../spiffe/id.js';
-import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/x509.js';
+import { MeshidError } from '../spiffe/index.js';
+import { TrustDomain } from '../spiffe/index.js';
+import { splitConcatenatedDer, pemFromDer, parseCertificate } from '../spiffe/index.js';
 import { MeshidAgent } from './agent.js';
 import { loadAgentConfig } from './config.js';
-import { kubernetesAgentParts } from './workloadattestor/k8s.js';
+import { kubernetesAgentParts } from './workloadattestor/index.js';
 import { hostname } from 'node:os';
 import {
   DEFAULT_SOCKET_PATH, fromStruct, loadReadinessProto, statusName, loadWorkloadProto, workloadCallMetadata,

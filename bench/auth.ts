@@ -25,11 +25,11 @@ import { systemClock } from '../common/clock.js';
 import { silentLogger } from '../common/log.js';
 import { MemoryAuthMap, MutualAuth, type MutualAuthStats, type PairRequest } from '../agent/mutualauth/index.js';
 import { AgentState } from '../agent/sync/state.js';
-import { Bundle } from '../spiffe/bundle.js';
-import { SpiffeId, TrustDomain } from '../spiffe/id.js';
-import { generateKeyPair, pkcs8Der, privateKeyFromPkcs8, privateKeyPem, spkiDer } from '../spiffe/keys.js';
-import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, pemFromDer, type CertificateIssuer } from '../spiffe/x509.js';
-import { mintX509Svid, verifyX509Svid } from '../spiffe/x509svid.js';
+import { Bundle } from '../spiffe/index.js';
+import { SpiffeId, TrustDomain } from '../spiffe/index.js';
+import { generateKeyPair, pkcs8Der, privateKeyFromPkcs8, privateKeyPem, spkiDer } from '../spiffe/index.js';
+import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, pemFromDer, type CertificateIssuer } from '../spiffe/index.js';
+import { mintX509Svid, verifyX509Svid } from '../spiffe/index.js';
 import type { KeyObject } from 'node:crypto';
 import { median } from './stats.js';
 

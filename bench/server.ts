@@ -40,9 +40,9 @@ import { Metadata, type ClientReadableStream, type ServiceError } from '@grpc/gr
 import type { AttestAgentResponseMsg, SyncUpdateMsg } from '../api/agentproto.js';
 import { Datastore } from '../server/datastore/index.js';
 import { Registration } from '../server/registration/index.js';
-import { SpiffeId, TrustDomain } from '../spiffe/id.js';
-import { generateKeyPair } from '../spiffe/keys.js';
-import { SelectorSet } from '../spiffe/selector.js';
+import { SpiffeId, TrustDomain } from '../spiffe/index.js';
+import { generateKeyPair } from '../spiffe/index.js';
+import { SelectorSet } from '../spiffe/index.js';
 import { agentClient, call, csrFor, startServerParts, type ServerParts } from '../test/helpers/server.js';
 import { median, percentile } from './stats.js';
 

@@ -20,7 +20,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadWorkloadProto, workloadCallMetadata, type X509SVIDResponseMessage } from '../agent/workloadapi/index.js';
-import { parseCertificate, splitConcatenatedDer } from '../spiffe/x509.js';
+import { parseCertificate, splitConcatenatedDer } from '../spiffe/index.js';
 import { Daemon, freePort, run } from '../test/helpers/process.js';
 import { PostgresCluster } from '../test/helpers/postgres.js';
 import { median, percentile } from './stats.js';

@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import { InvalidArgument } from '../spiffe/errors.js';
+import { InvalidArgument } from '../spiffe/index.js';
 
 /** An IP prefix: address bytes (4 or 16) and how many leading bits count. */
 export interface Prefix {

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, rmdirSync, statfsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectDir } from '../api/assets.js';
-import { FailedPrecondition, NotFound } from '../spiffe/errors.js';
+import { FailedPrecondition, NotFound } from '../spiffe/index.js';
 import type { DatapathConfig } from './layouts.js';
 import { AuthMap, ConfigMap, IpcacheMap, MetricsMap, PolicyMap } from './maps.js';
 import { loadNative, type NativeBpf } from './native.js';

@@ -3,7 +3,7 @@
  * side of bpf/lib/*.h and DESIGN.md "Shared layouts". Native byte order.
  */
 import { endianness } from 'node:os';
-import { InvalidArgument } from '../spiffe/errors.js';
+import { InvalidArgument } from '../spiffe/index.js';
 import { formatIp, type Prefix } from './address.js';
 
 const LE = endianness() === 'LE';

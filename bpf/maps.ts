@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createMapRef, MapType, objGet, RawMap, type MapRef } from 'bpf';
-import { FailedPrecondition } from '../spiffe/errors.js';
+import { FailedPrecondition } from '../spiffe/index.js';
 import { formatPrefix, parseIp, parsePrefix } from './address.js';
 import {
   AUTH_KEY_SIZE, AUTH_VALUE_SIZE, CONFIG_VALUE_SIZE, IPCACHE_KEY_SIZE, IPCACHE_VALUE_SIZE,

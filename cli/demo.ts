@@ -1,7 +1,7 @@
 /** `meshid demo up|down|status|add-pod`: the whole system on this machine, in network namespaces (root only). */
 import type { Command } from 'commander';
 import { labelCollector } from '../common/flags.js';
-import { DemoCluster } from '../deploy/devnet/demo.js';
+import { DemoCluster } from '../deploy/devnet/index.js';
 import { CliError } from './errors.js';
 import { Output, type OutputFormat } from './output.js';
 

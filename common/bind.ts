@@ -1,4 +1,4 @@
-import { InvalidArgument } from '../spiffe/errors.js';
+import { InvalidArgument } from '../spiffe/index.js';
 
 /** "127.0.0.1:8080", "[::1]:8080", ":8080" (all addresses) → host and port. */
 export function parseBind(bind: string, field = 'admin'): { host: string | undefined; port: number } {

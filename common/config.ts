@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { InvalidArgument } from '../spiffe/errors.js';
+import { InvalidArgument } from '../spiffe/index.js';
 
 export function readConfigFile(path: string): Record<string, unknown> {
   let text: string;

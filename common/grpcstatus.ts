@@ -1,5 +1,5 @@
 import { status as Status, type ServerErrorResponse } from '@grpc/grpc-js';
-import { INPUT_ERROR_CODES, MeshidError, type ErrorCode } from '../spiffe/errors.js';
+import { INPUT_ERROR_CODES, MeshidError, type ErrorCode } from '../spiffe/index.js';
 
 /** The gRPC status of each error kind: the one map for every gRPC service of meshid. */
 export function grpcCode(code: ErrorCode): Status {

@@ -1,5 +1,5 @@
 /** The one place where errors become HTTP statuses and JSON error bodies: the server's admin API and the agent's admin socket. */
-import { INPUT_ERROR_CODES, MeshidError, type ErrorCode } from '../spiffe/errors.js';
+import { INPUT_ERROR_CODES, MeshidError, type ErrorCode } from '../spiffe/index.js';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {

@@ -1,8 +1,8 @@
 /** meshid-server's configuration: one schema, defaults in one place. */
 import { z } from 'zod';
 import { durationField, readConfigFile, validateConfig } from '../common/config.js';
-import { TrustDomain } from '../spiffe/id.js';
-import { kubernetesConfigSchema } from './k8s/config.js';
+import { TrustDomain } from '../spiffe/index.js';
+import { kubernetesConfigSchema } from './k8s/index.js';
 
 const duration = (field: string, dflt: string) => durationField(field, dflt);
 

@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FailedPrecondition } from '../spiffe/errors.js';
+import { FailedPrecondition } from '../spiffe/index.js';
 import type { Datastore } from './datastore/index.js';
 
 export const INSTALLATION_FILE = 'installation.json';

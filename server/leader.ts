@@ -11,7 +11,7 @@
  */
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/log.js';
-import type { ClusterAuthorities } from './ca/cluster.js';
+import type { ClusterAuthorities } from './ca/index.js';
 import type { Datastore } from './datastore/index.js';
 
 export const MAINTENANCE_LEASE = 'maintenance';

@@ -3,12 +3,12 @@ import { Command, CommanderError } from 'commander';
 import { systemClock } from '../common/clock.js';
 import { JsonLogger } from '../common/log.js';
 import { EventLoopWatchdog } from '../common/watchdog.js';
-import { MeshidError } from '../spiffe/errors.js';
+import { MeshidError } from '../spiffe/index.js';
 import { loadServerConfig } from './config.js';
 import { MeshidServer } from './server.js';
-import { backupDatastore } from './datastore/backup.js';
-import { copyDatastore } from './datastore/copy.js';
-import { TrustDomain } from '../spiffe/id.js';
+import { backupDatastore } from './datastore/index.js';
+import { copyDatastore } from './datastore/index.js';
+import { TrustDomain } from '../spiffe/index.js';
 import { join } from 'node:path';
 
 const program = new Command('meshid-server')

@@ -5,8 +5,8 @@
  * every attestation, so a re-attestation uses the current token.
  */
 import { readFile } from 'node:fs/promises';
-import { FailedPrecondition } from '../../spiffe/errors.js';
-import type { NodeAttestorPlugin } from './index.js';
+import { FailedPrecondition } from '../../spiffe/index.js';
+import type { NodeAttestorPlugin } from './attestor.js';
 
 export const DEFAULT_PSAT_TOKEN_PATH = '/var/run/secrets/tokens/meshid-agent';
 

@@ -6,10 +6,10 @@
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
-import type { BundleSet } from '../../spiffe/bundle.js';
-import type { SpiffeId } from '../../spiffe/id.js';
-import { publicKeyFromSpki } from '../../spiffe/keys.js';
-import { verifyX509Svid } from '../../spiffe/x509svid.js';
+import type { BundleSet } from '../../spiffe/index.js';
+import type { SpiffeId } from '../../spiffe/index.js';
+import { publicKeyFromSpki } from '../../spiffe/index.js';
+import { verifyX509Svid } from '../../spiffe/index.js';
 
 export interface ValidatedChain {
   spiffeId: SpiffeId;

@@ -20,7 +20,7 @@
  * within the session, and the pair list binds the key to exactly those pairs.
  */
 import { sign, verify, type KeyObject } from 'node:crypto';
-import { signatureAlgorithmFor } from '../../spiffe/keys.js';
+import { signatureAlgorithmFor } from '../../spiffe/index.js';
 
 export const EKM_LABEL = 'EXPORTER-meshid-mutual-auth';
 export const EKM_BYTES = 32;

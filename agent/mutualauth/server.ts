@@ -5,7 +5,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { ConnectionsPerKey } from '../../common/connlimit.js';
-import type { SpiffeId } from '../../spiffe/id.js';
+import type { SpiffeId } from '../../spiffe/index.js';
 import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload, type TunnelReadiness } from './core.js';
 import { decodeAuthenticate, encodeProof, pairKey, pairsOf, proofInput, ProtocolError, signProof, type ResultMsg, type WirePair } from './protocol.js';
 import { acceptSession, SecureContextCache, type Session } from './session.js';

@@ -4,7 +4,7 @@
  */
 import { isIP } from 'node:net';
 import { AuthType, Protocol, type AuthPair, type Direction } from '../../bpf/index.js';
-import { InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { InvalidArgument, NotFound } from '../../spiffe/index.js';
 import type { Endpoint } from '../sync/index.js';
 import {
   compilePolicies, decideFlow, lookupPolicy, policyForLabels, policyKeyText, usablePolicies,

@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../../common/log.js';
 import type { PolicyEntry, PolicyKey } from '../../bpf/index.js';
-import type { StateChange } from '../sync/state.js';
+import type { StateChange } from '../sync/index.js';
 import {
   compileState, lookupPolicy, policyKeyText,
   type AuthRequirement, type CompiledPolicies, type PolicyError, type PolicyInputs, type PolicyMapEntry,

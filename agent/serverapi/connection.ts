@@ -15,10 +15,10 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { loadAgentProto } from '../../api/agentproto.js';
-import { serverId, type TrustDomain } from '../../spiffe/id.js';
-import { matchId, matchUriSans } from '../../spiffe/match.js';
-import { privateKeyPem } from '../../spiffe/keys.js';
-import { parseCertificate, pemFromDer } from '../../spiffe/x509.js';
+import { serverId, type TrustDomain } from '../../spiffe/index.js';
+import { matchId, matchUriSans } from '../../spiffe/index.js';
+import { privateKeyPem } from '../../spiffe/index.js';
+import { parseCertificate, pemFromDer } from '../../spiffe/index.js';
 
 export interface ClientIdentity { chain: Buffer[]; key: KeyObject }
 

@@ -7,7 +7,7 @@
 import type { ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../common/log.js';
 import type { SyncUpdateMsg } from '../../api/agentproto.js';
-import { isServerDown, type ServerConnection } from '../serverapi/connection.js';
+import { isServerDown, type ServerConnection } from '../serverapi/index.js';
 import type { AgentState } from './state.js';
 
 export interface SyncClientOptions {

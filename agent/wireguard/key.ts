@@ -1,7 +1,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { mkdirSync, openSync, closeSync, readFileSync, fstatSync, writeSync, constants as fsConstants } from 'node:fs';
 import { dirname } from 'node:path';
-import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument } from '../../spiffe/index.js';
 
 /** A node's WireGuard key pair, both halves in the base64 form that `wg genkey`/`wg pubkey` print. */
 export interface WireGuardKeyPair {

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument } from '../../spiffe/index.js';
 import { canonicalCidr } from '../../common/cidr.js';
 import { CommandFailed, NetnsCommands } from './command.js';
 import { loadOrCreateKeyPair, type WireGuardKeyPair } from './key.js';

@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import { InvalidArgument } from '../../spiffe/errors.js';
+import { InvalidArgument } from '../../spiffe/index.js';
 import { canonicalCidr } from '../../common/cidr.js';
 import { decodeWireGuardKey } from './key.js';
 

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FailedPrecondition } from '../../spiffe/errors.js';
+import { FailedPrecondition } from '../../spiffe/index.js';
 import type { NetnsCommands } from './command.js';
 
 /** wireguard-go's UAPI sockets live here whatever the network namespace: device names must be unique machine-wide. */

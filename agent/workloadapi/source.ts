@@ -1,5 +1,5 @@
-import type { SpiffeId } from '../../spiffe/id.js';
-import type { SelectorSet } from '../../spiffe/selector.js';
+import type { SpiffeId } from '../../spiffe/index.js';
+import type { SelectorSet } from '../../spiffe/index.js';
 
 /** One X509-SVID as the agent's SVID cache holds it. */
 export interface CachedX509Svid {

@@ -1,5 +1,5 @@
 import { status as Status } from '@grpc/grpc-js';
-import type { ErrorCode } from '../../spiffe/errors.js';
+import type { ErrorCode } from '../../spiffe/index.js';
 import { statusName, toServiceError as toGrpcServiceError } from '../../common/grpcstatus.js';
 
 /**

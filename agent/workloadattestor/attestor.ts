@@ -1,4 +1,4 @@
-import type { Selector } from '../../spiffe/selector.js';
+import type { Selector } from '../../spiffe/index.js';
 
 /**
  * One source of workload selectors (spire-agent's WorkloadAttestor plugin).

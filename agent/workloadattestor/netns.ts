@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Selector } from '../../spiffe/selector.js';
+import { Selector } from '../../spiffe/index.js';
 import type { WorkloadAttestor } from './attestor.js';
 
 export interface NetnsAttestorOptions {

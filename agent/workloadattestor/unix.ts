@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Selector } from '../../spiffe/selector.js';
+import { Selector } from '../../spiffe/index.js';
 import type { WorkloadAttestor } from './attestor.js';
 
 export interface UnixAttestorOptions {

@@ -15,9 +15,9 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { packageRoot } from '../../api/assets.js';
 import { unixRequest } from '../../common/unixhttp.js';
-import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument } from '../../spiffe/index.js';
 import { Datapath } from '../../bpf/index.js';
-import { DEFAULT_PORT as MUTUAL_AUTH_PORT } from '../../agent/mutualauth/protocol.js';
+import { MUTUAL_AUTH_PORT } from '../../agent/mutualauth/index.js';
 import { Devnet } from './devnet.js';
 import { preparePostgres } from './postgres.js';
 import pg from 'pg';

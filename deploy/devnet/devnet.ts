@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AlreadyExists, FailedPrecondition, InvalidArgument, MeshidError, NotFound } from '../../spiffe/errors.js';
+import { AlreadyExists, FailedPrecondition, InvalidArgument, MeshidError, NotFound } from '../../spiffe/index.js';
 import { formatIpv4, isHostOf, parseIpv4Cidr } from './ipv4.js';
 import { OwnedProcess, type SpawnOptions } from './process.js';
 import { planDevnet, podNameSchema, PREFIX_PATTERN, type DevnetPod, type DevnetSpec, type DevnetState } from './spec.js';

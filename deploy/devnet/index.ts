@@ -2,3 +2,4 @@
 export { Devnet, DevnetCommandFailed, DEFAULT_STATE_DIR, type DevnetOptions, type ExecOptions, type ExecResult } from './devnet.js';
 export { OwnedProcess, type ProcessExit, type SpawnOptions } from './process.js';
 export type { DevnetSpec, DevnetState, DevnetNode, DevnetPod } from './spec.js';
+export { DemoCluster, type DemoOptions } from './demo.js';

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { FailedPrecondition } from '../../spiffe/errors.js';
+import { FailedPrecondition } from '../../spiffe/index.js';
 
 export function postgresBin(): string {
   const base = '/usr/lib/postgresql';

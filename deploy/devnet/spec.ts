@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InvalidArgument } from '../../spiffe/errors.js';
+import { InvalidArgument } from '../../spiffe/index.js';
 import { formatCidr, formatIpv4, isHostOf, overlaps, parseIpv4, parseIpv4Cidr, type Ipv4Cidr } from './ipv4.js';
 
 /** What a devnet should hold. Names become namespace and link names, hence their short alphabets. */

@@ -1,5 +1,5 @@
 /** Read-only views of the mesh state: security identities, nodes, endpoints. */
-import { serviceAccountId } from '../../spiffe/id.js';
+import { serviceAccountId } from '../../spiffe/index.js';
 import { Query } from './input.js';
 import type { Route, RouteContext } from './route.js';
 

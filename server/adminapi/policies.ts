@@ -1,5 +1,5 @@
 /** Network and authentication policies (CiliumNetworkPolicy syntax): apply, list, delete. */
-import { InvalidArgument } from '../../spiffe/errors.js';
+import { InvalidArgument } from '../../spiffe/index.js';
 import { applyPolicies, deletePolicy, deletePolicyDocuments, type PolicyKind } from '../policy/index.js';
 import { bodyObject, requiredString } from './input.js';
 import { Query } from './input.js';

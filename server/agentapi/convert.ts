@@ -1,7 +1,7 @@
 /** Datastore records to agent API messages. */
 import type { Endpoint, Identity, MeshNode, Policy, RegistrationEntry } from '../datastore/index.js';
 import type { EndpointMsg, EntryMsg, IdentityMsg, NodeMsg, PolicyMsg, X509SvidMsg } from '../../api/agentproto.js';
-import { serviceAccountId, type SpiffeId, type TrustDomain } from '../../spiffe/id.js';
+import { serviceAccountId, type SpiffeId, type TrustDomain } from '../../spiffe/index.js';
 
 export const entryMsg = (e: RegistrationEntry): EntryMsg => ({
   id: e.id, spiffe_id: e.spiffeId.toString(), parent_id: e.parentId.toString(), selectors: e.selectors.toStrings(),

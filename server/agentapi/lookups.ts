@@ -14,8 +14,8 @@
  * Expiry is checked at use, not cached.
  */
 import type { AttestedNode, Change, Datastore, RegistrationEntry } from '../datastore/index.js';
-import { isAgentId, serverId, SpiffeId } from '../../spiffe/id.js';
-import type { SelectorSet } from '../../spiffe/selector.js';
+import { isAgentId, serverId, SpiffeId } from '../../spiffe/index.js';
+import type { SelectorSet } from '../../spiffe/index.js';
 
 function isAgentIdText(id: string): boolean {
   try { return isAgentId(SpiffeId.parse(id)); } catch { return false; }

@@ -3,3 +3,4 @@ export { DiskKeyManager, MemoryKeyManager, type KeyManager } from './keymanager.
 export { DatastoreCaJournal } from './journal.js';
 export { loadUpstreamAuthority, type UpstreamAuthority } from './upstream.js';
 export { P256 } from './p256.js';
+export { ClusterAuthorities } from './cluster.js';

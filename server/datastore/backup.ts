@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { existsSync, renameSync, rmSync } from 'node:fs';
-import { DataLoss, FailedPrecondition } from '../../spiffe/errors.js';
+import { DataLoss, FailedPrecondition } from '../../spiffe/index.js';
 import { toMeshidError } from './core.js';
 
 export interface BackupSummary { file: string; schemaVersion: number; revision: number; entries: number; agents: number; installationId: string }

@@ -1,5 +1,5 @@
-import { TrustDomain } from '../../spiffe/id.js';
-import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { TrustDomain } from '../../spiffe/index.js';
+import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/index.js';
 import type { Core, Queryable, Tx } from './core.js';
 import type { EntryStore } from './entries.js';
 import type { SpiffeBundleDocument, StoredBundle } from './types.js';

@@ -1,4 +1,4 @@
-import { FailedPrecondition, InvalidArgument } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument } from '../../spiffe/index.js';
 import type { Core, Queryable, Tx } from './core.js';
 import type { CaJournalRecord } from './types.js';
 

@@ -1,4 +1,4 @@
-import { FailedPrecondition, InvalidArgument, MeshidError } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, MeshidError } from '../../spiffe/index.js';
 import type { ConstraintKind, Dialect, Engine, EngineTx, Queryable } from './engine.js';
 import type { Migration } from './migrate.js';
 import { isSqliteCorruption, sqliteToMeshidError } from './sqlite.js';

@@ -9,7 +9,7 @@
  * database, and revisions are handed out and committed in the same order (the
  * change log has no gaps that fill in later).
  */
-import type { MeshidError } from '../../spiffe/errors.js';
+import type { MeshidError } from '../../spiffe/index.js';
 import type { Migration } from './migrate.js';
 
 export type SqlParam = string | number | null;

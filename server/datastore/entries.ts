@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { SpiffeId, TrustDomain, serverId } from '../../spiffe/id.js';
-import { Selector, SelectorSet } from '../../spiffe/selector.js';
-import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { SpiffeId, TrustDomain, serverId } from '../../spiffe/index.js';
+import { Selector, SelectorSet } from '../../spiffe/index.js';
+import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/index.js';
 import { type Core, type Queryable, type Tx, checkPageSize, decodePageToken, encodePageToken } from './core.js';
 import type { Dialect, SqlParam } from './engine.js';
 import type { BatchResult, EntryPatch, EntrySpec, ListEntriesOptions, Page, RegistrationEntry } from './types.js';

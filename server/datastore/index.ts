@@ -9,3 +9,7 @@ export type {
 } from './types.js';
 export type { LeaseRecord, ServerAuthority, ServerRecord } from './servers.js';
 export { ChangeFeed } from './feed.js';
+export { copyDatastore } from './copy.js';
+export { redactUrl } from './postgres.js';
+export { checkIntegrity } from './integrity.js';
+export { backupDatastore } from './backup.js';

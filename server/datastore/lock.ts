@@ -1,4 +1,4 @@
-import { Unavailable } from '../../spiffe/errors.js';
+import { Unavailable } from '../../spiffe/index.js';
 
 /**
  * A mutex for async work, first come first served, that a waiter gives up on

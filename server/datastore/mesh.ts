@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from '../../spiffe/index.js';
 import type { Core, Queryable, Tx } from './core.js';
 import type { SqlParam } from './engine.js';
 import type {

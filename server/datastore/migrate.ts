@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
-import { FailedPrecondition, MeshidError } from '../../spiffe/errors.js';
+import { FailedPrecondition, MeshidError } from '../../spiffe/index.js';
 
 export interface Migration {
   version: number;

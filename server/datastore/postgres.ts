@@ -9,7 +9,7 @@
  * that only to wake up and then read the change log.
  */
 import pg from 'pg';
-import { DataLoss, FailedPrecondition, InvalidArgument, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/errors.js';
+import { DataLoss, FailedPrecondition, InvalidArgument, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/index.js';
 import { numberPlaceholders, type ConstraintKind, type Dialect, type Engine, type EngineTx, type Queryable, type SqlParam } from './engine.js';
 import { refuseNewerSchema, type Migration } from './migrate.js';
 import { Gate } from '../../common/gate.js';

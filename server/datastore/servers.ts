@@ -1,4 +1,4 @@
-import { InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { InvalidArgument, NotFound } from '../../spiffe/index.js';
 import type { Core, Queryable, Tx } from './core.js';
 
 /** One authority a server signs with, as it goes into the bundle. */

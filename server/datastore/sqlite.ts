@@ -5,7 +5,7 @@
  * and statements inside it run as they are awaited.
  */
 import Database from 'better-sqlite3';
-import { DataLoss, FailedPrecondition, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/errors.js';
+import { DataLoss, FailedPrecondition, MeshidError, StorageExhausted, Unavailable } from '../../spiffe/index.js';
 import type { ConstraintKind, Dialect, Engine, EngineTx, Queryable, SqlParam } from './engine.js';
 import { AsyncLock } from './lock.js';
 import { migrateSqlite, type Migration } from './migrate.js';

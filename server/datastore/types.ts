@@ -1,6 +1,6 @@
-import type { SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import type { SelectorSet } from '../../spiffe/selector.js';
-import type { MeshidError } from '../../spiffe/errors.js';
+import type { SpiffeId, TrustDomain } from '../../spiffe/index.js';
+import type { SelectorSet } from '../../spiffe/index.js';
+import type { MeshidError } from '../../spiffe/index.js';
 
 /** Unix seconds. */
 export type UnixSeconds = number;

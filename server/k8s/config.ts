@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { durationField } from '../../common/config.js';
-import { isDnsLabel, isK8sName, k8sNameRule, type K8sKind } from '../../spiffe/k8sname.js';
+import { isDnsLabel, isK8sName, k8sNameRule, type K8sKind } from '../../spiffe/index.js';
 
 const duration = (field: string, dflt: string) => durationField(field, dflt, { positive: true });
 

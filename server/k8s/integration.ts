@@ -7,9 +7,9 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { K8sPsatAttestor } from '../attestation/k8spsat.js';
+import { K8sPsatAttestor } from './psat.js';
 import type { Datastore } from '../datastore/index.js';
-import type { TrustDomain } from '../../spiffe/id.js';
+import type { TrustDomain } from '../../spiffe/index.js';
 import { BundlePublisher } from './bundle.js';
 import { kubeApis, loadKubeConfig, type KubeApis } from './client.js';
 import type { KubernetesConfig } from './config.js';

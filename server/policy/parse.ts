@@ -5,8 +5,8 @@
  * than one that does not apply.
  */
 import { parseAllDocuments } from 'yaml';
-import { InvalidArgument } from '../../spiffe/errors.js';
-import { isK8sName, isLabelKey, isLabelValue, k8sNameRule } from '../../spiffe/k8sname.js';
+import { InvalidArgument } from '../../spiffe/index.js';
+import { isK8sName, isLabelKey, isLabelValue, k8sNameRule } from '../../spiffe/index.js';
 import { NAMESPACE_LABEL } from '../identity/index.js';
 import {
   POLICY_FORMAT,

@@ -1,6 +1,6 @@
 /** What the admin API calls to apply and delete policies: parse everything, check everything, then write. */
 import type { Datastore, Policy } from '../datastore/index.js';
-import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/errors.js';
+import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/index.js';
 import { checkPolicySpec } from '../../api/policy.js';
 import type { ParsedPolicy, PolicyKind } from './model.js';
 import { parsePolicyDocuments } from './parse.js';

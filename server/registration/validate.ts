@@ -1,7 +1,7 @@
-import { isReservedId, SpiffeId, TrustDomain } from '../../spiffe/id.js';
-import { SelectorSet } from '../../spiffe/selector.js';
-import { k8sNameProblem } from '../../spiffe/k8sname.js';
-import { InvalidArgument, InvalidSpiffeId, InvalidTrustDomain } from '../../spiffe/errors.js';
+import { isReservedId, SpiffeId, TrustDomain } from '../../spiffe/index.js';
+import { SelectorSet } from '../../spiffe/index.js';
+import { k8sNameProblem } from '../../spiffe/index.js';
+import { InvalidArgument, InvalidSpiffeId, InvalidTrustDomain } from '../../spiffe/index.js';
 import type { EntryPatch, EntrySpec, ListEntriesOptions, SelectorMatch } from '../datastore/index.js';
 
 export interface RegistrationLimits {

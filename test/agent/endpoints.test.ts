@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { ipv6FromIfInet6, LocalEndpoints, localIpv4FromFibTrie, namespaceAddresses } from '../../agent/endpoints.js';
 import type { DatapathManager } from '../../agent/datapath/index.js';
 import type { NodeMembership } from '../../agent/node/index.js';
-import { FailedPrecondition } from '../../spiffe/errors.js';
+import { FailedPrecondition } from '../../spiffe/index.js';
 import { AgentState } from '../../agent/sync/state.js';
 import { makeCa, snapshot } from './mutualauth/fixtures.js';
 import { AuthPlanner } from '../../agent/mutualauth/index.js';

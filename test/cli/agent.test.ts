@@ -1,5 +1,5 @@
 import t from 'tap';
-import { agentId } from '../../spiffe/id.js';
+import { agentId } from '../../spiffe/index.js';
 import { startAdminApi, td } from '../server/adminapi/fixtures/adminapi.js';
 import { against } from './fixtures/run.js';
 

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { derFromPem } from '../../spiffe/x509.js';
+import { derFromPem } from '../../spiffe/index.js';
 import { startAdminApi } from '../server/adminapi/fixtures/adminapi.js';
 import { against } from './fixtures/run.js';
 

@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { derFromPem } from '../../spiffe/x509.js';
+import { derFromPem } from '../../spiffe/index.js';
 import { startAdminApi } from '../server/adminapi/fixtures/adminapi.js';
 import { against } from './fixtures/run.js';
 

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { loadWorkloadProto, workloadCallMetadata, type X509SVIDResponseMessage } from '../../agent/workloadapi/index.js';
-import { parseCertificate, splitConcatenatedDer } from '../../spiffe/x509.js';
+import { parseCertificate, splitConcatenatedDer } from '../../spiffe/index.js';
 import { PostgresCluster } from '../helpers/postgres.js';
 import { Daemon, freePort, run } from '../helpers/process.js';
 

@@ -12,10 +12,10 @@ import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager, P256 } from
 import { Datastore } from '../../server/datastore/index.js';
 import { IdentityAllocator } from '../../server/identity/index.js';
 import { ServerMetrics } from '../../server/metrics.js';
-import { createCsr } from '../../spiffe/csr.js';
-import { serverId, TrustDomain, type SpiffeId } from '../../spiffe/id.js';
-import { generateKeyPair, privateKeyPem, type KeyPair } from '../../spiffe/keys.js';
-import { parseCertificate, pemFromDer } from '../../spiffe/x509.js';
+import { createCsr } from '../../spiffe/index.js';
+import { serverId, TrustDomain, type SpiffeId } from '../../spiffe/index.js';
+import { generateKeyPair, privateKeyPem, type KeyPair } from '../../spiffe/index.js';
+import { parseCertificate, pemFromDer } from '../../spiffe/index.js';
 
 export interface ServerParts {
   dir: string;
@@ -98,7 +98,7 @@ export async function attestAgent(parts: ServerParts, token = `tok-${Math.random
   const anon = agentClient(parts);
   try {
     const res = await call<{ svid: { spiffe_id: string; cert_chain: Buffer[] } }>(anon, 'AttestAgent', { attestation: { type: 'join_token', payload: Buffer.from(token) }, csr: csrFor(key) });
-    const { SpiffeId } = await import('../../spiffe/id.js');
+    const { SpiffeId } = await import('../../spiffe/index.js');
     return { agentId: SpiffeId.parse(res.svid.spiffe_id), chain: res.svid.cert_chain, key, client: agentClient(parts, { chain: res.svid.cert_chain, key }), token };
   } finally {
     anon.close();

@@ -4,7 +4,7 @@ import {
   bitString, bool, children, decodeOid, decodeTime, explicit, octets, oid, readTlv, readWhole, seq, set, smallInteger, TAG, time, tlv,
   unsignedInteger,
 } from '../../spiffe/der.js';
-import { InvalidArgument } from '../../spiffe/errors.js';
+import { InvalidArgument } from '../../spiffe/index.js';
 
 const hex = (b: Buffer): string => b.toString('hex');
 const h = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');

@@ -1,6 +1,6 @@
 import t from 'tap';
-import * as errors from '../../spiffe/errors.js';
-import { MeshidError } from '../../spiffe/errors.js';
+import * as errors from '../../spiffe/index.js';
+import { MeshidError } from '../../spiffe/index.js';
 
 const expected: Array<[string, string, unknown[]]> = [
   ['InvalidArgument', 'invalid_argument', ['m', 'f']],

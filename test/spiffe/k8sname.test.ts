@@ -1,6 +1,6 @@
 import t from 'tap';
 import { isDnsLabel, isDnsSubdomain, isK8sName, isLabelKey, isLabelValue, k8sNameProblem } from '../../spiffe/index.js';
-import { serviceAccountOfUser } from '../../server/attestation/k8spsat.js';
+import { serviceAccountOfUser } from '../../server/k8s/index.js';
 import { entryForServiceAccount } from '../../server/registration/validate.js';
 import { agentId, TrustDomain } from '../../spiffe/index.js';
 

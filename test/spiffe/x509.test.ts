@@ -6,7 +6,7 @@ import {
   derFromPem, encodeName, generateKeyPair, keyIdentifier, KeyUsage, mintCertificate, mintX509Svid, MeshidError, parseCertificate,
   pemFromDer, randomSerial, SerialSource, signedBy, SpiffeId, spkiDer, splitConcatenatedDer, SVID_SUBJECT, type KeyType, type ParsedCertificate,
 } from '../../spiffe/index.js';
-import { OID } from '../../spiffe/x509.js';
+import { OID } from '../../spiffe/index.js';
 import { children, oid, readWhole, seq, TAG, tlv } from '../../spiffe/der.js';
 import { at, HOUR, makeIntermediate, makeLeaf, makeRoot, NOW, openssl, tempDir, writeTemp, type TestCa } from './fixtures.js';
 

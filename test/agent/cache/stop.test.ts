@@ -4,7 +4,7 @@ import type { ServerConnection } from '../../../agent/serverapi/connection.js';
 import { AgentState } from '../../../agent/sync/state.js';
 import { systemClock } from '../../../common/clock.js';
 import { silentLogger } from '../../../common/log.js';
-import { TrustDomain } from '../../../spiffe/id.js';
+import { TrustDomain } from '../../../spiffe/index.js';
 import { delta } from '../mutualauth/fixtures.js';
 
 /** A server connection whose every call fails as an unreachable server's would, counting the calls. */

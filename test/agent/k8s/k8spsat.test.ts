@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_PSAT_TOKEN_PATH, K8sPsatPlugin } from '../../../agent/attestation/k8spsat.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 
 t.test('k8s_psat plugin sends the cluster and the projected token, reading the file again on each attestation (the kubelet rotates it)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), `meshid-psat-${process.pid}-`));

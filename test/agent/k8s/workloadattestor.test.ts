@@ -6,7 +6,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import {
   ApiServerPodSource, K8sAttestor, KubeletPodSource, podContainerFromCgroup, type PodSource,
 } from '../../../agent/workloadattestor/k8s.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { FakeKubeApiServer, podObject } from '../../helpers/fakek8s.js';
 
 const UID = '3f9a1c2e-7b4d-4e8f-9a0b-1c2d3e4f5a6b';

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { generateKeyPair } from '../../../spiffe/keys.js';
+import { generateKeyPair } from '../../../spiffe/index.js';
 import {
   decodeAuthenticate, decodeServerMsg, encodeFrame, FrameDecoder, MAX_BATCH_PAIRS, MAX_CHAIN_CERTS, MAX_FRAME_BYTES, pairsOf, proofInput,
   ProtocolError, signProof, verifyProof, type WirePair,

@@ -5,7 +5,7 @@
  * agent never would.
  */
 import t, { type Test } from 'tap';
-import { Bundle } from '../../../spiffe/bundle.js';
+import { Bundle } from '../../../spiffe/index.js';
 import {
   agentIdOf, clientMessage, cluster, delta, entryKeys, HOUR, makeCa, MIN, mintSvid, nodes, rawClient, rawServer, saId, serverResult,
   type Agent, type Ca, type Cluster, type Svid,

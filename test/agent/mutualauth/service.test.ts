@@ -5,7 +5,7 @@ import { wallClockToBootNs } from '../../../bpf/index.js';
 import { AuthType, type AuthMap } from '../../../bpf/index.js';
 import type { AuthMapWriter, TunnelReadiness } from '../../../agent/mutualauth/index.js';
 import { MetricsRegistry } from '../../../common/metrics.js';
-import { parseCertificate } from '../../../spiffe/x509.js';
+import { parseCertificate } from '../../../spiffe/index.js';
 import { cluster, delta, entryKeys, HOUR, MIN, mintSvid, nodes, saId, until, type Svid } from './fixtures.js';
 
 // Compile-time check: the kernel's AuthMap fits where the service writes (tsc fails here if bpf/maps.ts drifts).

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { explainFlow } from '../../../agent/policy/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { ccnp, cnp, ids, inputs, ipOf } from './fixtures.js';
 
 const { pay, order, web, bad, kube } = ids;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { PolicyMap } from '../../../bpf/index.js';
 import { AgentState } from '../../../agent/sync/state.js';
 import { PolicyMapSync, type PolicyMapWriter } from '../../../agent/policy/index.js';
-import { TrustDomain } from '../../../spiffe/id.js';
+import { TrustDomain } from '../../../spiffe/index.js';
 import { cnp, endpoint, ids, LOCAL_NODE, mapOf, policyMsgs, TCP, update, verdictOf } from './fixtures.js';
 
 const { pay, order, web } = ids;

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import type { PolicyEntry, PolicyKey } from '../../../bpf/index.js';
 import { AgentState } from '../../../agent/sync/state.js';
 import { MemoryPolicyMap, PolicyMapSync, type AuthPairsChange, type PolicyMapWriter } from '../../../agent/policy/index.js';
-import { TrustDomain } from '../../../spiffe/id.js';
+import { TrustDomain } from '../../../spiffe/index.js';
 import { MemoryLogSink, JsonLogger } from '../../../common/log.js';
 import { cnp, endpoint, ids, identity, LOCAL_NODE, policyMsgs, TCP, update, verdictOf } from './fixtures.js';
 

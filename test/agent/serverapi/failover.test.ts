@@ -36,7 +36,7 @@ t.test('a server set aside comes back after its back-off; every one down: the ca
   let now = 1_000_000;
   const a = `127.0.0.1:${await freePort()}`;
   const b = `127.0.0.1:${await freePort()}`;
-  const conn = new ServerConnection(`${a},${b}`, (await import('../../../spiffe/id.js')).TrustDomain.parse('example.org'), { now: () => now, random: () => 0.5 });
+  const conn = new ServerConnection(`${a},${b}`, (await import('../../../spiffe/index.js')).TrustDomain.parse('example.org'), { now: () => now, random: () => 0.5 });
   t.teardown(() => conn.close());
   conn.configure([], undefined);
   const err = await t.rejects(() => conn.unary('RenewAgent', {}, 2000)) as unknown as { code: number };
@@ -62,7 +62,7 @@ t.test('a server that presents another ID than its trust domain\'s server ID is 
   t.teardown(() => parts.stop());
   const agent = await attestAgent(parts);
   agent.client.close();
-  const { TrustDomain } = await import('../../../spiffe/id.js');
+  const { TrustDomain } = await import('../../../spiffe/index.js');
   const conn = new ServerConnection(`127.0.0.1:${parts.port}`, TrustDomain.parse('other.org'));
   t.teardown(() => conn.close());
   conn.configure(parts.ca.bundle().x509Authorities, { chain: agent.chain, key: agent.key.privateKey });

@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generatePrivateKey, loadOrCreateKeyPair, publicKeyFromPrivate } from '../../../agent/wireguard/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 
 function tempDir(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-wgkey-'));

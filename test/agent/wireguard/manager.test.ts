@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   generatePrivateKey, loadOrCreateKeyPair, publicKeyFromPrivate, uapiSocketPath, WireGuardManager, type WireGuardManagerOptions,
 } from '../../../agent/wireguard/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 
 let counter = 0;
 /** A fresh network namespace and a device name unique on the machine, both removed after the test. */

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { generatePrivateKey, publicKeyFromPrivate } from '../../../agent/wireguard/key.js';
 import { canonicalPeers, parseDump, peerDiff, type PeerStatus } from '../../../agent/wireguard/peers.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 
 const key = (): string => publicKeyFromPrivate(generatePrivateKey());
 const own = key();

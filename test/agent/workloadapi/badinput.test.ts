@@ -3,7 +3,7 @@ import { status } from '@grpc/grpc-js';
 import { loadReadinessProto, loadWorkloadProto } from '../../../agent/workloadapi/index.js';
 import { grpcFrame } from '../../../agent/workloadapi/transport.js';
 import { mutateBytes, prng } from '../../helpers/mutate.js';
-import { SpiffeId } from '../../../spiffe/id.js';
+import { SpiffeId } from '../../../spiffe/index.js';
 import { FakeWorkloadSource } from './fake-source.js';
 import { startServer } from './helpers.js';
 import { rawCall, rawSession } from './raw.js';

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import t from 'tap';
 import { status, type ServiceError } from '@grpc/grpc-js';
-import { SpiffeId } from '../../../spiffe/id.js';
+import { SpiffeId } from '../../../spiffe/index.js';
 import { MetricsRegistry } from '../../../common/metrics.js';
 import {
   fromStruct,

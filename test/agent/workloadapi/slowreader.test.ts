@@ -121,7 +121,7 @@ t.test('`meshid-agent api watch --write` stalled (a disk that blocks it) catches
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
   const { bin } = await import('../../helpers/process.js');
-  const { pemFromDer } = await import('../../../spiffe/x509.js');
+  const { pemFromDer } = await import('../../../spiffe/index.js');
   const source = await bigSource(150);
   const server = await startServer(tt, source, { slowReaderDeadlineMs: 120_000 });
   const dir = mkdtempSync(join(tmpdir(), 'meshid-watch-'));

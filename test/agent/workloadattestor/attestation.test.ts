@@ -3,7 +3,7 @@ import { createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import t from 'tap';
-import { Selector } from '../../../spiffe/selector.js';
+import { Selector } from '../../../spiffe/index.js';
 import { parseStartTime, WorkloadAttestation, type PeerProcess, type WorkloadAttestor } from '../../../agent/workloadattestor/index.js';
 import { UnixAttestor } from '../../../agent/workloadattestor/index.js';
 import { tempDir } from '../workloadapi/helpers.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Devnet, type DevnetSpec, type DevnetState } from '../../../deploy/devnet/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { namespacesOf, rootLinksOf, uniquePrefix, uniqueUnderlay } from './fixtures/names.js';
 
 function stateDir(t: Test): string {

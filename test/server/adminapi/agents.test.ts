@@ -1,7 +1,7 @@
 import t from 'tap';
 import { FakeClock } from '../../../common/clock.js';
-import { agentId } from '../../../spiffe/id.js';
-import { SelectorSet } from '../../../spiffe/selector.js';
+import { agentId } from '../../../spiffe/index.js';
+import { SelectorSet } from '../../../spiffe/index.js';
 import { auditLines, startAdminApi, td, type AdminFixture } from './fixtures/adminapi.js';
 
 function attest(f: AdminFixture, node: string, type = 'join_token') {

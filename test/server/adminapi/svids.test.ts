@@ -1,10 +1,10 @@
 import t from 'tap';
-import { BundleSet } from '../../../spiffe/bundle.js';
-import { createCsr } from '../../../spiffe/csr.js';
-import { verifyJwtSvid } from '../../../spiffe/jwtsvid.js';
-import { generateKeyPair } from '../../../spiffe/keys.js';
-import { derFromPem, parseCertificate } from '../../../spiffe/x509.js';
-import { verifyX509Svid } from '../../../spiffe/x509svid.js';
+import { BundleSet } from '../../../spiffe/index.js';
+import { createCsr } from '../../../spiffe/index.js';
+import { verifyJwtSvid } from '../../../spiffe/index.js';
+import { generateKeyPair } from '../../../spiffe/index.js';
+import { derFromPem, parseCertificate } from '../../../spiffe/index.js';
+import { verifyX509Svid } from '../../../spiffe/index.js';
 import { auditLines, startAdminApi } from './fixtures/adminapi.js';
 
 const id = 'spiffe://example.org/ns/default/sa/web';

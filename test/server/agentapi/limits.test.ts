@@ -2,7 +2,7 @@ import t from 'tap';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { connect, type Socket } from 'node:net';
 import { agentClient, attestAgent, call, csrFor, startServerParts } from '../../helpers/server.js';
-import { generateKeyPair } from '../../../spiffe/keys.js';
+import { generateKeyPair } from '../../../spiffe/index.js';
 
 const code = (err: unknown): number => (err as ServiceError).code;
 const until = async (cond: () => boolean, ms: number): Promise<void> => {
@@ -55,8 +55,8 @@ t.test('NewJWTSVID refuses 10,000 audiences (it signed a 4 MB token before) and 
   tt.teardown(() => parts.stop());
   const a = await attestAgent(parts);
   tt.teardown(() => a.client.close());
-  const { SpiffeId } = await import('../../../spiffe/id.js');
-  const { SelectorSet } = await import('../../../spiffe/selector.js');
+  const { SpiffeId } = await import('../../../spiffe/index.js');
+  const { SelectorSet } = await import('../../../spiffe/index.js');
   const entry = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/a/sa/b'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1']) });
   const many = await call(a.client, 'NewJWTSVID', { entry_id: entry.id, audience: Array.from({ length: 10_000 }, (_, i) => `${'a'.repeat(290)}${i}`) }).catch((e: unknown) => e);
   tt.equal(code(many), status.INVALID_ARGUMENT);

@@ -1,8 +1,8 @@
 import t from 'tap';
 import { Datastore } from '../../../server/datastore/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
-import { agentId } from '../../../spiffe/id.js';
-import { SelectorSet } from '../../../spiffe/selector.js';
+import { MeshidError } from '../../../spiffe/index.js';
+import { agentId } from '../../../spiffe/index.js';
+import { SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, rawQuery, td } from './fixtures/tempdb.js';
 import { startWorker } from './fixtures/workers.js';
 

@@ -1,7 +1,7 @@
 import t from 'tap';
-import { MeshidError } from '../../../spiffe/errors.js';
-import { TrustDomain, agentId } from '../../../spiffe/id.js';
-import { SelectorSet } from '../../../spiffe/selector.js';
+import { MeshidError } from '../../../spiffe/index.js';
+import { TrustDomain, agentId } from '../../../spiffe/index.js';
+import { SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, td } from './fixtures/tempdb.js';
 
 const partner = TrustDomain.parse('partner.example');

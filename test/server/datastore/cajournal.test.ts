@@ -1,6 +1,6 @@
 import t from 'tap';
 import { Datastore, type CaJournalRecord } from '../../../server/datastore/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { openTemp, td } from './fixtures/tempdb.js';
 
 t.test('the CA journal saves and loads records in order, across a reopen', async (t) => {

@@ -1,8 +1,8 @@
 import t from 'tap';
 import fc from 'fast-check';
 import type { SelectorMatch } from '../../../server/datastore/index.js';
-import { agentId } from '../../../spiffe/id.js';
-import { Selector, SelectorSet } from '../../../spiffe/selector.js';
+import { agentId } from '../../../spiffe/index.js';
+import { Selector, SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, td } from './fixtures/tempdb.js';
 
 /** A small alphabet so that random sets overlap often. */

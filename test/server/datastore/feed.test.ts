@@ -2,8 +2,8 @@ import t from 'tap';
 import { Datastore } from '../../../server/datastore/index.js';
 import { ChangeFeed } from '../../../server/datastore/feed.js';
 import type { Change } from '../../../server/datastore/index.js';
-import { agentId } from '../../../spiffe/id.js';
-import { SelectorSet } from '../../../spiffe/selector.js';
+import { agentId } from '../../../spiffe/index.js';
+import { SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, rawQuery, td, testEngine } from './fixtures/tempdb.js';
 import { startWorker } from './fixtures/workers.js';
 

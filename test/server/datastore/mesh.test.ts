@@ -1,6 +1,6 @@
 import t from 'tap';
 import { MAX_NODE_ID } from '../../../server/datastore/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { openTemp, rawQuery } from './fixtures/tempdb.js';
 
 const sa = { namespace: 'default', name: 'web' };

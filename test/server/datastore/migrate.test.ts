@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { migrationsDir } from '../../../api/assets.js';
 import { Datastore } from '../../../server/datastore/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { td, tempDir } from './fixtures/tempdb.js';
 import { startWorker } from './fixtures/workers.js';
 

@@ -2,7 +2,7 @@ import t from 'tap';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { silentLogger } from '../../../common/log.js';
 import { BundlePublisher } from '../../../server/k8s/bundle.js';
-import { Bundle } from '../../../spiffe/bundle.js';
+import { Bundle } from '../../../spiffe/index.js';
 import { BUILTIN_RESOURCES } from '../../helpers/fakek8s.js';
 import { startServerParts } from '../../helpers/server.js';
 import { sleep, startFake, until } from './helpers.js';

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap';
 import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
-import { K8sPsatAttestor } from '../../../server/attestation/k8spsat.js';
-import { MeshidError } from '../../../spiffe/errors.js';
-import { TrustDomain } from '../../../spiffe/id.js';
+import { K8sPsatAttestor } from '../../../server/k8s/index.js';
+import { MeshidError } from '../../../spiffe/index.js';
+import { TrustDomain } from '../../../spiffe/index.js';
 import { namespaceObject, nodeObject, podObject, serviceAccountObject, type IssuedToken } from '../../helpers/fakek8s.js';
 import { startFake } from './helpers.js';
 

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { parsePolicyDocuments, parsePolicyObject, MAX_POLICY_INPUT_BYTES, type ParsedPolicy } from '../../../server/policy/index.js';
 import { checkPolicySpec } from '../../../api/policy.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 
 const NS = 'io.kubernetes.pod.namespace';
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { applyParsedPolicies, applyPolicies, deletePolicy, deletePolicyDocuments, parsePolicyDocuments, type ParsedPolicy } from '../../../server/policy/index.js';
-import { MeshidError } from '../../../spiffe/errors.js';
+import { MeshidError } from '../../../spiffe/index.js';
 import { openTemp } from '../datastore/fixtures/tempdb.js';
 
 const doc = (name: string, app: string, extra = ''): string => `apiVersion: cilium.io/v2

@@ -8,12 +8,12 @@
  * node's UID: spiffe://<td>/meshid/agent/k8s_psat/<cluster>/<node-uid>.
  */
 import type { AuthenticationV1Api, CoreV1Api, V1Node, V1Pod, V1TokenReviewStatus } from '@kubernetes/client-node';
-import { agentId, type TrustDomain } from '../../spiffe/id.js';
-import { InvalidArgument, MeshidError, PermissionDenied, Unavailable } from '../../spiffe/errors.js';
-import { Selector, SelectorSet } from '../../spiffe/selector.js';
-import { isK8sName } from '../../spiffe/k8sname.js';
-import { apiMessage, apiStatus } from '../k8s/client.js';
-import type { AttestationResult, NodeAttestor } from './index.js';
+import { agentId, type TrustDomain } from '../../spiffe/index.js';
+import { InvalidArgument, MeshidError, PermissionDenied, Unavailable } from '../../spiffe/index.js';
+import { Selector, SelectorSet } from '../../spiffe/index.js';
+import { isK8sName } from '../../spiffe/index.js';
+import { apiMessage, apiStatus } from './client.js';
+import type { AttestationResult, NodeAttestor } from '../attestation/index.js';
 
 export const K8S_PSAT = 'k8s_psat';
 

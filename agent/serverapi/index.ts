@@ -1,0 +1,2 @@
+/** The agent's calls to meshid-server: one connection over every server address, with failover. */
+export { isServerDown, parseServerList, ServerConnection, type ClientIdentity } from './connection.js';
