@@ -6,18 +6,15 @@ import type { ServiceError } from '@grpc/grpc-js';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/log.js';
 import { MetricsRegistry } from '../common/metrics.js';
-import { Bundle } from '../spiffe/index.js';
-import { FailedPrecondition } from '../spiffe/index.js';
+import { Bundle, FailedPrecondition } from '../spiffe/index.js';
 import { AgentIdentity, JoinTokenPlugin, type AgentBanned, type NodeAttestorPlugin } from './attestation/index.js';
 import { SvidCache } from './cache/index.js';
 import type { AgentConfig } from './config.js';
 import { HealthServer } from './health/index.js';
 import { ServerConnection } from './serverapi/index.js';
-import { SyncClient } from './sync/index.js';
-import { AgentState } from './sync/index.js';
+import { AgentState, SyncClient } from './sync/index.js';
 import { WorkloadApiServer } from './workloadapi/index.js';
-import { NetnsAttestor, UnixAttestor, type WorkloadAttestor } from './workloadattestor/index.js';
-import type { PeerProcess } from './workloadattestor/index.js';
+import { NetnsAttestor, type PeerProcess, UnixAttestor, type WorkloadAttestor } from './workloadattestor/index.js';
 import { DatapathManager } from './datapath/index.js';
 import { NodeMembership } from './node/index.js';
 import { LocalEndpoints } from './endpoints.js';
@@ -261,25 +258,7 @@ export class MeshidAgent {
 
   private registerMetrics(): void {
     const r = this.registry;
-    const svids = r.gauge('meshid_agent_svids', 'X509-SVIDs held for workloads.');
-    svids.collect(() => svids.set(this.cache.size));
-    const byLifetime = r.gauge('meshid_agent_x509_svids_by_lifetime', 'X509-SVIDs held, by remaining lifetime: fresh (before half life), renewal_due (past it), expired (never served).');
-    byLifetime.collect(() => {
-      const l = this.cache.lifetimes();
-      byLifetime.set(l.fresh, { state: 'fresh' });
-      byLifetime.set(l.renewalDue, { state: 'renewal_due' });
-      byLifetime.set(l.expired, { state: 'expired' });
-    });
-    const minRemaining = r.gauge('meshid_agent_x509_svid_min_remaining_seconds', 'The least remaining lifetime of any X509-SVID held (negative: expired).');
-    minRemaining.collect(() => {
-      const m = this.cache.lifetimes().minRemainingMs;
-      // floor: an SVID expired by any amount shows negative
-      if (m !== undefined) minRemaining.set(Math.floor(m / 1000)); else minRemaining.reset();
-    });
-    const renewals = r.gauge('meshid_agent_svid_renewals', 'X509-SVIDs renewed since start.');
-    renewals.collect(() => renewals.set(this.cache.renewals));
-    const failures = r.gauge('meshid_agent_svid_sign_failures', 'X509-SVID signing attempts that failed since start.');
-    failures.collect(() => failures.set(this.cache.signFailures));
+    this.cache.registerMetrics(r);
     const entries = r.gauge('meshid_agent_entries', 'Registration entries this agent holds.');
     entries.collect(() => entries.set(this.state.entries.size));
     const sync = r.gauge('meshid_agent_sync_connected', '1 while the Sync stream is up, by state.');

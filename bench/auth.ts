@@ -25,11 +25,7 @@ import { systemClock } from '../common/clock.js';
 import { silentLogger } from '../common/log.js';
 import { MemoryAuthMap, MutualAuth, type MutualAuthStats, type PairRequest } from '../agent/mutualauth/index.js';
 import { AgentState } from '../agent/sync/state.js';
-import { Bundle } from '../spiffe/index.js';
-import { SpiffeId, TrustDomain } from '../spiffe/index.js';
-import { generateKeyPair, pkcs8Der, privateKeyFromPkcs8, privateKeyPem, spkiDer } from '../spiffe/index.js';
-import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, pemFromDer, type CertificateIssuer } from '../spiffe/index.js';
-import { mintX509Svid, verifyX509Svid } from '../spiffe/index.js';
+import { Bundle, type CertificateIssuer, encodeName, generateKeyPair, issuerFromKey, keyIdentifier, mintCertificate, mintX509Svid, pemFromDer, pkcs8Der, privateKeyFromPkcs8, privateKeyPem, SpiffeId, spkiDer, TrustDomain, verifyX509Svid } from '../spiffe/index.js';
 import type { KeyObject } from 'node:crypto';
 import { median } from './stats.js';
 

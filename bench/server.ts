@@ -40,9 +40,7 @@ import { Metadata, type ClientReadableStream, type ServiceError } from '@grpc/gr
 import type { AttestAgentResponseMsg, SyncUpdateMsg } from '../api/agentproto.js';
 import { Datastore } from '../server/datastore/index.js';
 import { Registration } from '../server/registration/index.js';
-import { SpiffeId, TrustDomain } from '../spiffe/index.js';
-import { generateKeyPair } from '../spiffe/index.js';
-import { SelectorSet } from '../spiffe/index.js';
+import { generateKeyPair, SelectorSet, SpiffeId, TrustDomain } from '../spiffe/index.js';
 import { agentClient, call, csrFor, startServerParts, type ServerParts } from '../test/helpers/server.js';
 import { median, percentile } from './stats.js';
 

@@ -11,11 +11,8 @@ import { performance } from 'node:perf_hooks';
 import { systemClock } from '../common/clock.js';
 import { silentLogger } from '../common/log.js';
 import { CertificateAuthority, MemoryCaJournal, MemoryKeyManager, P256 } from '../server/ca/index.js';
-import { createCsr } from '../spiffe/index.js';
-import { SpiffeId, TrustDomain } from '../spiffe/index.js';
-import { generateKeyPair } from '../spiffe/index.js';
+import { createCsr, generateKeyPair, SelectorSet, SpiffeId, TrustDomain } from '../spiffe/index.js';
 import { agentClient, attestAgent, call, startServerParts } from '../test/helpers/server.js';
-import { SelectorSet } from '../spiffe/index.js';
 import type { BatchNewX509SvidResponseMsg } from '../api/agentproto.js';
 import { median } from './stats.js';
 

@@ -1,9 +1,7 @@
 /** `meshid bundle show|list|set|delete`: the server's trust bundle and the federated ones. */
 import { readFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
-import { Bundle } from '../spiffe/index.js';
-import { MeshidError } from '../spiffe/index.js';
-import { TrustDomain } from '../spiffe/index.js';
+import { Bundle, MeshidError, TrustDomain } from '../spiffe/index.js';
 import { cliContext } from './context.js';
 import { CliError } from './errors.js';
 import { formatTable, formatTime } from './output.js';

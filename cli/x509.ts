@@ -2,8 +2,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { createCsr } from '../spiffe/index.js';
-import { generateKeyPair, privateKeyPem } from '../spiffe/index.js';
+import { createCsr, generateKeyPair, privateKeyPem } from '../spiffe/index.js';
 import { cliContext, collect, ttlSeconds } from './context.js';
 import { CliError } from './errors.js';
 import { formatTime } from './output.js';

@@ -3,12 +3,10 @@ import { Command, CommanderError } from 'commander';
 import { systemClock } from '../common/clock.js';
 import { JsonLogger } from '../common/log.js';
 import { EventLoopWatchdog } from '../common/watchdog.js';
-import { MeshidError } from '../spiffe/index.js';
+import { MeshidError, TrustDomain } from '../spiffe/index.js';
 import { loadServerConfig } from './config.js';
 import { MeshidServer } from './server.js';
-import { backupDatastore } from './datastore/index.js';
-import { copyDatastore } from './datastore/index.js';
-import { TrustDomain } from '../spiffe/index.js';
+import { backupDatastore, copyDatastore } from './datastore/index.js';
 import { join } from 'node:path';
 
 const program = new Command('meshid-server')

@@ -9,8 +9,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from '../common/log.js';
-import type { Bundle } from '../spiffe/index.js';
-import { signatureAlgorithmFor } from '../spiffe/index.js';
+import { type Bundle, signatureAlgorithmFor } from '../spiffe/index.js';
 import { parseBind } from '../common/bind.js';
 
 export interface OidcDiscoveryOptions {

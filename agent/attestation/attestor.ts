@@ -11,13 +11,7 @@ import { join } from 'node:path';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import type { AttestAgentResponseMsg, RenewAgentResponseMsg } from '../../api/agentproto.js';
-import { Bundle } from '../../spiffe/index.js';
-import { createCsr } from '../../spiffe/index.js';
-import { FailedPrecondition, PermissionDenied } from '../../spiffe/index.js';
-import { SpiffeId, type TrustDomain } from '../../spiffe/index.js';
-import { generateKeyPair, privateKeyPem } from '../../spiffe/index.js';
-import { derFromPem, pemFromDer } from '../../spiffe/index.js';
-import { verifyX509Svid } from '../../spiffe/index.js';
+import { Bundle, createCsr, derFromPem, FailedPrecondition, generateKeyPair, pemFromDer, PermissionDenied, privateKeyPem, SpiffeId, type TrustDomain, verifyX509Svid } from '../../spiffe/index.js';
 import type { ServerConnection } from '../serverapi/index.js';
 
 /** Produces the attestation data for one node attestation type (join_token, k8s_psat). */

@@ -8,15 +8,9 @@ import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
+import type { MetricsRegistry } from '../../common/metrics.js';
 import type { BatchNewX509SvidResponseMsg, NewJwtSvidResponseMsg } from '../../api/agentproto.js';
-import type { BundleSet } from '../../spiffe/index.js';
-import { createCsr } from '../../spiffe/index.js';
-import { PermissionDenied, Unavailable } from '../../spiffe/index.js';
-import type { SpiffeId } from '../../spiffe/index.js';
-import { verifyJwtSvid } from '../../spiffe/index.js';
-import { generateKeyPair, pkcs8Der, signatureAlgorithmForType } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
-import { parseCertificate } from '../../spiffe/index.js';
+import { type BundleSet, createCsr, generateKeyPair, parseCertificate, PermissionDenied, pkcs8Der, type SelectorSet, signatureAlgorithmForType, type SpiffeId, Unavailable, verifyJwtSvid } from '../../spiffe/index.js';
 import type { CachedX509Svid, WorkloadSource } from '../workloadapi/index.js';
 import type { AgentEntry, AgentState, StateChange } from '../sync/index.js';
 import type { ServerConnection } from '../serverapi/index.js';
@@ -89,6 +83,29 @@ export class SvidCache implements WorkloadSource {
     if (this.backoffTimer) clearTimeout(this.backoffTimer);
     this.backoffTimer = undefined;
     this.listeners = [];
+  }
+
+  /** The cache's gauges: SVIDs held, by remaining lifetime, the least remaining lifetime, renewals and failures. */
+  registerMetrics(registry: MetricsRegistry): void {
+    const svids = registry.gauge('meshid_agent_svids', 'X509-SVIDs held for workloads.');
+    svids.collect(() => svids.set(this.size));
+    const byLifetime = registry.gauge('meshid_agent_x509_svids_by_lifetime', 'X509-SVIDs held, by remaining lifetime: fresh (before half life), renewal_due (past it), expired (never served).');
+    byLifetime.collect(() => {
+      const l = this.lifetimes();
+      byLifetime.set(l.fresh, { state: 'fresh' });
+      byLifetime.set(l.renewalDue, { state: 'renewal_due' });
+      byLifetime.set(l.expired, { state: 'expired' });
+    });
+    const minRemaining = registry.gauge('meshid_agent_x509_svid_min_remaining_seconds', 'The least remaining lifetime of any X509-SVID held (negative: expired).');
+    minRemaining.collect(() => {
+      const m = this.lifetimes().minRemainingMs;
+      // floor: an SVID expired by any amount shows negative
+      if (m !== undefined) minRemaining.set(Math.floor(m / 1000)); else minRemaining.reset();
+    });
+    const renewals = registry.gauge('meshid_agent_svid_renewals', 'X509-SVIDs renewed since start.');
+    renewals.collect(() => renewals.set(this.renewals));
+    const failures = registry.gauge('meshid_agent_svid_sign_failures', 'X509-SVID signing attempts that failed since start.');
+    failures.collect(() => failures.set(this.signFailures));
   }
 
   get size(): number { return this.held.size; }

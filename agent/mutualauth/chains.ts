@@ -6,10 +6,7 @@
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
-import type { BundleSet } from '../../spiffe/index.js';
-import type { SpiffeId } from '../../spiffe/index.js';
-import { publicKeyFromSpki } from '../../spiffe/index.js';
-import { verifyX509Svid } from '../../spiffe/index.js';
+import { type BundleSet, publicKeyFromSpki, type SpiffeId, verifyX509Svid } from '../../spiffe/index.js';
 
 export interface ValidatedChain {
   spiffeId: SpiffeId;

@@ -2,8 +2,7 @@
  * The client half: one long-lived TLS session per peer node, over which
  * batches of pairs are authenticated, several in flight at once.
  */
-import type { SpiffeId } from '../../spiffe/index.js';
-import { matchId } from '../../spiffe/index.js';
+import { matchId, type SpiffeId } from '../../spiffe/index.js';
 import type { MeshNode } from '../sync/index.js';
 import { AuthCore, earliestOf, FailureReason, PairFailure, type OwnWorkload } from './core.js';
 import {

@@ -5,13 +5,12 @@
  * valid until the shortest-lived certificate involved expires; re-authenticates
  * before that; and removes entries whose identity or node went away.
  */
-import type { MeshNode } from '../sync/index.js';
+import type { AgentState, MeshNode, StateChange } from '../sync/index.js';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
 import { AuthType, bootNsToWallClock, wallClockToBootNs, type AuthPair } from '../../bpf/index.js';
 import type { SpiffeId } from '../../spiffe/index.js';
-import type { AgentState, StateChange } from '../sync/index.js';
 import { authPairKey, type AuthMapWriter } from './authmap.js';
 import { AuthGc, type RemovalReason } from './gc.js';
 import { PeerClient, planBatches, type PairOutcome } from './client.js';

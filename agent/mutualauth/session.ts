@@ -6,8 +6,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { connect, createSecureContext, TLSSocket, type PeerCertificate, type SecureContext } from 'node:tls';
-import { privateKeyPem } from '../../spiffe/index.js';
-import { pemFromDer } from '../../spiffe/index.js';
+import { pemFromDer, privateKeyPem } from '../../spiffe/index.js';
 import { EKM_BYTES, EKM_LABEL, encodeFrame, FrameDecoder, MAX_CHAIN_CERTS } from './protocol.js';
 
 export interface TlsCredentials { chain: readonly Buffer[]; key: KeyObject }

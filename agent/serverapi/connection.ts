@@ -15,10 +15,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { loadAgentProto } from '../../api/agentproto.js';
-import { serverId, type TrustDomain } from '../../spiffe/index.js';
-import { matchId, matchUriSans } from '../../spiffe/index.js';
-import { privateKeyPem } from '../../spiffe/index.js';
-import { parseCertificate, pemFromDer } from '../../spiffe/index.js';
+import { matchId, matchUriSans, parseCertificate, pemFromDer, privateKeyPem, serverId, type TrustDomain } from '../../spiffe/index.js';
 
 export interface ClientIdentity { chain: Buffer[]; key: KeyObject }
 

@@ -7,9 +7,7 @@
  */
 import type { EndpointMsg, EntryMsg, IdentityMsg, NodeMsg, PolicyMsg, SyncUpdateMsg } from '../../api/agentproto.js';
 import { decodePolicySpec, type NormalisedPolicySpec } from '../../api/policy.js';
-import { Bundle, BundleSet } from '../../spiffe/index.js';
-import { SpiffeId, TrustDomain } from '../../spiffe/index.js';
-import { SelectorSet } from '../../spiffe/index.js';
+import { Bundle, BundleSet, SelectorSet, SpiffeId, TrustDomain } from '../../spiffe/index.js';
 
 /** A security identity: the labels policies select on, and the ServiceAccount's SPIFFE ID. */
 export interface Identity {

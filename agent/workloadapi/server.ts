@@ -4,13 +4,8 @@ import { dirname } from 'node:path';
 import { ConnectionsPerKey } from '../../common/connlimit.js';
 import { silentLogger, type Logger } from '../../common/log.js';
 import type { MetricsRegistry } from '../../common/metrics.js';
-import { FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable } from '../../spiffe/index.js';
-import { SpiffeId } from '../../spiffe/index.js';
-import { checkAudience } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
-import type { PeerProcess, WorkloadAttestor } from '../workloadattestor/index.js';
-import { WorkloadAttestation } from '../workloadattestor/index.js';
-import { loadPeercredAddon, type PeerCredentials } from '../workloadattestor/index.js';
+import { checkAudience, FailedPrecondition, InvalidArgument, PermissionDenied, type SelectorSet, SpiffeId, Unavailable } from '../../spiffe/index.js';
+import { loadPeercredAddon, type PeerCredentials, type PeerProcess, WorkloadAttestation, type WorkloadAttestor } from '../workloadattestor/index.js';
 import { WorkloadApiMetrics } from './metrics.js';
 import {
   DEFAULT_SOCKET_PATH,

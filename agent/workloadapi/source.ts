@@ -1,5 +1,4 @@
-import type { SpiffeId } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
+import type { SelectorSet, SpiffeId } from '../../spiffe/index.js';
 
 /** One X509-SVID as the agent's SVID cache holds it. */
 export interface CachedX509Svid {

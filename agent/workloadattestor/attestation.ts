@@ -1,7 +1,6 @@
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { MeshidError, Unauthenticated } from '../../spiffe/index.js';
-import { SelectorSet } from '../../spiffe/index.js';
+import { MeshidError, SelectorSet, Unauthenticated } from '../../spiffe/index.js';
 import type { PeerProcess, WorkloadAttestor } from './attestor.js';
 import { peerCredentials, peerPidfd, pidfdAlive, type PeerCredentials } from './peercred.js';
 import { processStartTimeSync } from './proc.js';

@@ -18,10 +18,8 @@ import { join } from 'node:path';
 import type { CoreV1Api, V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { durationField } from '../../common/config.js';
-import { Unavailable } from '../../spiffe/index.js';
-import { isDnsLabel } from '../../spiffe/index.js';
+import { isDnsLabel, Selector, Unavailable } from '../../spiffe/index.js';
 import { DEFAULT_PSAT_TOKEN_PATH, K8sPsatPlugin } from '../attestation/index.js';
-import { Selector } from '../../spiffe/index.js';
 import type { WorkloadAttestor } from './attestor.js';
 
 /** The pods on this node, as fresh as the source can tell. */

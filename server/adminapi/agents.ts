@@ -1,7 +1,6 @@
 /** Attested agents (list, show, evict, ban) and the join tokens that let new agents attest. */
 import { randomBytes } from 'node:crypto';
-import { FailedPrecondition, InvalidArgument, InvalidSpiffeId } from '../../spiffe/index.js';
-import { SpiffeId, agentId, isAgentId } from '../../spiffe/index.js';
+import { agentId, FailedPrecondition, InvalidArgument, InvalidSpiffeId, isAgentId, SpiffeId } from '../../spiffe/index.js';
 import { tokenDigest } from '../attestation/index.js';
 import type { AttestedNode, ListAttestedNodesOptions } from '../datastore/index.js';
 import { Query, bodyObject, present, seconds, spiffeIdIn } from './input.js';

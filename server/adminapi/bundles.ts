@@ -1,7 +1,5 @@
 /** The server's own trust bundle and the federated ones. */
-import { Bundle } from '../../spiffe/index.js';
-import { InvalidArgument, InvalidTrustDomain } from '../../spiffe/index.js';
-import { TrustDomain } from '../../spiffe/index.js';
+import { Bundle, InvalidArgument, InvalidTrustDomain, TrustDomain } from '../../spiffe/index.js';
 import type { SpiffeBundleDocument, StoredBundle } from '../datastore/index.js';
 import { Query, isObject } from './input.js';
 import type { AdminRequest, Route, RouteContext } from './route.js';

@@ -1,6 +1,5 @@
 /** Registration entries: SPIRE's entry API as REST. Validation is Registration's; this file only maps HTTP to it. */
-import { InvalidArgument, MeshidError, ResourceExhausted } from '../../spiffe/index.js';
-import { SpiffeId, type TrustDomain } from '../../spiffe/index.js';
+import { InvalidArgument, MeshidError, ResourceExhausted, SpiffeId, type TrustDomain } from '../../spiffe/index.js';
 import { type BatchEntryResult, type ListEntriesInput, entryForServiceAccount, entryToJson } from '../registration/index.js';
 import { Query, bodyObject, isObject, renameField } from './input.js';
 import { type AdminRequest, type AuditOutcome, type Route, type RouteContext, bodyString } from './route.js';

@@ -1,6 +1,5 @@
 /** Reading request bodies and query strings at the door: each helper names the field it refuses. */
-import { InvalidArgument, InvalidSpiffeId, MeshidError } from '../../spiffe/index.js';
-import { isReservedId, SpiffeId, type TrustDomain } from '../../spiffe/index.js';
+import { InvalidArgument, InvalidSpiffeId, isReservedId, MeshidError, SpiffeId, type TrustDomain } from '../../spiffe/index.js';
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

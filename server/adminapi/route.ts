@@ -1,10 +1,9 @@
 /** What one admin API route is: the table that AdminApi registers and the OpenAPI test reads. */
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import type { TrustDomain } from '../../spiffe/index.js';
+import type { Bundle, TrustDomain } from '../../spiffe/index.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import type { Datastore } from '../datastore/index.js';
-import type { Bundle } from '../../spiffe/index.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { Registration } from '../registration/index.js';
 

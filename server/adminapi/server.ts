@@ -9,7 +9,7 @@ import { parseBind } from '../../common/bind.js';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { InvalidArgument, MeshidError, ResourceExhausted, Unauthenticated } from '../../spiffe/index.js';
+import { type Bundle, InvalidArgument, MeshidError, ResourceExhausted, Unauthenticated } from '../../spiffe/index.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import type { Datastore } from '../datastore/index.js';
 import type { ServerMetrics } from '../metrics.js';
@@ -24,7 +24,6 @@ import type { AdminRequest, AuditOutcome, Method, Route } from './route.js';
 import { errorResponse } from '../../common/httpstatus.js';
 import { serverRoutes } from './servers.js';
 import { svidRoutes } from './svids.js';
-import type { Bundle } from '../../spiffe/index.js';
 
 export interface AdminApiOptions {
   /** HOST:PORT; port 0 picks a free one. */

@@ -1,7 +1,6 @@
 /** Admin minting of SVIDs (like `spire-server x509 mint` and `jwt mint`): the key stays with the caller. */
 import { performance } from 'node:perf_hooks';
-import { InvalidArgument, InvalidCsr } from '../../spiffe/index.js';
-import { pemFromDer } from '../../spiffe/index.js';
+import { InvalidArgument, InvalidCsr, pemFromDer } from '../../spiffe/index.js';
 import { dnsNameError } from '../registration/index.js';
 import { bodyObject, present, requiredString, seconds, stringList, workloadIdIn } from './input.js';
 import { type Route, type RouteContext, bodyString } from './route.js';

@@ -2,9 +2,7 @@
 import type { SecureContextOptions } from 'node:tls';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { generateKeyPair, privateKeyPem, spkiDer } from '../../spiffe/index.js';
-import { serverId } from '../../spiffe/index.js';
-import { pemFromDer } from '../../spiffe/index.js';
+import { generateKeyPair, pemFromDer, privateKeyPem, serverId, spkiDer } from '../../spiffe/index.js';
 import type { CertificateAuthority } from '../ca/index.js';
 
 export class ServerIdentity {

@@ -14,8 +14,7 @@
  * Expiry is checked at use, not cached.
  */
 import type { AttestedNode, Change, Datastore, RegistrationEntry } from '../datastore/index.js';
-import { isAgentId, serverId, SpiffeId } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
+import { isAgentId, type SelectorSet, serverId, SpiffeId } from '../../spiffe/index.js';
 
 function isAgentIdText(id: string): boolean {
   try { return isAgentId(SpiffeId.parse(id)); } catch { return false; }

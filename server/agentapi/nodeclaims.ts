@@ -9,10 +9,7 @@
 import { isIP } from 'node:net';
 import { cidrRange, rangeContains, rangesOverlap } from '../../common/cidr.js';
 import type { EndpointRegistrationMsg, PublishNodeRequestMsg } from '../../api/agentproto.js';
-import { InvalidArgument, PermissionDenied } from '../../spiffe/index.js';
-import type { SpiffeId } from '../../spiffe/index.js';
-import { k8sNameProblem } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
+import { InvalidArgument, k8sNameProblem, PermissionDenied, type SelectorSet, type SpiffeId } from '../../spiffe/index.js';
 import type { Endpoint, MeshNode, MeshNodeUpdate } from '../datastore/index.js';
 
 /** The widest pod CIDR a node may hold, per family. */

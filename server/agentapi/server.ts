@@ -13,11 +13,7 @@ import {
   type PublishNodeRequestMsg, type PublishNodeResponseMsg, type RegisterEndpointsRequestMsg, type RegisterEndpointsResponseMsg,
   type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
 } from '../../api/agentproto.js';
-import { InvalidArgument, MeshidError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated } from '../../spiffe/index.js';
-import type { SpiffeId } from '../../spiffe/index.js';
-import { matchAgentOf } from '../../spiffe/index.js';
-import { verifyX509Svid } from '../../spiffe/index.js';
-import { checkAudience } from '../../spiffe/index.js';
+import { type Bundle, checkAudience, InvalidArgument, matchAgentOf, MeshidError, NotFound, pemFromDer, PermissionDenied, ResourceExhausted, type SpiffeId, Unauthenticated, verifyX509Svid } from '../../spiffe/index.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import type { AttestedNode, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { AttestorRegistry } from '../attestation/index.js';
@@ -25,8 +21,6 @@ import type { ServerMetrics } from '../metrics.js';
 import { AgentApiCredentials } from './credentials.js';
 import { endpointMsg, nodeMsg, x509SvidMsg } from './convert.js';
 import { AgentSyncStream, type ChangeSource } from './sync.js';
-import { pemFromDer } from '../../spiffe/index.js';
-import type { Bundle } from '../../spiffe/index.js';
 import { ServerIdentity } from './identity.js';
 import type { EndpointRegistrar } from './endpoints.js';
 import { authorizeEndpointClaim, authorizeNodeClaim } from './nodeclaims.js';

@@ -7,9 +7,7 @@
  */
 import type { Change, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { SyncUpdateMsg } from '../../api/agentproto.js';
-import { PermissionDenied, Unauthenticated } from '../../spiffe/index.js';
-import { serverId, type SpiffeId } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
+import { PermissionDenied, type SelectorSet, serverId, type SpiffeId, Unauthenticated } from '../../spiffe/index.js';
 import type { Gate } from '../../common/gate.js';
 import { endpointMsg, entryMsg, identityMsg, nodeMsg, policyMsg } from './convert.js';
 

@@ -1,9 +1,7 @@
 /** Node attestation: turns an agent's attestation data into its agent SPIFFE ID and node selectors. */
 import { createHash } from 'node:crypto';
 import type { Datastore } from '../datastore/index.js';
-import { agentId, type SpiffeId, type TrustDomain } from '../../spiffe/index.js';
-import { SelectorSet, Selector } from '../../spiffe/index.js';
-import { InvalidArgument, PermissionDenied } from '../../spiffe/index.js';
+import { agentId, InvalidArgument, PermissionDenied, Selector, SelectorSet, type SpiffeId, type TrustDomain } from '../../spiffe/index.js';
 
 export interface AttestationResult {
   agentId: SpiffeId;

@@ -11,9 +11,7 @@
  */
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { Bundle } from '../../spiffe/index.js';
-import type { TrustDomain } from '../../spiffe/index.js';
-import { parseCertificate } from '../../spiffe/index.js';
+import { Bundle, parseCertificate, type TrustDomain } from '../../spiffe/index.js';
 import type { Datastore, ServerAuthority, ServerRecord, SpiffeBundleDocument } from '../datastore/index.js';
 
 export interface ClusterAuthoritiesOptions {

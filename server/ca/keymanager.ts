@@ -2,8 +2,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { generateKeyPair, privateKeyPem, type KeyType } from '../../spiffe/index.js';
-import { FailedPrecondition, InvalidArgument } from '../../spiffe/index.js';
+import { FailedPrecondition, generateKeyPair, InvalidArgument, type KeyType, privateKeyPem } from '../../spiffe/index.js';
 
 export interface KeyManager {
   /** Makes a new key under `id`, replacing any key of that id. */

@@ -7,14 +7,7 @@
 import { createPublicKey, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { Bundle, type JwtAuthority } from '../../spiffe/index.js';
-import { FailedPrecondition, InvalidArgument } from '../../spiffe/index.js';
-import type { SpiffeId, TrustDomain } from '../../spiffe/index.js';
-import { publicKeyFromSpki, spkiDer, type KeyType } from '../../spiffe/index.js';
-import { mintJwtSvid } from '../../spiffe/index.js';
-import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, parseCertificate, SerialSource, type CertificateIssuer } from '../../spiffe/index.js';
-import { mintX509Svid } from '../../spiffe/index.js';
-import { parseCsr, type CertificationRequest, type CsrOptions } from '../../spiffe/index.js';
+import { Bundle, type CertificateIssuer, type CertificationRequest, type CsrOptions, encodeName, FailedPrecondition, InvalidArgument, issuerFromKey, type JwtAuthority, keyIdentifier, type KeyType, mintCertificate, mintJwtSvid, mintX509Svid, parseCertificate, parseCsr, publicKeyFromSpki, SerialSource, type SpiffeId, spkiDer, type TrustDomain } from '../../spiffe/index.js';
 import type { KeyManager } from './keymanager.js';
 import type { P256 } from './p256.js';
 import type { UpstreamAuthority } from './upstream.js';

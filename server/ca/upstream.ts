@@ -1,10 +1,7 @@
 /** An upstream CA read from PEM files: the server's signing certificates are issued under it. */
 import { readFileSync } from 'node:fs';
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { derFromPem, parseCertificate, type ParsedCertificate } from '../../spiffe/index.js';
-import { signatureAlgorithmFor, spkiDer } from '../../spiffe/index.js';
-import { FailedPrecondition } from '../../spiffe/index.js';
-import { KeyUsage } from '../../spiffe/index.js';
+import { derFromPem, FailedPrecondition, KeyUsage, parseCertificate, type ParsedCertificate, signatureAlgorithmFor, spkiDer } from '../../spiffe/index.js';
 
 export interface UpstreamAuthority {
   /** The upstream CA certificate that signs ours, first, then its own chain (not the root). */

@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
-import { SpiffeId } from '../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../spiffe/index.js';
-import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/index.js';
+import { AlreadyExists, InvalidArgument, NotFound, Selector, SelectorSet, SpiffeId } from '../../spiffe/index.js';
 import { type Core, type Queryable, type Tx, checkPageSize, decodePageToken, encodePageToken } from './core.js';
 import type { SqlParam } from './engine.js';
 import type {

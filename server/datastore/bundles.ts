@@ -1,5 +1,4 @@
-import { TrustDomain } from '../../spiffe/index.js';
-import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/index.js';
+import { FailedPrecondition, InvalidArgument, NotFound, TrustDomain } from '../../spiffe/index.js';
 import type { Core, Queryable, Tx } from './core.js';
 import type { EntryStore } from './entries.js';
 import type { SpiffeBundleDocument, StoredBundle } from './types.js';

@@ -6,8 +6,7 @@
  * datastore: a server started on the copy with the same data dir (its
  * server_id and keys/) is the same server, and its agents need not attest again.
  */
-import { FailedPrecondition } from '../../spiffe/index.js';
-import type { TrustDomain } from '../../spiffe/index.js';
+import { FailedPrecondition, type TrustDomain } from '../../spiffe/index.js';
 import { Datastore } from './datastore.js';
 import type { Queryable, SqlParam } from './engine.js';
 

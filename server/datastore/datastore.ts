@@ -1,12 +1,10 @@
 import { migrationsDir as defaultMigrationsDir } from '../../api/assets.js';
-import type { SpiffeId, TrustDomain } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
+import { FailedPrecondition, InvalidArgument, MeshidError, type SelectorSet, type SpiffeId, type TrustDomain } from '../../spiffe/index.js';
 import { AttestedNodeStore, JoinTokenStore } from './agents.js';
 import { BundleStore } from './bundles.js';
 import { CaJournalStore } from './cajournal.js';
 import { join } from 'node:path';
 import { Core, isCorruption, toMeshidError, type Queryable, type Tx } from './core.js';
-import { FailedPrecondition, InvalidArgument, MeshidError } from '../../spiffe/index.js';
 import type { Engine } from './engine.js';
 import { PostgresEngine } from './postgres.js';
 import { SqliteEngine } from './sqlite.js';

@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { SpiffeId, TrustDomain, serverId } from '../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../spiffe/index.js';
-import { AlreadyExists, InvalidArgument, NotFound } from '../../spiffe/index.js';
+import { AlreadyExists, InvalidArgument, NotFound, Selector, SelectorSet, serverId, SpiffeId, TrustDomain } from '../../spiffe/index.js';
 import { type Core, type Queryable, type Tx, checkPageSize, decodePageToken, encodePageToken } from './core.js';
 import type { Dialect, SqlParam } from './engine.js';
 import type { BatchResult, EntryPatch, EntrySpec, ListEntriesOptions, Page, RegistrationEntry } from './types.js';

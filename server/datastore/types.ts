@@ -1,6 +1,4 @@
-import type { SpiffeId, TrustDomain } from '../../spiffe/index.js';
-import type { SelectorSet } from '../../spiffe/index.js';
-import type { MeshidError } from '../../spiffe/index.js';
+import type { MeshidError, SelectorSet, SpiffeId, TrustDomain } from '../../spiffe/index.js';
 
 /** Unix seconds. */
 export type UnixSeconds = number;

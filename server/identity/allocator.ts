@@ -4,8 +4,7 @@
  * ones), allocated once and kept while an endpoint uses it.
  */
 import type { Datastore, Endpoint } from '../datastore/index.js';
-import { InvalidArgument } from '../../spiffe/index.js';
-import { k8sNameProblem } from '../../spiffe/index.js';
+import { InvalidArgument, k8sNameProblem } from '../../spiffe/index.js';
 import type { EndpointRegistrar } from '../agentapi/index.js';
 import type { EndpointRegistrationMsg } from '../../api/agentproto.js';
 import { isIP } from 'node:net';

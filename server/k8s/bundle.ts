@@ -8,9 +8,7 @@
 import type { CoreV1Api, V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from '../../common/log.js';
 import type { Datastore } from '../datastore/index.js';
-import { Bundle } from '../../spiffe/index.js';
-import { NotFound } from '../../spiffe/index.js';
-import type { TrustDomain } from '../../spiffe/index.js';
+import { Bundle, NotFound, type TrustDomain } from '../../spiffe/index.js';
 import { apiMessage, apiStatus } from './client.js';
 
 export interface BundlePublisherOptions {

@@ -27,9 +27,7 @@ import { DuplicateEntry, type Datastore, type Endpoint, type RegistrationEntry }
 import { IdentityAllocator, labelsKey, securityLabels } from '../identity/index.js';
 import { applyParsedPolicies, deletePolicy, parsePolicyObject } from '../policy/index.js';
 import { entryForServiceAccount } from '../registration/index.js';
-import { InvalidArgument, MeshidError, NotFound } from '../../spiffe/index.js';
-import { serverId, type SpiffeId, type TrustDomain } from '../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../spiffe/index.js';
+import { InvalidArgument, MeshidError, NotFound, Selector, SelectorSet, serverId, type SpiffeId, type TrustDomain } from '../../spiffe/index.js';
 import { apiMessage, apiStatus } from './client.js';
 import { Reflector, type KubeObject, type ObjectList, type ReflectorHandler, type ReflectorOptions } from './reflector.js';
 import { createHash } from 'node:crypto';

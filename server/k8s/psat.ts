@@ -8,10 +8,7 @@
  * node's UID: spiffe://<td>/meshid/agent/k8s_psat/<cluster>/<node-uid>.
  */
 import type { AuthenticationV1Api, CoreV1Api, V1Node, V1Pod, V1TokenReviewStatus } from '@kubernetes/client-node';
-import { agentId, type TrustDomain } from '../../spiffe/index.js';
-import { InvalidArgument, MeshidError, PermissionDenied, Unavailable } from '../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../spiffe/index.js';
-import { isK8sName } from '../../spiffe/index.js';
+import { agentId, InvalidArgument, isK8sName, MeshidError, PermissionDenied, Selector, SelectorSet, type TrustDomain, Unavailable } from '../../spiffe/index.js';
 import { apiMessage, apiStatus } from './client.js';
 import type { AttestationResult, NodeAttestor } from '../attestation/index.js';
 

@@ -5,8 +5,7 @@
  * than one that does not apply.
  */
 import { parseAllDocuments } from 'yaml';
-import { InvalidArgument } from '../../spiffe/index.js';
-import { isK8sName, isLabelKey, isLabelValue, k8sNameRule } from '../../spiffe/index.js';
+import { InvalidArgument, isK8sName, isLabelKey, isLabelValue, k8sNameRule } from '../../spiffe/index.js';
 import { NAMESPACE_LABEL } from '../identity/index.js';
 import {
   POLICY_FORMAT,

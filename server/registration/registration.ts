@@ -1,5 +1,4 @@
-import type { TrustDomain } from '../../spiffe/index.js';
-import { InvalidArgument, MeshidError, type ErrorCode } from '../../spiffe/index.js';
+import { type ErrorCode, InvalidArgument, MeshidError, type TrustDomain } from '../../spiffe/index.js';
 import type { Datastore, EntrySpec, ListEntriesOptions, Page, RegistrationEntry } from '../datastore/index.js';
 import { type EntryJson, entryToJson } from './json.js';
 import {

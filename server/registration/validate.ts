@@ -1,7 +1,4 @@
-import { isReservedId, SpiffeId, TrustDomain } from '../../spiffe/index.js';
-import { SelectorSet } from '../../spiffe/index.js';
-import { k8sNameProblem } from '../../spiffe/index.js';
-import { InvalidArgument, InvalidSpiffeId, InvalidTrustDomain } from '../../spiffe/index.js';
+import { InvalidArgument, InvalidSpiffeId, InvalidTrustDomain, isReservedId, k8sNameProblem, SelectorSet, SpiffeId, TrustDomain } from '../../spiffe/index.js';
 import type { EntryPatch, EntrySpec, ListEntriesOptions, SelectorMatch } from '../datastore/index.js';
 
 export interface RegistrationLimits {

@@ -11,10 +11,7 @@ import { loadWorkloadProto, workloadCallMetadata, type X509SVIDResponseMessage }
 import { AgentApiServer } from '../../server/agentapi/server.js';
 import { AttestorRegistry, JoinTokenAttestor } from '../../server/attestation/index.js';
 import { IdentityAllocator } from '../../server/identity/index.js';
-import { SpiffeId } from '../../spiffe/index.js';
-import { SelectorSet } from '../../spiffe/index.js';
-import { splitConcatenatedDer } from '../../spiffe/index.js';
-import { verifyX509Svid } from '../../spiffe/index.js';
+import { SelectorSet, SpiffeId, splitConcatenatedDer, verifyX509Svid } from '../../spiffe/index.js';
 import { startServerParts, type ServerParts } from '../helpers/server.js';
 
 const uid = process.getuid!();

@@ -8,9 +8,7 @@ import { JsonLogger, MemoryLogSink } from '../../common/log.js';
 import { MeshidAgent } from '../../agent/agent.js';
 import { agentConfigSchema } from '../../agent/config.js';
 import { loadWorkloadProto, workloadCallMetadata, type JWTSVIDResponseMessage, type X509SVIDResponseMessage } from '../../agent/workloadapi/index.js';
-import { SpiffeId } from '../../spiffe/index.js';
-import { SelectorSet } from '../../spiffe/index.js';
-import { parseCertificate, splitConcatenatedDer } from '../../spiffe/index.js';
+import { parseCertificate, SelectorSet, SpiffeId, splitConcatenatedDer } from '../../spiffe/index.js';
 import { startServerParts } from '../helpers/server.js';
 
 // The server goes away for longer than an SVID lives: the Workload API must never hand out an expired SVID.

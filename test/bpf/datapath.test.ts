@@ -1,6 +1,5 @@
 import t from 'tap';
-import { AuthType, Datapath, EventReader, Protocol, Reason, SignalReader, bootTimeNs } from '../../bpf/index.js';
-import type { AuthPair, FlowEvent } from '../../bpf/index.js';
+import { type AuthPair, AuthType, bootTimeNs, Datapath, EventReader, type FlowEvent, Protocol, Reason, SignalReader } from '../../bpf/index.js';
 import { PodShell, Topology, ip, runAll, sleep, testPinDir } from './netns.js';
 
 // Two endpoints on one node, and a namespace standing for another node.

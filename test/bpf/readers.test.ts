@@ -1,6 +1,5 @@
 import t from 'tap';
-import { AuthType, Datapath, EventReader, Protocol, SignalReader } from '../../bpf/index.js';
-import type { AuthPair, FlowEvent } from '../../bpf/index.js';
+import { type AuthPair, AuthType, Datapath, EventReader, type FlowEvent, Protocol, SignalReader } from '../../bpf/index.js';
 import { PodShell, Topology, runAll, sleep, testPinDir } from './netns.js';
 
 const ID_A = 2001;

@@ -1,6 +1,5 @@
 import t from 'tap';
-import { BundleSet } from '../../spiffe/index.js';
-import { verifyJwtSvid } from '../../spiffe/index.js';
+import { BundleSet, verifyJwtSvid } from '../../spiffe/index.js';
 import { startAdminApi } from '../server/adminapi/fixtures/adminapi.js';
 import { against } from './fixtures/run.js';
 

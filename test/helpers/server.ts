@@ -12,10 +12,7 @@ import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager, P256 } from
 import { Datastore } from '../../server/datastore/index.js';
 import { IdentityAllocator } from '../../server/identity/index.js';
 import { ServerMetrics } from '../../server/metrics.js';
-import { createCsr } from '../../spiffe/index.js';
-import { serverId, TrustDomain, type SpiffeId } from '../../spiffe/index.js';
-import { generateKeyPair, privateKeyPem, type KeyPair } from '../../spiffe/index.js';
-import { parseCertificate, pemFromDer } from '../../spiffe/index.js';
+import { createCsr, generateKeyPair, type KeyPair, parseCertificate, pemFromDer, privateKeyPem, serverId, type SpiffeId, TrustDomain } from '../../spiffe/index.js';
 
 export interface ServerParts {
   dir: string;

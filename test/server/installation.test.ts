@@ -7,8 +7,7 @@ import { JsonLogger, MemoryLogSink } from '../../common/log.js';
 import { serverConfigSchema } from '../../server/config.js';
 import { backupDatastore } from '../../server/datastore/backup.js';
 import { MeshidServer, type MeshidServerDeps } from '../../server/server.js';
-import { SpiffeId } from '../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../spiffe/index.js';
+import { Selector, SelectorSet, SpiffeId } from '../../spiffe/index.js';
 import { tempDir } from './adminapi/fixtures/adminapi.js';
 
 // A server on a real SQLite file and disk CA keys, stopped and started on the same data dir.

@@ -1,8 +1,7 @@
 import t from 'tap';
-import { isDnsLabel, isDnsSubdomain, isK8sName, isLabelKey, isLabelValue, k8sNameProblem } from '../../spiffe/index.js';
+import { agentId, isDnsLabel, isDnsSubdomain, isK8sName, isLabelKey, isLabelValue, k8sNameProblem, TrustDomain } from '../../spiffe/index.js';
 import { serviceAccountOfUser } from '../../server/k8s/index.js';
 import { entryForServiceAccount } from '../../server/registration/validate.js';
-import { agentId, TrustDomain } from '../../spiffe/index.js';
 
 t.test('DNS-1123 labels and subdomains', async (t) => {
   for (const ok of ['a', 'a-b', '0', 'a'.repeat(63)]) t.ok(isDnsLabel(ok), `label ${ok}`);

@@ -5,8 +5,7 @@
  * exported, with garbage in between so the collector destroys key-generation
  * jobs while keys are being read. Prints "done N" when it gets through.
  */
-import { createCsr } from '../../spiffe/index.js';
-import { generateKeyPair, pkcs8Der, signatureAlgorithmFor } from '../../spiffe/index.js';
+import { createCsr, generateKeyPair, pkcs8Der, signatureAlgorithmFor } from '../../spiffe/index.js';
 
 const total = Number(process.argv[2] ?? 30_000);
 const batch = 200;

@@ -2,11 +2,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { createHash, X509Certificate as NodeX509 } from 'node:crypto';
 import { x509 as px509 } from './peculiar.js';
-import {
-  derFromPem, encodeName, generateKeyPair, keyIdentifier, KeyUsage, mintCertificate, mintX509Svid, MeshidError, parseCertificate,
-  pemFromDer, randomSerial, SerialSource, signedBy, SpiffeId, spkiDer, splitConcatenatedDer, SVID_SUBJECT, type KeyType, type ParsedCertificate,
-} from '../../spiffe/index.js';
-import { OID } from '../../spiffe/index.js';
+import { derFromPem, encodeName, generateKeyPair, keyIdentifier, type KeyType, KeyUsage, MeshidError, mintCertificate, mintX509Svid, OID, parseCertificate, type ParsedCertificate, pemFromDer, randomSerial, SerialSource, signedBy, SpiffeId, spkiDer, splitConcatenatedDer, SVID_SUBJECT } from '../../spiffe/index.js';
 import { children, oid, readWhole, seq, TAG, tlv } from '../../spiffe/der.js';
 import { at, HOUR, makeIntermediate, makeLeaf, makeRoot, NOW, openssl, tempDir, writeTemp, type TestCa } from './fixtures.js';
 

@@ -15,11 +15,7 @@ import {
   type AuthenticateMsg, type DecodedAuthenticate, type ResultMsg, type WirePair,
 } from '../../../agent/mutualauth/protocol.js';
 import { acceptSession, connectSession, SecureContextCache, type Session } from '../../../agent/mutualauth/session.js';
-import { Bundle } from '../../../spiffe/index.js';
-import { SpiffeId, TrustDomain } from '../../../spiffe/index.js';
-import { generateKeyPair, spkiDer } from '../../../spiffe/index.js';
-import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, type CertificateIssuer } from '../../../spiffe/index.js';
-import { mintX509Svid } from '../../../spiffe/index.js';
+import { Bundle, type CertificateIssuer, encodeName, generateKeyPair, issuerFromKey, keyIdentifier, mintCertificate, mintX509Svid, SpiffeId, spkiDer, TrustDomain } from '../../../spiffe/index.js';
 
 export const MIN = 60_000;
 export const HOUR = 3_600_000;

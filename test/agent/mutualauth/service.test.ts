@@ -1,8 +1,7 @@
 import t from 'tap';
 import { connect } from 'node:net';
 import { FakeClock } from '../../../common/clock.js';
-import { wallClockToBootNs } from '../../../bpf/index.js';
-import { AuthType, type AuthMap } from '../../../bpf/index.js';
+import { type AuthMap, AuthType, wallClockToBootNs } from '../../../bpf/index.js';
 import type { AuthMapWriter, TunnelReadiness } from '../../../agent/mutualauth/index.js';
 import { MetricsRegistry } from '../../../common/metrics.js';
 import { parseCertificate } from '../../../spiffe/index.js';

@@ -1,13 +1,7 @@
 // A WorkloadSource for tests: entries held in memory, real X.509-SVIDs and
 // JWT-SVIDs minted and checked with the SPIFFE core (spiffe/).
 import type { KeyObject } from 'node:crypto';
-import { PermissionDenied } from '../../../spiffe/index.js';
-import { SpiffeId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
-import { generateKeyPair, pkcs8Der, spkiDer } from '../../../spiffe/index.js';
-import { encodeName, issuerFromKey, keyIdentifier, mintCertificate, type CertificateIssuer } from '../../../spiffe/index.js';
-import { mintX509Svid } from '../../../spiffe/index.js';
-import { mintJwtSvid, verifyJwtSvid } from '../../../spiffe/index.js';
+import { type CertificateIssuer, encodeName, generateKeyPair, issuerFromKey, keyIdentifier, mintCertificate, mintJwtSvid, mintX509Svid, PermissionDenied, pkcs8Der, SelectorSet, SpiffeId, spkiDer, verifyJwtSvid } from '../../../spiffe/index.js';
 import type { CachedX509Svid, WorkloadSource } from '../../../agent/workloadapi/index.js';
 
 export interface TestCa { trustDomain: string; der: Buffer; issuer: CertificateIssuer }

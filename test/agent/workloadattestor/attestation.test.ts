@@ -4,8 +4,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import t from 'tap';
 import { Selector } from '../../../spiffe/index.js';
-import { parseStartTime, WorkloadAttestation, type PeerProcess, type WorkloadAttestor } from '../../../agent/workloadattestor/index.js';
-import { UnixAttestor } from '../../../agent/workloadattestor/index.js';
+import { parseStartTime, type PeerProcess, UnixAttestor, WorkloadAttestation, type WorkloadAttestor } from '../../../agent/workloadattestor/index.js';
 import { tempDir } from '../workloadapi/helpers.js';
 import { spawnChild } from './helpers.js';
 

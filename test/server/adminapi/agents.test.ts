@@ -1,7 +1,6 @@
 import t from 'tap';
 import { FakeClock } from '../../../common/clock.js';
-import { agentId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, SelectorSet } from '../../../spiffe/index.js';
 import { auditLines, startAdminApi, td, type AdminFixture } from './fixtures/adminapi.js';
 
 function attest(f: AdminFixture, node: string, type = 'join_token') {

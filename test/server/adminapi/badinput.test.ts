@@ -1,6 +1,5 @@
 import t from 'tap';
-import { generateKeyPair } from '../../../spiffe/index.js';
-import { createCsr } from '../../../spiffe/index.js';
+import { createCsr, generateKeyPair } from '../../../spiffe/index.js';
 import { mutateJson, prng } from '../../helpers/mutate.js';
 import { startAdminApi } from './fixtures/adminapi.js';
 

@@ -1,7 +1,5 @@
 import t from 'tap';
-import { Bundle } from '../../../spiffe/index.js';
-import { TrustDomain } from '../../../spiffe/index.js';
-import { derFromPem } from '../../../spiffe/index.js';
+import { Bundle, derFromPem, TrustDomain } from '../../../spiffe/index.js';
 import { auditLines, startAdminApi } from './fixtures/adminapi.js';
 
 t.test('GET /v1/bundle returns the CA bundle as a SPIFFE document or PEM', async (t) => {

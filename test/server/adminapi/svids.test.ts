@@ -1,10 +1,5 @@
 import t from 'tap';
-import { BundleSet } from '../../../spiffe/index.js';
-import { createCsr } from '../../../spiffe/index.js';
-import { verifyJwtSvid } from '../../../spiffe/index.js';
-import { generateKeyPair } from '../../../spiffe/index.js';
-import { derFromPem, parseCertificate } from '../../../spiffe/index.js';
-import { verifyX509Svid } from '../../../spiffe/index.js';
+import { BundleSet, createCsr, derFromPem, generateKeyPair, parseCertificate, verifyJwtSvid, verifyX509Svid } from '../../../spiffe/index.js';
 import { auditLines, startAdminApi } from './fixtures/adminapi.js';
 
 const id = 'spiffe://example.org/ns/default/sa/web';

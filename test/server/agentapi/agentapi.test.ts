@@ -4,13 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentClient, attestAgent, call, csrFor, startServerParts, type ServerParts } from '../../helpers/server.js';
-import { generateKeyPair, spkiDer } from '../../../spiffe/index.js';
-import { SpiffeId, serverId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
-import { verifyX509Svid } from '../../../spiffe/index.js';
-import { verifyJwtSvid } from '../../../spiffe/index.js';
-import { pemFromDer } from '../../../spiffe/index.js';
-import { createCsr, parseCsr } from '../../../spiffe/index.js';
+import { createCsr, generateKeyPair, parseCsr, pemFromDer, SelectorSet, serverId, SpiffeId, spkiDer, verifyJwtSvid, verifyX509Svid } from '../../../spiffe/index.js';
 import type { BatchNewX509SvidResponseMsg, SyncUpdateMsg } from '../../../api/agentproto.js';
 
 let parts: ServerParts;

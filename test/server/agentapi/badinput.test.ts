@@ -2,9 +2,7 @@ import t from 'tap';
 import { status, type Client, type ServiceError } from '@grpc/grpc-js';
 import { Metadata } from '@grpc/grpc-js';
 import { loadAgentProto } from '../../../api/agentproto.js';
-import { generateKeyPair } from '../../../spiffe/index.js';
-import { SpiffeId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { generateKeyPair, SelectorSet, SpiffeId } from '../../../spiffe/index.js';
 import { agentClient, attestAgent, call, csrFor, startServerParts } from '../../helpers/server.js';
 import { mutateBytes, prng } from '../../helpers/mutate.js';
 

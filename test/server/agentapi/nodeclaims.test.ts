@@ -2,8 +2,7 @@ import t from 'tap';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { attestAgent, call, startServerParts, type ServerParts } from '../../helpers/server.js';
 import { authorizeNodeClaim, isWireGuardKey } from '../../../server/agentapi/nodeclaims.js';
-import { SpiffeId } from '../../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../../spiffe/index.js';
+import { Selector, SelectorSet, SpiffeId } from '../../../spiffe/index.js';
 import type { PublishNodeResponseMsg, RegisterEndpointsResponseMsg } from '../../../api/agentproto.js';
 
 // An attacker holding one node's agent SVID and key, against the real agent API over TLS on loopback.

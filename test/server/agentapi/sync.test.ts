@@ -4,8 +4,7 @@ import t from 'tap';
 import type { SyncUpdateMsg } from '../../../api/agentproto.js';
 import { AgentSyncStream } from '../../../server/agentapi/sync.js';
 import type { Datastore } from '../../../server/datastore/index.js';
-import { agentId, serverId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, SelectorSet, serverId } from '../../../spiffe/index.js';
 import { openTemp, td } from '../datastore/fixtures/tempdb.js';
 
 const me = agentId(td, 'join_token', 'node-1');

@@ -11,11 +11,7 @@ import t from 'tap';
 import { systemClock } from '../../../common/clock.js';
 import { silentLogger } from '../../../common/log.js';
 import { CertificateAuthority, MemoryCaJournal, MemoryKeyManager, P256 } from '../../../server/ca/index.js';
-import { createCsr, parseCsr } from '../../../spiffe/index.js';
-import { SpiffeId, TrustDomain } from '../../../spiffe/index.js';
-import { generateKeyPair, p256Point, spkiDer } from '../../../spiffe/index.js';
-import { pemFromDer } from '../../../spiffe/index.js';
-import { MeshidError } from '../../../spiffe/index.js';
+import { createCsr, generateKeyPair, MeshidError, p256Point, parseCsr, pemFromDer, SpiffeId, spkiDer, TrustDomain } from '../../../spiffe/index.js';
 
 // built by `make native` (setup.sh): without it every test here fails rather than skips
 const p256 = P256.load();

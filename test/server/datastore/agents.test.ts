@@ -1,8 +1,6 @@
 import t from 'tap';
 import { Datastore } from '../../../server/datastore/index.js';
-import { MeshidError } from '../../../spiffe/index.js';
-import { agentId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, MeshidError, SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, rawQuery, td } from './fixtures/tempdb.js';
 import { startWorker } from './fixtures/workers.js';
 

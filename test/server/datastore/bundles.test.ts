@@ -1,7 +1,5 @@
 import t from 'tap';
-import { MeshidError } from '../../../spiffe/index.js';
-import { TrustDomain, agentId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, MeshidError, SelectorSet, TrustDomain } from '../../../spiffe/index.js';
 import { openTemp, td } from './fixtures/tempdb.js';
 
 const partner = TrustDomain.parse('partner.example');

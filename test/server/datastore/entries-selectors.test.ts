@@ -1,8 +1,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import type { SelectorMatch } from '../../../server/datastore/index.js';
-import { agentId } from '../../../spiffe/index.js';
-import { Selector, SelectorSet } from '../../../spiffe/index.js';
+import { agentId, Selector, SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, td } from './fixtures/tempdb.js';
 
 /** A small alphabet so that random sets overlap often. */

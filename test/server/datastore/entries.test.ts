@@ -1,8 +1,6 @@
 import t from 'tap';
 import { DuplicateEntry, type EntrySpec, type RegistrationEntry } from '../../../server/datastore/index.js';
-import { MeshidError } from '../../../spiffe/index.js';
-import { TrustDomain, agentId, serverId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, MeshidError, SelectorSet, serverId, TrustDomain } from '../../../spiffe/index.js';
 import { openTemp, td } from './fixtures/tempdb.js';
 
 const agent1 = agentId(td, 'join_token', 'node-1');

@@ -1,9 +1,7 @@
 import t from 'tap';
-import { Datastore } from '../../../server/datastore/index.js';
+import { type Change, Datastore } from '../../../server/datastore/index.js';
 import { ChangeFeed } from '../../../server/datastore/feed.js';
-import type { Change } from '../../../server/datastore/index.js';
-import { agentId } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, SelectorSet } from '../../../spiffe/index.js';
 import { openTemp, rawQuery, td, testEngine } from './fixtures/tempdb.js';
 import { startWorker } from './fixtures/workers.js';
 

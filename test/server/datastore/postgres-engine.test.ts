@@ -11,9 +11,7 @@ import { migrationsDir } from '../../../api/assets.js';
 import { Datastore, parseDatastoreUrl } from '../../../server/datastore/index.js';
 import { ChangeFeed } from '../../../server/datastore/feed.js';
 import { redactUrl } from '../../../server/datastore/postgres.js';
-import type { MeshidError } from '../../../spiffe/index.js';
-import { agentId, TrustDomain } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { agentId, type MeshidError, SelectorSet, TrustDomain } from '../../../spiffe/index.js';
 import { PostgresCluster } from '../../helpers/postgres.js';
 import { rawQuery } from './fixtures/tempdb.js';
 

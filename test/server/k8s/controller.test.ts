@@ -8,8 +8,7 @@ import { JsonLogger, MemoryLogSink } from '../../../common/log.js';
 import { Datastore } from '../../../server/datastore/index.js';
 import { kubernetesConfigSchema, KubernetesIntegration } from '../../../server/k8s/index.js';
 import { parsePolicyDocuments } from '../../../server/policy/index.js';
-import { SpiffeId, TrustDomain } from '../../../spiffe/index.js';
-import { SelectorSet } from '../../../spiffe/index.js';
+import { SelectorSet, SpiffeId, TrustDomain } from '../../../spiffe/index.js';
 import {
   AUTHPOLICY_CRD, BUILTIN_RESOURCES, CCNP_CRD, CNP_CRD, namespaceObject, nodeObject, podObject, serviceAccountObject,
   type FakeKubeApiServer, type KubeObject,

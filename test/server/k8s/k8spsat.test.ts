@@ -1,8 +1,7 @@
 import t, { type Test } from 'tap';
 import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { K8sPsatAttestor } from '../../../server/k8s/index.js';
-import { MeshidError } from '../../../spiffe/index.js';
-import { TrustDomain } from '../../../spiffe/index.js';
+import { MeshidError, TrustDomain } from '../../../spiffe/index.js';
 import { namespaceObject, nodeObject, podObject, serviceAccountObject, type IssuedToken } from '../../helpers/fakek8s.js';
 import { startFake } from './helpers.js';
 

@@ -6,8 +6,7 @@ import { Datastore } from '../../../server/datastore/index.js';
 import {
   DEFAULT_LIMITS, type EntryInput, Registration, entryForServiceAccount, entryToJson,
 } from '../../../server/registration/index.js';
-import { MeshidError } from '../../../spiffe/index.js';
-import { TrustDomain, agentId, serverId } from '../../../spiffe/index.js';
+import { agentId, MeshidError, serverId, TrustDomain } from '../../../spiffe/index.js';
 
 const td = TrustDomain.parse('example.org');
 const NOW_MS = Date.UTC(2030, 0, 1);
