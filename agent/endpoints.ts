@@ -111,7 +111,7 @@ export class LocalEndpoints {
   private localIps(): string[] {
     const { state } = this.opts;
     const ips = new Set(this.opts.membership.endpoints.map((e) => e.ip));
-    if (state.localNodeId !== 0) for (const ep of state.endpoints.values()) if (ep.nodeId === state.localNodeId) ips.add(ep.ip);
+    if (state.localNodeId !== 0) for (const ep of state.index().endpointsOnNode.get(state.localNodeId) ?? []) ips.add(ep.ip);
     return [...ips];
   }
 

@@ -144,7 +144,7 @@ export class DatapathManager {
   private async discoverPass(): Promise<void> {
     const { state, logger } = this.opts;
     const local = state.localNodeId;
-    const ips = local === 0 ? [] : [...state.endpoints.values()].filter((ep) => ep.nodeId === local).map((ep) => ep.ip);
+    const ips = local === 0 ? [] : (state.index().endpointsOnNode.get(local) ?? []).map((ep) => ep.ip);
     // One `ip route get` per endpoint that is new or whose device lost our programs (a pod re-created, its veth with it),
     // not one per endpoint on every change: a device still policed by us is still its device.
     const attached = new Set<string>();

@@ -81,6 +81,8 @@ export interface StateIndex {
   readonly nodesHosting: ReadonlyMap<number, ReadonlySet<number>>;
   /** Node id → the identities of its endpoints (this node under its own id). */
   readonly identitiesOnNode: ReadonlyMap<number, ReadonlySet<number>>;
+  /** Node id → its endpoints. */
+  readonly endpointsOnNode: ReadonlyMap<number, readonly Endpoint[]>;
   /** The identities with an endpoint on this node, with their labels (the endpoint's own when the identity is unknown). */
   readonly localIdentities: ReadonlyMap<number, Readonly<Record<string, string>>>;
   /** Agent SPIFFE ID (string) → the node it speaks for. */
@@ -148,7 +150,9 @@ export class AgentState {
     const nodesHosting = new Map<number, Set<number>>();
     const identitiesOnNode = new Map<number, Set<number>>();
     const localIdentities = new Map<number, Readonly<Record<string, string>>>();
+    const endpointsOnNode = new Map<number, Endpoint[]>();
     for (const ep of this.endpoints.values()) {
+      (endpointsOnNode.get(ep.nodeId) ?? endpointsOnNode.set(ep.nodeId, []).get(ep.nodeId)!).push(ep);
       const asAuthMapNames = ep.nodeId === local ? 0 : ep.nodeId;
       (nodesHosting.get(ep.identity) ?? nodesHosting.set(ep.identity, new Set()).get(ep.identity)!).add(asAuthMapNames);
       (identitiesOnNode.get(ep.nodeId) ?? identitiesOnNode.set(ep.nodeId, new Set()).get(ep.nodeId)!).add(ep.identity);
@@ -159,7 +163,7 @@ export class AgentState {
     const nodeByAgent = new Map<string, MeshNode>();
     for (const n of this.nodes.values()) if (n.agentId && !nodeByAgent.has(n.agentId.toString())) nodeByAgent.set(n.agentId.toString(), n);
     const policies = [...this.policies.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const index: StateIndex = { nodesHosting, identitiesOnNode, localIdentities, nodeByAgent, policies };
+    const index: StateIndex = { nodesHosting, identitiesOnNode, endpointsOnNode, localIdentities, nodeByAgent, policies };
     this.indexed = { applied: this.applied, index };
     return index;
   }
