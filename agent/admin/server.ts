@@ -14,7 +14,7 @@
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
-import { bootNsToWallClock, type AuthPair, type FlowEvent } from '../../bpf/index.js';
+import { AuthType, bootNsToWallClock, type AuthPair, type FlowEvent } from '../../bpf/index.js';
 import { errorResponse } from '../../common/httpstatus.js';
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from '../../spiffe/index.js';
 import type { LocalEndpoints } from '../endpoints.js';
@@ -184,7 +184,7 @@ export class AgentAdminServer {
       local_identity: pair.localIdentity, local_spiffe_id: name(pair.localIdentity),
       remote_identity: pair.remoteIdentity, remote_spiffe_id: name(pair.remoteIdentity),
       remote_node_id: pair.remoteNodeId, remote_node: pair.remoteNodeId === 0 ? a.nodeName : (a.state.nodes.get(pair.remoteNodeId)?.name ?? null),
-      auth_type: pair.authType === 1 ? 'mutual' : String(pair.authType),
+      auth_type: pair.authType === AuthType.mutual ? 'mutual' : String(pair.authType),
       expires_at: bootNsToWallClock(expiresBootNs).toISOString(),
     }));
   }
@@ -207,7 +207,7 @@ export class AgentAdminServer {
       source: side(e.srcIp, e.srcPort, leaving ? e.localIdentity : e.remoteIdentity),
       destination: side(e.dstIp, e.dstPort, leaving ? e.remoteIdentity : e.localIdentity),
       protocol: PROTO[e.proto] ?? String(e.proto),
-      auth_type: e.authType === 1 ? 'SPIRE' : 'DISABLED',
+      auth_type: e.authType === AuthType.mutual ? 'SPIRE' : 'DISABLED',
     };
   }
 
