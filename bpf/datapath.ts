@@ -3,11 +3,25 @@ import { join } from 'node:path';
 import { bpfObjectDir } from '../api/assets.js';
 import { FailedPrecondition, NotFound } from '../spiffe/index.js';
 import type { DatapathConfig } from './layouts.js';
-import { AuthMap, ConfigMap, IpcacheMap, MetricsMap, PolicyMap } from './maps.js';
+import { CT_KEY_SIZE, CT_VALUE_SIZE } from './layouts.js';
+import { AuthMap, ConfigMap, GenerationMap, IpcacheMap, MapName, MetricsMap, PolicyMap, pinnedMapLayout } from './maps.js';
 import { loadNative, type NativeBpf } from './native.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/meshid';
 const BPF_FS_MAGIC = 0xcafe4a11;
+
+/**
+ * The conntrack map is a cache: a pin of an older layout (before the fast path
+ * kept its verdict basis there) would make the load fail, so it is unpinned and
+ * the new programs start a table of their own. The old programs, still attached
+ * until attachEndpoint replaces them, keep theirs until then.
+ */
+function unpinStaleConntrack(pinDir: string): void {
+  const path = join(pinDir, MapName.conntrack);
+  if (!existsSync(path)) return;
+  const layout = pinnedMapLayout(path);
+  if (layout.keySize !== CT_KEY_SIZE || layout.valueSize !== CT_VALUE_SIZE) unlinkSync(path);
+}
 
 /** The programs of bpf/meshid.c and the tc hook of the node-side veth each goes on. */
 const FROM_ENDPOINT = 'meshid_from_ep'; // tc ingress: traffic leaving the endpoint
@@ -22,6 +36,7 @@ interface DatapathMaps {
   policy: PolicyMap;
   metrics: MetricsMap;
   config: ConfigMap;
+  generation: GenerationMap;
 }
 
 export interface DatapathOptions {
@@ -83,17 +98,20 @@ export class Datapath {
     if (statfsSync(this.pinDir).type !== BPF_FS_MAGIC) {
       throw new FailedPrecondition(`${this.pinDir} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`, 'pinDir');
     }
+    unpinStaleConntrack(this.pinDir);
     const loaded = this.#native.loadObject(this.objectPath, this.pinDir);
     try {
       for (const name of [FROM_ENDPOINT, TO_ENDPOINT]) {
         if (!loaded.programs[name]) throw new FailedPrecondition(`${this.objectPath} has no program ${name}`, 'objectPath');
       }
+      const generation = GenerationMap.open(this.pinDir);
       this.#maps = {
-        auth: AuthMap.open(this.pinDir),
-        ipcache: IpcacheMap.open(this.pinDir),
-        policy: PolicyMap.open(this.pinDir),
+        generation,
+        auth: AuthMap.open(this.pinDir, generation),
+        ipcache: IpcacheMap.open(this.pinDir, generation),
+        policy: PolicyMap.open(this.pinDir, generation),
         metrics: MetricsMap.open(this.pinDir),
-        config: ConfigMap.open(this.pinDir),
+        config: ConfigMap.open(this.pinDir, generation),
       };
     } catch (err) {
       for (const p of Object.values(loaded.programs)) this.#native.closeFd(p.fd);
@@ -121,6 +139,8 @@ export class Datapath {
   get ipcache(): IpcacheMap { return this.#started().ipcache; }
   get policy(): PolicyMap { return this.#started().policy; }
   get metrics(): MetricsMap { return this.#started().metrics; }
+  /** The generation the fast path checks; the maps above bump it after each write. */
+  get generation(): GenerationMap { return this.#started().generation; }
 
   /** Kernel ids of the maps this instance uses (the same ids across restarts when pins are re-used). */
   mapIds(): Record<string, number> {

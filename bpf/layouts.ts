@@ -58,6 +58,10 @@ export const POLICY_VALUE_SIZE = 4;
 export const METRICS_KEY_SIZE = 4;
 export const METRICS_VALUE_SIZE = 16;
 export const CONFIG_VALUE_SIZE = 8;
+export const GENERATION_VALUE_SIZE = 8;
+/** `struct ct_entry` of bpf/lib/conntrack.h: last_seen, auth_expiry, generation (u64 each), flags, pad. */
+export const CT_KEY_SIZE = 40;
+export const CT_VALUE_SIZE = 32;
 export const SIGNAL_SIZE = 12;
 export const EVENT_SIZE = 72;
 

@@ -4,7 +4,7 @@ import { createMapRef, MapType, objGet, RawMap, type MapRef } from 'bpf';
 import { FailedPrecondition } from '../spiffe/index.js';
 import { formatPrefix, parseIp, parsePrefix } from './address.js';
 import {
-  AUTH_KEY_SIZE, AUTH_VALUE_SIZE, CONFIG_VALUE_SIZE, IPCACHE_KEY_SIZE, IPCACHE_VALUE_SIZE,
+  AUTH_KEY_SIZE, AUTH_VALUE_SIZE, CONFIG_VALUE_SIZE, GENERATION_VALUE_SIZE, IPCACHE_KEY_SIZE, IPCACHE_VALUE_SIZE,
   METRICS_KEY_SIZE, METRICS_VALUE_SIZE, POLICY_KEY_SIZE, POLICY_VALUE_SIZE,
   decodeAuthKey, decodeAuthValue, decodeConfig, decodeIpcacheKey, decodeIpcacheValue,
   decodeMetricsKey, decodePolicyKey, decodePolicyValue, encodeAuthKey, encodeAuthValue,
@@ -25,6 +25,7 @@ export const MapName = {
   config: 'meshid_config',
   conntrack: 'meshid_ct',
   signalRate: 'meshid_sigrate',
+  generation: 'meshid_gen',
 } as const;
 
 interface Layout { type: MapType; keySize: number; valueSize: number }
@@ -51,6 +52,16 @@ export function openPinnedMap(pinDir: string, name: string, layout: Layout): Map
   return ref;
 }
 
+/** Type, key and value size of a pinned map. */
+export function pinnedMapLayout(path: string): Layout {
+  const ref = createMapRef(objGet(path), { transfer: true });
+  try {
+    return { type: ref.type, keySize: ref.keySize, valueSize: ref.valueSize };
+  } finally {
+    ref.close();
+  }
+}
+
 /** Number of possible CPUs: the number of slots of a per-CPU map's value. */
 export function possibleCpus(): number {
   const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
@@ -72,28 +83,85 @@ function perCpuRef(ref: MapRef, slotSize: number): MapRef {
   };
 }
 
+/**
+ * `meshid_gen`: the generation of everything a verdict depends on. The fast
+ * path of an established flow (bpf/lib/fastpath.h) trusts the verdict cached in
+ * its conntrack entry only while the generation is the one it was decided at,
+ * so every write to the policy, ipcache, auth or config map is followed by
+ * `bump()`. The maps below do that themselves after each write.
+ */
+export class GenerationMap {
+  readonly #map: RawMap;
+  static readonly #KEY = Buffer.alloc(4);
+  readonly #value = Buffer.alloc(GENERATION_VALUE_SIZE);
+
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): GenerationMap {
+    return new GenerationMap(openPinnedMap(pinDir, MapName.generation,
+      { type: MapType.ARRAY, keySize: 4, valueSize: GENERATION_VALUE_SIZE }));
+  }
+
+  current(): bigint {
+    return this.#map.get(GenerationMap.#KEY, 0, this.#value)!.readBigUInt64LE(0);
+  }
+
+  /**
+   * Moves to the next generation. It reads the kernel's value rather than a
+   * counter of its own, so several handles (or processes) never write the same
+   * number twice in a row.
+   */
+  bump(): void {
+    this.#value.writeBigUInt64LE((this.current() + 1n) & 0xffff_ffff_ffff_ffffn, 0);
+    this.#map.set(GenerationMap.#KEY, this.#value);
+  }
+
+  close(): void { this.#map.ref.close(); }
+}
+
+/** The generation a map bumps after its writes, and whether it owns (closes) it. */
+function generationFor(pinDir: string, shared: GenerationMap | undefined): { generation: GenerationMap; owned: boolean } {
+  return shared ? { generation: shared, owned: false } : { generation: GenerationMap.open(pinDir), owned: true };
+}
+
 /** `meshid_auth`: authenticated pairs and when they expire on the boot-time clock. */
 export class AuthMap {
   readonly #map: RawMap;
   // scratch buffers: every call encodes into them and the kernel copies them synchronously
   readonly #key = Buffer.alloc(AUTH_KEY_SIZE);
   readonly #value = Buffer.alloc(AUTH_VALUE_SIZE);
+  readonly #generation: GenerationMap;
+  readonly #ownsGeneration: boolean;
 
-  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
-
-  static open(pinDir: string): AuthMap {
-    return new AuthMap(openPinnedMap(pinDir, MapName.auth,
-      { type: MapType.HASH, keySize: AUTH_KEY_SIZE, valueSize: AUTH_VALUE_SIZE }));
+  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) {
+    this.#map = new RawMap(ref);
+    this.#generation = generation;
+    this.#ownsGeneration = ownsGeneration;
   }
 
-  /** Writes the pair, valid until `expiresAtBootNs` (see bootTimeNs / wallClockToBootNs). */
+  /** `generation`: the handle to bump after writes (default: one of its own). */
+  static open(pinDir: string, shared?: GenerationMap): AuthMap {
+    const ref = openPinnedMap(pinDir, MapName.auth,
+      { type: MapType.HASH, keySize: AUTH_KEY_SIZE, valueSize: AUTH_VALUE_SIZE });
+    const { generation, owned } = generationFor(pinDir, shared);
+    return new AuthMap(ref, generation, owned);
+  }
+
+  /**
+   * Writes the pair, valid until `expiresAtBootNs` (see bootTimeNs / wallClockToBootNs).
+   * A new expiry may be earlier than the one established flows were checked
+   * against, so this bumps the generation too.
+   */
   upsert(pair: AuthPair, expiresAtBootNs: bigint): void {
     this.#map.set(encodeAuthKey(pair, this.#key), encodeAuthValue(expiresAtBootNs, this.#value));
+    this.#generation.bump();
   }
 
   /** False when the pair had no entry. */
   delete(pair: AuthPair): boolean {
-    return this.#map.delete(encodeAuthKey(pair, this.#key));
+    const deleted = this.#map.delete(encodeAuthKey(pair, this.#key));
+    if (deleted) this.#generation.bump();
+    return deleted;
   }
 
   /** The pair's expiry on the boot-time clock, or undefined. */
@@ -106,27 +174,42 @@ export class AuthMap {
     return [...this.#map.entries()].map(([k, v]) => ({ pair: decodeAuthKey(k), expiresAtBootNs: decodeAuthValue(v) }));
   }
 
-  close(): void { this.#map.ref.close(); }
+  close(): void {
+    this.#map.ref.close();
+    if (this.#ownsGeneration) this.#generation.close();
+  }
 }
 
 /** `meshid_ipcache`: longest-prefix map from addresses to (identity, node id). */
 export class IpcacheMap {
   readonly #map: RawMap;
+  readonly #generation: GenerationMap;
+  readonly #ownsGeneration: boolean;
 
-  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) {
+    this.#map = new RawMap(ref);
+    this.#generation = generation;
+    this.#ownsGeneration = ownsGeneration;
+  }
 
-  static open(pinDir: string): IpcacheMap {
-    return new IpcacheMap(openPinnedMap(pinDir, MapName.ipcache,
-      { type: MapType.LPM_TRIE, keySize: IPCACHE_KEY_SIZE, valueSize: IPCACHE_VALUE_SIZE }));
+  /** `generation`: the handle to bump after writes (default: one of its own). */
+  static open(pinDir: string, shared?: GenerationMap): IpcacheMap {
+    const ref = openPinnedMap(pinDir, MapName.ipcache,
+      { type: MapType.LPM_TRIE, keySize: IPCACHE_KEY_SIZE, valueSize: IPCACHE_VALUE_SIZE });
+    const { generation, owned } = generationFor(pinDir, shared);
+    return new IpcacheMap(ref, generation, owned);
   }
 
   /** `cidr`: `10.1.0.0/16`, `fd00::/64`, or one address. */
   upsert(cidr: string, entry: IpcacheEntry): void {
     this.#map.set(encodeIpcacheKey(parsePrefix(cidr)), encodeIpcacheValue(entry));
+    this.#generation.bump();
   }
 
   delete(cidr: string): boolean {
-    return this.#map.delete(encodeIpcacheKey(parsePrefix(cidr)));
+    const deleted = this.#map.delete(encodeIpcacheKey(parsePrefix(cidr)));
+    if (deleted) this.#generation.bump();
+    return deleted;
   }
 
   /** The entry stored for exactly this prefix (a scan: for tools, not the hot path). */
@@ -153,7 +236,10 @@ export class IpcacheMap {
     return [...this.#map.entries()].map(([k, v]) => ({ cidr: formatPrefix(decodeIpcacheKey(k)), entry: decodeIpcacheValue(v) }));
   }
 
-  close(): void { this.#map.ref.close(); }
+  close(): void {
+    this.#map.ref.close();
+    if (this.#ownsGeneration) this.#generation.close();
+  }
 }
 
 /**
@@ -164,20 +250,32 @@ export class IpcacheMap {
  */
 export class PolicyMap {
   readonly #map: RawMap;
+  readonly #generation: GenerationMap;
+  readonly #ownsGeneration: boolean;
 
-  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) {
+    this.#map = new RawMap(ref);
+    this.#generation = generation;
+    this.#ownsGeneration = ownsGeneration;
+  }
 
-  static open(pinDir: string): PolicyMap {
-    return new PolicyMap(openPinnedMap(pinDir, MapName.policy,
-      { type: MapType.HASH, keySize: POLICY_KEY_SIZE, valueSize: POLICY_VALUE_SIZE }));
+  /** `generation`: the handle to bump after writes (default: one of its own). */
+  static open(pinDir: string, shared?: GenerationMap): PolicyMap {
+    const ref = openPinnedMap(pinDir, MapName.policy,
+      { type: MapType.HASH, keySize: POLICY_KEY_SIZE, valueSize: POLICY_VALUE_SIZE });
+    const { generation, owned } = generationFor(pinDir, shared);
+    return new PolicyMap(ref, generation, owned);
   }
 
   upsert(key: PolicyKey, entry: PolicyEntry): void {
     this.#map.set(encodePolicyKey(key), encodePolicyValue(entry));
+    this.#generation.bump();
   }
 
   delete(key: PolicyKey): boolean {
-    return this.#map.delete(encodePolicyKey(key));
+    const deleted = this.#map.delete(encodePolicyKey(key));
+    if (deleted) this.#generation.bump();
+    return deleted;
   }
 
   get(key: PolicyKey): PolicyEntry | undefined {
@@ -202,7 +300,10 @@ export class PolicyMap {
     return [...this.#map.entries()].map(([k, v]) => ({ key: decodePolicyKey(k), entry: decodePolicyValue(v) }));
   }
 
-  close(): void { this.#map.ref.close(); }
+  close(): void {
+    this.#map.ref.close();
+    if (this.#ownsGeneration) this.#generation.close();
+  }
 }
 
 export interface MetricsSample {
@@ -246,13 +347,18 @@ export class MetricsMap {
 /** `meshid_config`: the node-wide settings of the datapath. */
 export class ConfigMap {
   readonly #map: RawMap;
+  readonly #generation: GenerationMap;
   static readonly #KEY = Buffer.alloc(4);
 
-  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+  /** `generation` is bumped after each write and stays its owner's to close. */
+  constructor(ref: MapRef, generation: GenerationMap) {
+    this.#map = new RawMap(ref);
+    this.#generation = generation;
+  }
 
-  static open(pinDir: string): ConfigMap {
+  static open(pinDir: string, generation: GenerationMap): ConfigMap {
     return new ConfigMap(openPinnedMap(pinDir, MapName.config,
-      { type: MapType.ARRAY, keySize: 4, valueSize: CONFIG_VALUE_SIZE }));
+      { type: MapType.ARRAY, keySize: 4, valueSize: CONFIG_VALUE_SIZE }), generation);
   }
 
   get(): DatapathConfig {
@@ -261,6 +367,7 @@ export class ConfigMap {
 
   set(config: DatapathConfig): void {
     this.#map.set(ConfigMap.#KEY, encodeConfig(config));
+    this.#generation.bump();
   }
 
   close(): void { this.#map.ref.close(); }

@@ -10,6 +10,7 @@
  * entry of its own address (source when leaving, destination when entering).
  */
 #include "lib/common.h"
+#include "lib/clock.h"
 #include "lib/parse.h"
 #include "lib/config.h"
 #include "lib/ipcache.h"
@@ -17,6 +18,7 @@
 #include "lib/auth.h"
 #include "lib/signal.h"
 #include "lib/conntrack.h"
+#include "lib/fastpath.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
 
@@ -33,9 +35,9 @@ drop(struct __sk_buff *skb, const struct meshid_flow *flow,
 
 static __always_inline int
 forward(struct __sk_buff *skb, const struct meshid_flow *flow,
-	const struct meshid_verdict *v, __u32 ct_flags, __u64 now)
+	const struct meshid_verdict *v, const struct ct_basis *basis, __u64 now)
 {
-	if (ct_record(flow, v->direction, ct_flags, now) && trace_forwarded())
+	if (ct_record(flow, v->direction, basis, now) && trace_forwarded())
 		event_emit(skb, flow, v, MESHID_REASON_FORWARDED, now);
 	metrics_count(MESHID_REASON_FORWARDED, v->direction, skb->len);
 	return TC_ACT_OK;
@@ -49,16 +51,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	const struct policy_value *policy;
 	const struct ct_entry *reply_of;
 	struct auth_key auth = {};
-	__u32 ct_flags = 0;
-	__u64 now;
+	struct ct_basis basis = {};
+	__u64 now, expiry;
 	int ret;
 
 	ret = parse_flow(skb, &flow);
 	if (ret == PARSE_NOT_POLICED)
 		return TC_ACT_OK;
-	now = bpf_ktime_get_boot_ns();
+	now = clock_now();
 	if (ret != PARSE_OK)
 		return drop(skb, &flow, &v, MESHID_REASON_INVALID_PACKET, now);
+
+	basis.generation = generation_now();
+	if (fastpath_established(skb, &flow, direction, basis.generation, now)) {
+		metrics_count(MESHID_REASON_FORWARDED, direction, skb->len);
+		return TC_ACT_OK;
+	}
 
 	reply_of = ct_lookup_reply(&flow, direction, now);
 	if (reply_of) {
@@ -78,7 +86,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 		remote = ipcache_lookup(flow.family, flow.saddr);
 	}
 	if (!local) /* not an endpoint the agent knows (yet): no policy */
-		return forward(skb, &flow, &v, 0, now);
+		return forward(skb, &flow, &v, &basis, now);
 	v.local_identity = local->identity;
 	if (remote) {
 		v.remote_identity = remote->identity;
@@ -88,26 +96,28 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	policy = policy_lookup(v.local_identity, v.remote_identity, flow.dport,
 			       flow.proto, direction);
 	if (!policy) /* not selected in this direction */
-		return forward(skb, &flow, &v, 0, now);
+		return forward(skb, &flow, &v, &basis, now);
 	if (policy->verdict != MESHID_VERDICT_ALLOW)
 		return drop(skb, &flow, &v, MESHID_REASON_POLICY_DENIED, now);
 	if (policy->auth_type == 0)
-		return forward(skb, &flow, &v, 0, now);
+		return forward(skb, &flow, &v, &basis, now);
 
 	v.auth_type = policy->auth_type;
 	auth_key_of(&auth, &v);
-	if (!auth_valid(&auth, now)) {
+	expiry = auth_expiry(&auth);
+	if (!expiry || now >= expiry) {
 		if (v.remote_identity != MESHID_IDENTITY_UNKNOWN)
 			signal_auth_required(&auth, now);
 		return drop(skb, &flow, &v, MESHID_REASON_AUTH_REQUIRED, now);
 	}
+	basis.auth_expiry = expiry;
 	if (v.remote_node_id != 0) {
 		if (direction == MESHID_DIR_INGRESS && !arrived_via_wireguard(skb))
 			return drop(skb, &flow, &v, MESHID_REASON_WIREGUARD_REQUIRED, now);
-		if (direction == MESHID_DIR_EGRESS)
-			ct_flags = MESHID_CT_WIREGUARD_REPLY;
+		basis.flags = direction == MESHID_DIR_INGRESS ? MESHID_CT_WIREGUARD_ARRIVAL
+							      : MESHID_CT_WIREGUARD_REPLY;
 	}
-	return forward(skb, &flow, &v, ct_flags, now);
+	return forward(skb, &flow, &v, &basis, now);
 }
 
 SEC("tc")

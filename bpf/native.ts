@@ -17,6 +17,8 @@ export interface NativeBpf {
   tcQuery(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): number;
   ringOpen(pinPath: string, onRecord: (record: Buffer) => void): RingHandle;
   ringClose(ring: RingHandle): void;
+  /** BPF_PROG_TEST_RUN of a tc program on one Ethernet frame; durationNs is per run. */
+  progTestRun(progFd: number, packet: Buffer, repeat: number, ingressIfindex: number): { retval: number; durationNs: number };
 }
 
 /** An open ring buffer inside the addon. */

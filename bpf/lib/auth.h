@@ -32,12 +32,12 @@ static __always_inline void auth_key_of(struct auth_key *key, const struct meshi
 	key->pad = 0;
 }
 
-/* True when the pair has an entry that has not expired at `now`. */
-static __always_inline int auth_valid(const struct auth_key *key, __u64 now)
+/* When the pair's entry expires (boot ns), or 0 when it has none. */
+static __always_inline __u64 auth_expiry(const struct auth_key *key)
 {
 	const __u64 *expiration = bpf_map_lookup_elem(&meshid_auth, key);
 
-	return expiration && now < *expiration;
+	return expiration ? *expiration : 0;
 }
 
 #endif

@@ -7,7 +7,11 @@
  * policy lookup (so an endpoint's egress policy does not break the replies
  * of connections that its ingress policy allowed, and the reverse). Entries
  * live in an LRU map and stop matching once idle for longer than the
- * lifetime of their protocol. */
+ * lifetime of their protocol.
+ *
+ * The entry of an original-direction flow also keeps what its verdict was
+ * decided from (generation, auth expiry, WireGuard arrival), for the fast
+ * path of fastpath.h. */
 #ifndef MESHID_LIB_CONNTRACK_H
 #define MESHID_LIB_CONNTRACK_H
 
@@ -16,12 +20,16 @@
 
 #define MESHID_CT_LIFETIME_TCP   (21600ULL * NSEC_PER_SEC) /* 6 h, as Cilium */
 #define MESHID_CT_LIFETIME_OTHER (60ULL * NSEC_PER_SEC)
-/* Original-direction packets refresh last_seen at most this often. */
+/* Original-direction packets refresh last_seen at most this often (unless
+ * what the verdict was decided from changed). */
 #define MESHID_CT_REFRESH_NS     NSEC_PER_SEC
 
 /* Replies entering the endpoint must arrive through WireGuard: the flow was
  * authenticated with an endpoint on another node. */
-#define MESHID_CT_WIREGUARD_REPLY (1U << 0)
+#define MESHID_CT_WIREGUARD_REPLY   (1U << 0)
+/* Packets of this flow entering the endpoint must arrive through WireGuard:
+ * they come from an authenticated endpoint on another node. */
+#define MESHID_CT_WIREGUARD_ARRIVAL (1U << 1)
 
 struct ct_key {
 	__u8 saddr[16];
@@ -35,9 +43,18 @@ struct ct_key {
 };
 
 struct ct_entry {
-	__u64 last_seen; /* boot ns */
+	__u64 last_seen;   /* boot ns of the last full check that refreshed it */
+	__u64 auth_expiry; /* expiry of the auth entry the verdict needed; 0: none */
+	__u64 generation;  /* meshid_gen when that check started */
 	__u32 flags;
 	__u32 pad;
+};
+
+/* What the full check of a forwarded original-direction packet depended on. */
+struct ct_basis {
+	__u64 auth_expiry;
+	__u64 generation;
+	__u32 flags;
 };
 
 struct {
@@ -51,6 +68,29 @@ struct {
 static __always_inline __u64 ct_lifetime(__u8 proto)
 {
 	return proto == IPPROTO_TCP ? MESHID_CT_LIFETIME_TCP : MESHID_CT_LIFETIME_OTHER;
+}
+
+static __always_inline void
+ct_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
+{
+	__builtin_memcpy(key->saddr, flow->saddr, 16);
+	__builtin_memcpy(key->daddr, flow->daddr, 16);
+	key->sport = flow->sport;
+	key->dport = flow->dport;
+	key->proto = flow->proto;
+	key->family = flow->family;
+	key->direction = direction;
+	key->pad = 0;
+}
+
+/* The entry this program recorded for the packet's own flow, live or not. */
+static __always_inline const struct ct_entry *
+ct_lookup_original(const struct meshid_flow *flow, __u8 direction)
+{
+	struct ct_key key;
+
+	ct_key_of(&key, flow, direction);
+	return bpf_map_lookup_elem(&meshid_ct, &key);
 }
 
 /* The live entry of the flow this packet replies to, or NULL. */
@@ -74,31 +114,33 @@ ct_lookup_reply(const struct meshid_flow *flow, __u8 direction, __u64 now)
 	return entry;
 }
 
-/* Records a forwarded original-direction packet. Returns 1 when it starts a
- * new flow (no live entry before), 0 otherwise. */
+/* Records a forwarded original-direction packet and what its verdict was
+ * decided from. Returns 1 when it starts a new flow (no live entry before),
+ * 0 otherwise. */
 static __always_inline int
-ct_record(const struct meshid_flow *flow, __u8 direction, __u32 flags, __u64 now)
+ct_record(const struct meshid_flow *flow, __u8 direction,
+	  const struct ct_basis *basis, __u64 now)
 {
-	struct ct_key key = {
-		.sport = flow->sport,
-		.dport = flow->dport,
-		.proto = flow->proto,
-		.family = flow->family,
-		.direction = direction,
-	};
+	struct ct_key key;
 	struct ct_entry *entry;
-	struct ct_entry fresh = { .last_seen = now, .flags = flags };
+	struct ct_entry fresh = {
+		.last_seen = now,
+		.auth_expiry = basis->auth_expiry,
+		.generation = basis->generation,
+		.flags = basis->flags,
+	};
 	int is_new = 1;
 
-	__builtin_memcpy(key.saddr, flow->saddr, 16);
-	__builtin_memcpy(key.daddr, flow->daddr, 16);
+	ct_key_of(&key, flow, direction);
 	entry = bpf_map_lookup_elem(&meshid_ct, &key);
 	if (entry) {
 		__u64 age = now - entry->last_seen;
 
 		if (age < ct_lifetime(flow->proto)) {
 			is_new = 0;
-			if (age < MESHID_CT_REFRESH_NS && entry->flags == flags)
+			if (age < MESHID_CT_REFRESH_NS && entry->flags == basis->flags &&
+			    entry->generation == basis->generation &&
+			    entry->auth_expiry == basis->auth_expiry)
 				return 0;
 		}
 	}

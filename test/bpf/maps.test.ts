@@ -125,7 +125,7 @@ t.test('every map is pinned, keyed maps with BTF, and a restart re-uses the pinn
   const pair = { localIdentity: 1, remoteIdentity: 2, remoteNodeId: 0, authType: AuthType.mutual };
   dp.auth.upsert(pair, 99n);
   const ids = dp.mapIds();
-  t.same(Object.keys(ids).sort(), ['meshid_auth', 'meshid_config', 'meshid_ct', 'meshid_events', 'meshid_ipcache',
+  t.same(Object.keys(ids).sort(), ['meshid_auth', 'meshid_config', 'meshid_ct', 'meshid_events', 'meshid_gen', 'meshid_ipcache',
     'meshid_metrics', 'meshid_policy', 'meshid_signals', 'meshid_sigrate']);
   for (const name of Object.keys(ids)) {
     const info = JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(pinDir, name))) as { id: number; btf_id?: number };
@@ -158,4 +158,46 @@ t.test('start() needs a bpf filesystem and the compiled object', async (t) => {
   t.throws(() => new Datapath({ pinDir: join(dir, 'pins') }).start(), { code: 'failed_precondition', field: 'pinDir' });
   t.throws(() => new Datapath({ pinDir: testPinDir('maps-noobj'), objectPath: join(dir, 'none.o') }).start(),
     { code: 'failed_precondition', field: 'objectPath' });
+});
+
+t.test('every write that can change a verdict moves the generation the fast path checks; reads and misses do not', async (t) => {
+  const gen = dp.generation;
+  const step = (what: string, fn: () => unknown, moves = true): void => {
+    const before = gen.current();
+    fn();
+    if (moves) t.ok(gen.current() > before, `${what} bumps the generation`);
+    else t.equal(gen.current(), before, `${what} leaves it`);
+  };
+  const pair = { localIdentity: 11, remoteIdentity: 12, remoteNodeId: 0, authType: AuthType.mutual };
+  const key = { localIdentity: 11, remoteIdentity: 12, port: 80, proto: Protocol.tcp, direction: 'ingress' as const };
+  step('an auth upsert', () => dp.auth.upsert(pair, 5n));
+  step('an auth read', () => dp.auth.get(pair), false);
+  step('an auth delete', () => dp.auth.delete(pair));
+  step('deleting a missing auth pair', () => dp.auth.delete(pair), false);
+  step('an ipcache upsert', () => dp.ipcache.upsert('10.9.0.0/16', { identity: 3, nodeId: 1 }));
+  step('an ipcache delete', () => dp.ipcache.delete('10.9.0.0/16'));
+  step('a policy upsert', () => dp.policy.upsert(key, { verdict: 'allow', authType: 0 }));
+  step('a policy select', () => dp.policy.select(11, 'ingress'));
+  step('a policy deselect', () => dp.policy.deselect(11, 'ingress'));
+  step('a policy delete', () => dp.policy.delete(key));
+  step('a config change', () => dp.setTraceForwarded(false));
+  const shown = dump(pinDir, 'meshid_gen')[0]!;
+  t.equal(bytes(shown.value!).readBigUInt64LE(0), gen.current(), 'bpftool reads the same u64');
+});
+
+t.test('a conntrack map pinned by an older build (another value layout) is replaced at start; one of this layout is kept', async (t) => {
+  const dir = testPinDir('maps-oldct');
+  mkdirSync(dir, { recursive: true });
+  bpftool('map', 'create', join(dir, 'meshid_ct'), 'type', 'lru_hash', 'key', '40', 'value', '16', 'entries', '65536', 'name', 'meshid_ct');
+  const oldId = (JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(dir, 'meshid_ct'))) as { id: number }).id;
+  const other = new Datapath({ pinDir: dir });
+  t.teardown(() => runAll([() => other.stop(), () => Datapath.removePins(dir)]));
+  other.start();
+  const newId = other.mapIds()['meshid_ct'];
+  t.not(newId, oldId, 'a new conntrack map');
+  const shown = JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(dir, 'meshid_ct'))) as { id: number; bytes_value: number };
+  t.same([shown.id, shown.bytes_value], [newId, 32], 'pinned in its place, with the 32-byte entry');
+  other.stop();
+  other.start();
+  t.equal(other.mapIds()['meshid_ct'], newId, 'and kept across a restart');
 });
