@@ -134,6 +134,35 @@ t.test('with an auth entry the connection succeeds; after it expires connections
   t.ok(dp.metrics.get(Reason.authRequired, 'ingress').packets > before, 'counted as auth required');
 });
 
+t.test('an established connection on the fast path is cut at the next packet when its auth entry is deleted, and when its policy turns to deny', async (t) => {
+  resetPolicyAndAuth();
+  const allow = (): void => {
+    dp.policy.select(ID_B, 'ingress');
+    dp.policy.upsert({ localIdentity: ID_B, remoteIdentity: ID_A, port: PORT, proto: tcp, direction: 'ingress' },
+      { verdict: 'allow', authType: AuthType.mutual });
+    dp.auth.upsert(pairBA, bootTimeNs() + 3_600_000_000_000n);
+  };
+  allow();
+  const first = await tryConnect(shellA(), podB().ipv4);
+  t.equal(first.ok, true, 'connects');
+  t.equal((await shellA().echo(first.id, 'again', 500)).ok, true, 'and echoes on the established flow');
+  const before = dp.metrics.get(Reason.authRequired, 'ingress').packets;
+  dp.auth.delete(pairBA);
+  t.equal((await shellA().echo(first.id, 'after delete', 300)).ok, false, 'cut once the auth entry is gone (well within the 1 s revalidation)');
+  t.ok(dp.metrics.get(Reason.authRequired, 'ingress').packets > before, 'dropped as auth required');
+
+  resetPolicyAndAuth();
+  allow();
+  const second = await tryConnect(shellA(), podB().ipv4);
+  t.equal(second.ok, true, 'a new connection once the pair is authenticated again');
+  t.equal((await shellA().echo(second.id, 'again', 500)).ok, true, 'established');
+  const denied = dp.metrics.get(Reason.policyDenied, 'ingress').packets;
+  dp.policy.upsert({ localIdentity: ID_B, remoteIdentity: ID_A, port: PORT, proto: tcp, direction: 'ingress' },
+    { verdict: 'deny', authType: 0 });
+  t.equal((await shellA().echo(second.id, 'after deny', 300)).ok, false, 'cut once the policy denies it');
+  t.ok(dp.metrics.get(Reason.policyDenied, 'ingress').packets > denied, 'dropped as policy denied');
+});
+
 t.test('a deny policy drops with reason policy denied, and so does the default deny of a selected endpoint', async (t) => {
   resetPolicyAndAuth();
   dp.policy.select(ID_B, 'ingress');
