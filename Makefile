@@ -22,10 +22,10 @@ build/bpf/%.o: bpf/%.c $(BPF_HEADERS)
 
 build/bpf/difftest/meshid-fastpath.o: bpf/meshid.c $(BPF_HEADERS)
 	@mkdir -p build/bpf/difftest
-	$(BPF_CLANG) $(BPF_CFLAGS) -DMESHID_TEST_CLOCK -DMESHID_FASTPATH=1 -c $< -o $@
+	$(BPF_CLANG) $(BPF_CFLAGS) -DMESHID_TEST_BUILD -DMESHID_FASTPATH=1 -c $< -o $@
 
 build/bpf/difftest/meshid-fullpath.o: bpf/meshid.c $(BPF_HEADERS)
 	@mkdir -p build/bpf/difftest
-	$(BPF_CLANG) $(BPF_CFLAGS) -DMESHID_TEST_CLOCK -DMESHID_FASTPATH=0 -c $< -o $@
+	$(BPF_CLANG) $(BPF_CFLAGS) -DMESHID_TEST_BUILD -DMESHID_FASTPATH=0 -c $< -o $@
 
 .PHONY: all native bpf

@@ -155,6 +155,19 @@ export class Datapath {
   }
 
   /**
+   * Runs one of the programs on an Ethernet frame with the kernel's test runner
+   * (BPF_PROG_TEST_RUN), `repeat` times, against the live maps: for the
+   * differential test and the benchmark. `ingressIfindex` is the device the
+   * frame seems to have entered the node through. durationNs is per run.
+   */
+  testRun(program: keyof EndpointAttachment, frame: Buffer,
+    options: { repeat?: number; ingressIfindex?: number } = {}): { retval: number; durationNs: number } {
+    this.#started();
+    const name = program === 'fromEndpoint' ? FROM_ENDPOINT : TO_ENDPOINT;
+    return this.#native.progTestRun(this.#programs![name]!.fd, frame, options.repeat ?? 1, options.ingressIfindex ?? 0);
+  }
+
+  /**
    * Attaches both programs to the node-side interface of an endpoint (adding a
    * clsact qdisc if needed). Programs already attached there, by this or an
    * earlier instance, are replaced atomically: no packet goes unpoliced.

@@ -2,7 +2,7 @@
 /* The datapath's clock: the kernel's boot-time clock, the clock of every
  * expiry in the maps (auth entries, conntrack, signal rate).
  *
- * Built with -DMESHID_TEST_CLOCK (the differential test's objects only, never
+ * Built with -DMESHID_TEST_BUILD (the differential test's objects only, never
  * the one the agent loads), the time is read from the one-entry array
  * meshid_test_clock instead, so a test can move time by exact steps. */
 #ifndef MESHID_LIB_CLOCK_H
@@ -10,7 +10,7 @@
 
 #include "common.h"
 
-#ifdef MESHID_TEST_CLOCK
+#ifdef MESHID_TEST_BUILD
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

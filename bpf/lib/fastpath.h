@@ -43,6 +43,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } meshid_gen SEC(".maps");
 
+#ifdef MESHID_TEST_BUILD
+/* Packets the fast path forwarded, in the differential test's objects only:
+ * the test checks that its sequences exercised the fast path at all. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} meshid_test_fastpath SEC(".maps");
+
+static __always_inline void fastpath_count(void)
+{
+	__u32 zero = 0;
+	__u64 *hits = bpf_map_lookup_elem(&meshid_test_fastpath, &zero);
+
+	if (hits)
+		__sync_fetch_and_add(hits, 1);
+}
+#else
+static __always_inline void fastpath_count(void) {}
+#endif
+
 /* Read before any lookup of the full check: a write that lands during the
  * check bumps past it, so its result is not trusted by the next packet. */
 static __always_inline __u64 generation_now(void)
@@ -70,6 +93,7 @@ fastpath_established(const struct __sk_buff *skb, const struct meshid_flow *flow
 		return 0;
 	if ((entry->flags & MESHID_CT_WIREGUARD_ARRIVAL) && !arrived_via_wireguard(skb))
 		return 0;
+	fastpath_count();
 	return 1;
 #else
 	return 0;
