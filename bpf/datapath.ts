@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { bpfObjectDir } from '../api/assets.js';
 import { FailedPrecondition, NotFound } from '../spiffe/index.js';
 import type { DatapathConfig } from './layouts.js';
-import { CT_KEY_SIZE, CT_VALUE_SIZE } from './layouts.js';
+import { MapType } from 'bpf';
+import { CT_KEY_SIZE, CT_VALUE_SIZE, METRICS_KEY_SIZE, METRICS_VALUE_SIZE } from './layouts.js';
 import { AuthMap, ConfigMap, GenerationMap, IpcacheMap, MapName, MetricsMap, PolicyMap, pinnedMapLayout } from './maps.js';
 import { loadNative, type NativeBpf } from './native.js';
 
@@ -11,16 +12,26 @@ export const DEFAULT_PIN_DIR = '/sys/fs/bpf/meshid';
 const BPF_FS_MAGIC = 0xcafe4a11;
 
 /**
- * The conntrack map is a cache: a pin of an older layout (before the fast path
- * kept its verdict basis there) would make the load fail, so it is unpinned and
- * the new programs start a table of their own. The old programs, still attached
- * until attachEndpoint replaces them, keep theirs until then.
+ * Maps whose contents can be lost on an upgrade: conntrack (a cache; the new
+ * programs start a table of their own, the old ones keep theirs until
+ * attachEndpoint replaces them) and the counters (Prometheus sees a reset).
+ * A pin of either with the layout of an older build would make the load fail,
+ * so it is unpinned first. Every other map keeps its layout or fails the start.
  */
-function unpinStaleConntrack(pinDir: string): void {
-  const path = join(pinDir, MapName.conntrack);
-  if (!existsSync(path)) return;
-  const layout = pinnedMapLayout(path);
-  if (layout.keySize !== CT_KEY_SIZE || layout.valueSize !== CT_VALUE_SIZE) unlinkSync(path);
+const REBUILDABLE: Array<{ name: string; type: MapType; keySize: number; valueSize: number }> = [
+  { name: MapName.conntrack, type: MapType.LRU_HASH, keySize: CT_KEY_SIZE, valueSize: CT_VALUE_SIZE },
+  { name: MapName.metrics, type: MapType.PERCPU_ARRAY, keySize: METRICS_KEY_SIZE, valueSize: METRICS_VALUE_SIZE },
+];
+
+function unpinOutdated(pinDir: string): void {
+  for (const expected of REBUILDABLE) {
+    const path = join(pinDir, expected.name);
+    if (!existsSync(path)) continue;
+    const layout = pinnedMapLayout(path);
+    if (layout.type !== expected.type || layout.keySize !== expected.keySize || layout.valueSize !== expected.valueSize) {
+      unlinkSync(path);
+    }
+  }
 }
 
 /** The programs of bpf/meshid.c and the tc hook of the node-side veth each goes on. */
@@ -98,7 +109,7 @@ export class Datapath {
     if (statfsSync(this.pinDir).type !== BPF_FS_MAGIC) {
       throw new FailedPrecondition(`${this.pinDir} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`, 'pinDir');
     }
-    unpinStaleConntrack(this.pinDir);
+    unpinOutdated(this.pinDir);
     const loaded = this.#native.loadObject(this.objectPath, this.pinDir);
     try {
       for (const name of [FROM_ENDPOINT, TO_ENDPOINT]) {

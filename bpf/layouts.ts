@@ -57,6 +57,7 @@ export const POLICY_KEY_SIZE = 12;
 export const POLICY_VALUE_SIZE = 4;
 export const METRICS_KEY_SIZE = 4;
 export const METRICS_VALUE_SIZE = 16;
+export const METRICS_ENTRIES = 512;
 export const CONFIG_VALUE_SIZE = 8;
 export const GENERATION_VALUE_SIZE = 8;
 /** `struct ct_entry` of bpf/lib/conntrack.h: last_seen, auth_expiry, generation (u64 each), flags, pad. */
@@ -229,12 +230,17 @@ export interface MetricsKey {
   readonly direction: Direction;
 }
 
+/** The per-CPU array's index: reason | direction << 8, a native u32. */
 export function encodeMetricsKey(key: MetricsKey): Buffer {
-  return Buffer.from([checkUint(key.reason, 8, 'reason'), DIRECTION_CODES[key.direction], 0, 0]);
+  const buf = Buffer.alloc(METRICS_KEY_SIZE);
+  const index = checkUint(key.reason, 8, 'reason') | DIRECTION_CODES[key.direction] << 8;
+  view(buf).setUint32(0, index, LE);
+  return buf;
 }
 
 export function decodeMetricsKey(buf: Buffer): MetricsKey {
-  return { reason: buf[0]!, direction: buf[1] === 0 ? 'ingress' : 'egress' };
+  const index = view(buf).getUint32(0, LE);
+  return { reason: index & 0xff, direction: (index >> 8) === 0 ? 'ingress' : 'egress' };
 }
 
 /** Sums the per-CPU values of one `meshid_metrics` entry (each CPU's slot is 16 bytes). */

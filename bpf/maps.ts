@@ -324,15 +324,20 @@ export class MetricsMap {
 
   static open(pinDir: string): MetricsMap {
     const ref = openPinnedMap(pinDir, MapName.metrics,
-      { type: MapType.PERCPU_HASH, keySize: METRICS_KEY_SIZE, valueSize: METRICS_VALUE_SIZE });
+      { type: MapType.PERCPU_ARRAY, keySize: METRICS_KEY_SIZE, valueSize: METRICS_VALUE_SIZE });
     return new MetricsMap(perCpuRef(ref, METRICS_VALUE_SIZE));
   }
 
+  /** Every reason and direction counted at least once (the array's other slots are zero). */
   read(): MetricsSample[] {
-    return [...this.#map.entries()].map(([k, v]) => {
+    const samples: MetricsSample[] = [];
+    for (const [k, v] of this.#map.entries()) {
+      const sums = sumPerCpuMetrics(v);
+      if (sums.packets === 0n && sums.bytes === 0n) continue;
       const key = decodeMetricsKey(k);
-      return { reasonCode: key.reason, reason: reasonName(key.reason), direction: key.direction, ...sumPerCpuMetrics(v) };
-    });
+      samples.push({ reasonCode: key.reason, reason: reasonName(key.reason), direction: key.direction, ...sums });
+    }
+    return samples;
   }
 
   /** The counters of one reason and direction (zero when never counted). */

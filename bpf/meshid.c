@@ -58,25 +58,36 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	ret = parse_flow(skb, &flow);
 	if (ret == PARSE_NOT_POLICED)
 		return TC_ACT_OK;
-	now = clock_now();
 	if (ret != PARSE_OK)
-		return drop(skb, &flow, &v, MESHID_REASON_INVALID_PACKET, now);
+		return drop(skb, &flow, &v, MESHID_REASON_INVALID_PACKET, clock_now());
 
 	basis.generation = generation_now();
-	if (fastpath_established(skb, &flow, direction, basis.generation, now)) {
+	if (fastpath_established(skb, &flow, direction, basis.generation)) {
 		metrics_count(MESHID_REASON_FORWARDED, direction, skb->len);
 		return TC_ACT_OK;
 	}
-
-	reply_of = ct_lookup_reply(&flow, direction, now);
+	/* A reply of a live tracked flow passes without a policy lookup. The
+	 * boot-time clock is read only when the flow was not checked recently. */
+	reply_of = ct_lookup_reply(&flow, direction);
+	now = 0;
+	if (reply_of && !fastpath_recent(reply_of)) {
+		now = clock_now();
+		if (!ct_live(reply_of, flow.proto, now))
+			reply_of = NULL;
+	}
 	if (reply_of) {
 		if (direction == MESHID_DIR_INGRESS &&
 		    (reply_of->flags & MESHID_CT_WIREGUARD_REPLY) &&
 		    !arrived_via_wireguard(skb))
-			return drop(skb, &flow, &v, MESHID_REASON_WIREGUARD_REQUIRED, now);
+			return drop(skb, &flow, &v, MESHID_REASON_WIREGUARD_REQUIRED, clock_now());
 		metrics_count(MESHID_REASON_FORWARDED, direction, skb->len);
 		return TC_ACT_OK;
 	}
+
+	if (!now)
+		now = clock_now();
+	basis.ticks = clock_jiffies();
+	basis.fast_until = fastpath_until(basis.ticks, now, 0);
 
 	if (direction == MESHID_DIR_EGRESS) {
 		local = ipcache_lookup(flow.family, flow.saddr);
@@ -110,7 +121,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 			signal_auth_required(&auth, now);
 		return drop(skb, &flow, &v, MESHID_REASON_AUTH_REQUIRED, now);
 	}
-	basis.auth_expiry = expiry;
+	basis.fast_until = fastpath_until(basis.ticks, now, expiry);
 	if (v.remote_node_id != 0) {
 		if (direction == MESHID_DIR_INGRESS && !arrived_via_wireguard(skb))
 			return drop(skb, &flow, &v, MESHID_REASON_WIREGUARD_REQUIRED, now);

@@ -10,8 +10,10 @@
  * lifetime of their protocol.
  *
  * The entry of an original-direction flow also keeps what its verdict was
- * decided from (generation, auth expiry, WireGuard arrival), for the fast
- * path of fastpath.h. */
+ * decided from (generation, a deadline on the tick clock, WireGuard arrival),
+ * for the fast path of fastpath.h. It is rewritten when that changes or the
+ * deadline passes, which is also when last_seen moves on: at least once per
+ * second while the flow sends. */
 #ifndef MESHID_LIB_CONNTRACK_H
 #define MESHID_LIB_CONNTRACK_H
 
@@ -20,9 +22,6 @@
 
 #define MESHID_CT_LIFETIME_TCP   (21600ULL * NSEC_PER_SEC) /* 6 h, as Cilium */
 #define MESHID_CT_LIFETIME_OTHER (60ULL * NSEC_PER_SEC)
-/* Original-direction packets refresh last_seen at most this often (unless
- * what the verdict was decided from changed). */
-#define MESHID_CT_REFRESH_NS     NSEC_PER_SEC
 
 /* Replies entering the endpoint must arrive through WireGuard: the flow was
  * authenticated with an endpoint on another node. */
@@ -43,17 +42,18 @@ struct ct_key {
 };
 
 struct ct_entry {
-	__u64 last_seen;   /* boot ns of the last full check that refreshed it */
-	__u64 auth_expiry; /* expiry of the auth entry the verdict needed; 0: none */
-	__u64 generation;  /* meshid_gen when that check started */
+	__u64 last_seen;  /* boot ns of the full check that last wrote it */
+	__u64 fast_until; /* tick (clock_jiffies) until which that verdict holds */
+	__u64 generation; /* meshid_gen when that check started */
 	__u32 flags;
 	__u32 pad;
 };
 
-/* What the full check of a forwarded original-direction packet depended on. */
+/* What the full check of a forwarded original-direction packet decided from. */
 struct ct_basis {
-	__u64 auth_expiry;
 	__u64 generation;
+	__u64 ticks;      /* clock_jiffies() at the check */
+	__u64 fast_until; /* fastpath_until() of the check */
 	__u32 flags;
 };
 
@@ -93,9 +93,9 @@ ct_lookup_original(const struct meshid_flow *flow, __u8 direction)
 	return bpf_map_lookup_elem(&meshid_ct, &key);
 }
 
-/* The live entry of the flow this packet replies to, or NULL. */
+/* The entry of the flow this packet would reply to, live or not (ct_live). */
 static __always_inline const struct ct_entry *
-ct_lookup_reply(const struct meshid_flow *flow, __u8 direction, __u64 now)
+ct_lookup_reply(const struct meshid_flow *flow, __u8 direction)
 {
 	struct ct_key key = {
 		.sport = flow->dport,
@@ -104,19 +104,22 @@ ct_lookup_reply(const struct meshid_flow *flow, __u8 direction, __u64 now)
 		.family = flow->family,
 		.direction = direction == MESHID_DIR_INGRESS ? MESHID_DIR_EGRESS : MESHID_DIR_INGRESS,
 	};
-	const struct ct_entry *entry;
 
 	__builtin_memcpy(key.saddr, flow->daddr, 16);
 	__builtin_memcpy(key.daddr, flow->saddr, 16);
-	entry = bpf_map_lookup_elem(&meshid_ct, &key);
-	if (!entry || now - entry->last_seen >= ct_lifetime(flow->proto))
-		return NULL;
-	return entry;
+	return bpf_map_lookup_elem(&meshid_ct, &key);
+}
+
+/* True when the flow has not been idle for its protocol's lifetime at `now`. */
+static __always_inline int ct_live(const struct ct_entry *entry, __u8 proto, __u64 now)
+{
+	return now - entry->last_seen < ct_lifetime(proto);
 }
 
 /* Records a forwarded original-direction packet and what its verdict was
- * decided from. Returns 1 when it starts a new flow (no live entry before),
- * 0 otherwise. */
+ * decided from. The entry is left as it is while its verdict holds and nothing
+ * it was decided from changed. Returns 1 when it starts a new flow (no live
+ * entry before), 0 otherwise. */
 static __always_inline int
 ct_record(const struct meshid_flow *flow, __u8 direction,
 	  const struct ct_basis *basis, __u64 now)
@@ -125,7 +128,7 @@ ct_record(const struct meshid_flow *flow, __u8 direction,
 	struct ct_entry *entry;
 	struct ct_entry fresh = {
 		.last_seen = now,
-		.auth_expiry = basis->auth_expiry,
+		.fast_until = basis->fast_until,
 		.generation = basis->generation,
 		.flags = basis->flags,
 	};
@@ -133,16 +136,11 @@ ct_record(const struct meshid_flow *flow, __u8 direction,
 
 	ct_key_of(&key, flow, direction);
 	entry = bpf_map_lookup_elem(&meshid_ct, &key);
-	if (entry) {
-		__u64 age = now - entry->last_seen;
-
-		if (age < ct_lifetime(flow->proto)) {
-			is_new = 0;
-			if (age < MESHID_CT_REFRESH_NS && entry->flags == basis->flags &&
-			    entry->generation == basis->generation &&
-			    entry->auth_expiry == basis->auth_expiry)
-				return 0;
-		}
+	if (entry && ct_live(entry, flow->proto, now)) {
+		is_new = 0;
+		if (basis->ticks < entry->fast_until && entry->flags == basis->flags &&
+		    entry->generation == basis->generation)
+			return 0;
 	}
 	bpf_map_update_elem(&meshid_ct, &key, &fresh, BPF_ANY);
 	return is_new;

@@ -2,18 +2,25 @@
 /* The fast path of an established flow: one conntrack lookup instead of the
  * whole check.
  *
- * When the full check forwards an original-direction packet, its conntrack
- * entry records what that verdict depended on (conntrack.h): the generation
- * of the maps at the start of the check, the expiry of the auth entry it
- * needed, and whether it had to arrive through WireGuard. A later packet of
- * the flow is forwarded on that entry alone when
- *   - the generation is still the current one: no policy, ipcache or auth
- *     entry changed since (the agent bumps meshid_gen after every such write),
- *   - the entry was fully checked less than MESHID_FASTPATH_REVALIDATE_NS ago,
- *   - the auth entry it needed has not expired by now,
+ * When the full check forwards an original-direction packet, the flow's
+ * conntrack entry (conntrack.h) records the generation of the maps at the
+ * start of that check, a deadline on the tick clock until which the verdict
+ * holds (fastpath_until: at most MESHID_FASTPATH_REVALIDATE_TICKS ahead, and
+ * ending before the auth entry it needed expires), and whether its packets must
+ * arrive through WireGuard. A later packet of the flow is forwarded on that
+ * entry alone when
+ *   - the generation is still the current one: no policy, ipcache, auth or
+ *     config entry changed since (the agent bumps meshid_gen after each write),
+ *   - the deadline has not passed,
  *   - and, where it must, the packet arrived through the WireGuard device.
  * Anything else takes the full check, which decides, refreshes the entry and
- * drops with its reason. The fast path only ever forwards.
+ * drops with its reason. The fast path only ever forwards, and reads no clock
+ * but the tick counter.
+ *
+ * A reply needs to know that the flow it answers is live (not idle for its
+ * lifetime, 60 s at the least). While that flow's verdict holds on the tick
+ * clock it was fully checked less than a second ago, so it is: fastpath_recent
+ * spares the reply the boot-time clock read.
  *
  * MESHID_FASTPATH=0 compiles it out (the differential test builds the same
  * object both ways and checks that every packet gets the same verdict). */
@@ -21,6 +28,7 @@
 #define MESHID_LIB_FASTPATH_H
 
 #include "common.h"
+#include "clock.h"
 #include "config.h"
 #include "conntrack.h"
 
@@ -28,10 +36,16 @@
 #define MESHID_FASTPATH 1
 #endif
 
-/* An established flow is fully checked again at least this often, so a change
- * made behind the agent's back (an auth entry deleted with bpftool) reaches it
- * within this time. Changes made by the agent reach it at the next packet. */
-#define MESHID_FASTPATH_REVALIDATE_NS NSEC_PER_SEC
+/* An established flow is fully checked again at least once per 100 ticks:
+ * every second at HZ=100, every 100 ms at HZ=1000. So a change made behind the
+ * agent's back (an auth entry deleted with bpftool) reaches it within 1 s.
+ * Changes made by the agent reach it at its next packet. */
+#define MESHID_FASTPATH_REVALIDATE_TICKS 100
+/* Ticks the verdict ends early before its auth entry expires: the tick counter
+ * can trail the boot-time clock by a tick when a CPU wakes, and the turning of
+ * nanoseconds into ticks rounds. So the fast path never forwards on an expired
+ * entry; the last ticks go through the full check. */
+#define MESHID_FASTPATH_EXPIRY_MARGIN_TICKS 2
 
 /* meshid_gen: the generation of the maps that verdicts depend on (policy,
  * ipcache, auth, config), bumped by the agent after each write to them. */
@@ -76,20 +90,47 @@ static __always_inline __u64 generation_now(void)
 	return gen ? *gen : 0;
 }
 
+/* The tick until which a verdict decided at `now` (boot ns) and `ticks` holds:
+ * the revalidation interval, cut short before the auth entry's expiry
+ * (`auth_expiry`, boot ns; 0 when the verdict needed none). */
+static __always_inline __u64 fastpath_until(__u64 ticks, __u64 now, __u64 auth_expiry)
+{
+	__u64 window = MESHID_FASTPATH_REVALIDATE_TICKS;
+
+	if (auth_expiry) {
+		__u64 left = auth_expiry > now ? (auth_expiry - now) / MESHID_JIFFY_NS_MAX : 0;
+
+		left = left > MESHID_FASTPATH_EXPIRY_MARGIN_TICKS ?
+		       left - MESHID_FASTPATH_EXPIRY_MARGIN_TICKS : 0;
+		if (left < window)
+			window = left;
+	}
+	return ticks + window;
+}
+
+/* True when the flow `entry` records was fully checked so recently that it is
+ * surely live (see the top of this file). */
+static __always_inline int fastpath_recent(const struct ct_entry *entry)
+{
+#if MESHID_FASTPATH
+	return clock_jiffies() < entry->fast_until;
+#else
+	return 0;
+#endif
+}
+
 /* True when the packet belongs to an established flow whose last full check
  * still holds: forward it without another. */
 static __always_inline int
 fastpath_established(const struct __sk_buff *skb, const struct meshid_flow *flow,
-		     __u8 direction, __u64 generation, __u64 now)
+		     __u8 direction, __u64 generation)
 {
 #if MESHID_FASTPATH
 	const struct ct_entry *entry = ct_lookup_original(flow, direction);
 
 	if (!entry || entry->generation != generation)
 		return 0;
-	if (now - entry->last_seen >= MESHID_FASTPATH_REVALIDATE_NS)
-		return 0;
-	if (entry->auth_expiry && now >= entry->auth_expiry)
+	if (clock_jiffies() >= entry->fast_until)
 		return 0;
 	if ((entry->flags & MESHID_CT_WIREGUARD_ARRIVAL) && !arrived_via_wireguard(skb))
 		return 0;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Packet parsing: Ethernet, then IPv4 or IPv6 (with extension headers), then
- * the ports of TCP, UDP and SCTP. Every read goes through bpf_skb_load_bytes,
- * which checks it against the packet's length (also for non-linear skbs). */
+ * the ports of TCP, UDP and SCTP. Every read goes through load_bytes: straight
+ * from the packet when the linear part holds the bytes (checked against
+ * data_end), through bpf_skb_load_bytes otherwise (a non-linear skb), which
+ * checks against the packet's length. */
 #ifndef MESHID_LIB_PARSE_H
 #define MESHID_LIB_PARSE_H
 
@@ -29,6 +31,20 @@ struct ipv6_ext_header {
 	__u16 frag_off; /* fragment header only */
 };
 
+/* Copies `len` bytes at `off` of the packet into `dst`; < 0 when the packet is shorter. */
+static __always_inline int
+load_bytes(const struct __sk_buff *skb, __u32 off, void *dst, __u32 len)
+{
+	const __u8 *data = (const __u8 *)(long)skb->data;
+	const __u8 *end = (const __u8 *)(long)skb->data_end;
+
+	if (off <= 0xffff && data + off + len <= end) {
+		__builtin_memcpy(dst, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, dst, len);
+}
+
 static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, struct meshid_flow *flow)
 {
 	__be16 ports[2];
@@ -36,7 +52,7 @@ static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, struct 
 	if (flow->proto != IPPROTO_TCP && flow->proto != IPPROTO_UDP &&
 	    flow->proto != IPPROTO_SCTP)
 		return PARSE_OK;
-	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+	if (load_bytes(skb, off, ports, sizeof(ports)) < 0)
 		return PARSE_INVALID;
 	flow->sport = bpf_ntohs(ports[0]);
 	flow->dport = bpf_ntohs(ports[1]);
@@ -48,7 +64,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct meshid_flow 
 	struct iphdr ip;
 	__u32 hlen;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
 		return PARSE_INVALID;
 	if (ip.version != 4 || ip.ihl < 5)
 		return PARSE_INVALID;
@@ -70,7 +86,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct meshid_flow 
 	__u8 nexthdr;
 	int i;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
 		return PARSE_INVALID;
 	if (ip.version != 6)
 		return PARSE_INVALID;
@@ -84,19 +100,19 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct meshid_flow 
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
 		case IPPROTO_DSTOPTS:
-			if (bpf_skb_load_bytes(skb, off, &ext, 2) < 0)
+			if (load_bytes(skb, off, &ext, 2) < 0)
 				return PARSE_INVALID;
 			off += ((__u32)ext.hdrlen + 1) * 8;
 			nexthdr = ext.nexthdr;
 			break;
 		case IPPROTO_AH:
-			if (bpf_skb_load_bytes(skb, off, &ext, 2) < 0)
+			if (load_bytes(skb, off, &ext, 2) < 0)
 				return PARSE_INVALID;
 			off += ((__u32)ext.hdrlen + 2) * 4;
 			nexthdr = ext.nexthdr;
 			break;
 		case IPPROTO_FRAGMENT:
-			if (bpf_skb_load_bytes(skb, off, &ext, 4) < 0)
+			if (load_bytes(skb, off, &ext, 4) < 0)
 				return PARSE_INVALID;
 			off += 8;
 			nexthdr = ext.nexthdr;
@@ -108,7 +124,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct meshid_flow 
 			__u8 type;
 
 			flow->proto = nexthdr;
-			if (bpf_skb_load_bytes(skb, off, &type, 1) < 0)
+			if (load_bytes(skb, off, &type, 1) < 0)
 				return PARSE_INVALID;
 			if (type >= ICMPV6_ND_FIRST && type <= ICMPV6_ND_LAST)
 				return PARSE_NOT_POLICED;

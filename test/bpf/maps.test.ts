@@ -185,19 +185,26 @@ t.test('every write that can change a verdict moves the generation the fast path
   t.equal(bytes(shown.value!).readBigUInt64LE(0), gen.current(), 'bpftool reads the same u64');
 });
 
-t.test('a conntrack map pinned by an older build (another value layout) is replaced at start; one of this layout is kept', async (t) => {
-  const dir = testPinDir('maps-oldct');
+t.test('the conntrack and metrics maps pinned by an older build (another layout) are replaced at start; those of this layout are kept', async (t) => {
+  const dir = testPinDir('maps-old');
   mkdirSync(dir, { recursive: true });
   bpftool('map', 'create', join(dir, 'meshid_ct'), 'type', 'lru_hash', 'key', '40', 'value', '16', 'entries', '65536', 'name', 'meshid_ct');
-  const oldId = (JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(dir, 'meshid_ct'))) as { id: number }).id;
+  bpftool('map', 'create', join(dir, 'meshid_metrics'), 'type', 'percpu_hash', 'key', '4', 'value', '16', 'entries', '256', 'name', 'meshid_metrics');
+  bpftool('map', 'create', join(dir, 'meshid_auth'), 'type', 'hash', 'key', '12', 'value', '8', 'entries', '65536', 'name', 'meshid_auth');
+  const idOf = (name: string): number => (JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(dir, name))) as { id: number }).id;
+  const old = { ct: idOf('meshid_ct'), metrics: idOf('meshid_metrics'), auth: idOf('meshid_auth') };
   const other = new Datapath({ pinDir: dir });
   t.teardown(() => runAll([() => other.stop(), () => Datapath.removePins(dir)]));
   other.start();
-  const newId = other.mapIds()['meshid_ct'];
-  t.not(newId, oldId, 'a new conntrack map');
+  const ids = other.mapIds();
+  t.not(ids['meshid_ct'], old.ct, 'a new conntrack map');
+  t.not(ids['meshid_metrics'], old.metrics, 'a new metrics map');
+  t.equal(ids['meshid_auth'], old.auth, 'the auth map (same layout) is re-used, never replaced');
   const shown = JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(dir, 'meshid_ct'))) as { id: number; bytes_value: number };
-  t.same([shown.id, shown.bytes_value], [newId, 32], 'pinned in its place, with the 32-byte entry');
+  t.same([shown.id, shown.bytes_value], [ids['meshid_ct'], 32], 'pinned in its place, with the 32-byte entry');
+  const metrics = JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(dir, 'meshid_metrics'))) as { type: string };
+  t.equal(metrics.type, 'percpu_array', 'the counters are a per-CPU array now');
   other.stop();
   other.start();
-  t.equal(other.mapIds()['meshid_ct'], newId, 'and kept across a restart');
+  t.same([other.mapIds()['meshid_ct'], other.mapIds()['meshid_metrics']], [ids['meshid_ct'], ids['meshid_metrics']], 'and kept across a restart');
 });
