@@ -1,4 +1,5 @@
 /** meshid-server's configuration: one schema, defaults in one place. */
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { durationField, readConfigFile, validateConfig } from '../common/config.js';
 import { TrustDomain } from '../spiffe/index.js';
@@ -63,6 +64,12 @@ export const serverConfigSchema = z.object({
   }).strict().prefault({}),
   /** How long start-up waits for SQLite's integrity check of the datastore; 0 skips it. */
   datastore_check_timeout: durationField('datastore_check_timeout', '30s'),
+  /**
+   * Worker threads that sign batches of X509-SVIDs (CSR check, encoding,
+   * signature), so the event loop stays free for streams; default: one per
+   * core. 0 signs on the event loop.
+   */
+  signing: z.object({ workers: z.number().int().min(0).max(256).default(availableParallelism()) }).strict().prefault({}),
   /** A main event loop that gets no turn for this long kills the process (SIGKILL) for its supervisor to restart; 0 turns it off. */
   watchdog: z.object({ stall_limit: durationField('watchdog.stall_limit', '30s') }).strict().prefault({}),
   /** Bearer token file for the admin API; created (0600) under data_dir when absent. */

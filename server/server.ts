@@ -8,7 +8,7 @@ import { DataLoss, FailedPrecondition } from '../spiffe/index.js';
 import { AdminApi } from './adminapi/index.js';
 import { AgentApiServer } from './agentapi/index.js';
 import { AttestorRegistry, JoinTokenAttestor, type NodeAttestor } from './attestation/index.js';
-import { CertificateAuthority, ClusterAuthorities, DatastoreCaJournal, DiskKeyManager, loadUpstreamAuthority, MemoryKeyManager, P256 } from './ca/index.js';
+import { CertificateAuthority, ClusterAuthorities, DatastoreCaJournal, DiskKeyManager, loadUpstreamAuthority, MemoryKeyManager, P256, SigningPool } from './ca/index.js';
 import type { ServerConfig } from './config.js';
 import { ChangeFeed, checkIntegrity, Datastore, parseDatastoreUrl, redactUrl } from './datastore/index.js';
 import { LeaderJobs } from './leader.js';
@@ -45,6 +45,7 @@ export class MeshidServer {
   leader: LeaderJobs | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   ca!: CertificateAuthority;
+  private signingPool: SigningPool | undefined;
   registration!: Registration;
   private agentApi: AgentApiServer | undefined;
   private adminApi: AdminApi | undefined;
@@ -91,6 +92,11 @@ export class MeshidServer {
     const subject: [string, string][] = [['C', config.ca_subject.country], ['O', config.ca_subject.organization]];
     if (config.ca_subject.common_name) subject.push(['CN', config.ca_subject.common_name]);
     const p256 = P256.load();
+    if (config.signing.workers > 0) {
+      this.signingPool = new SigningPool({ workers: config.signing.workers, logger: log.child({ component: 'signing' }), nativeP256: !!p256 });
+      this.signingPool.start();
+      log.info('signing on worker threads', { workers: this.signingPool.size });
+    }
     if (!p256) log.warn('the native P-256 addon is not built (make native): CSRs and SVIDs are checked and signed by node:crypto, at about half the rate');
     this.ca = new CertificateAuthority({
       trustDomain: config.trust_domain,
@@ -110,6 +116,7 @@ export class MeshidServer {
       onBundleChange: (bundle) => this.authorities.publish(bundle, this.ca.intermediates()),
       onRotation: (kind, event) => this.metrics.caRotations.inc({ kind, event }),
       ...(p256 ? { p256 } : {}),
+      ...(this.signingPool ? { signingPool: this.signingPool } : {}),
       ...(config.jwt_issuer ? { jwtIssuer: config.jwt_issuer } : {}),
     });
     await this.ca.start();
@@ -228,6 +235,7 @@ export class MeshidServer {
     await this.adminApi?.stop();
     await this.agentApi?.stop();
     this.ca?.stop();
+    await this.signingPool?.stop();
     await this.feed?.stop();
     await this.store?.close();
   }

@@ -11,23 +11,28 @@ export const TAG = {
   SEQUENCE: 0x30, SET: 0x31,
 } as const;
 
-function lengthBytes(len: number): Buffer {
-  if (len < 0x80) return Buffer.from([len]);
-  if (len < 0x100) return Buffer.from([0x81, len]);
-  if (len < 0x10000) return Buffer.from([0x82, len >> 8, len & 0xff]);
-  if (len < 0x1000000) return Buffer.from([0x83, len >> 16, (len >> 8) & 0xff, len & 0xff]);
+/** Bytes of a DER length field for a content of `len` bytes. */
+function lengthSize(len: number): number {
+  if (len < 0x80) return 1;
+  if (len < 0x100) return 2;
+  if (len < 0x10000) return 3;
+  if (len < 0x1000000) return 4;
   throw new InvalidArgument('DER value too long');
 }
 
-/** Encodes one TLV whose content is the concatenation of `parts`. */
+/** Encodes one TLV whose content is the concatenation of `parts` (one allocation: it is on every SVID's path). */
 export function tlv(tag: number, ...parts: Buffer[]): Buffer {
   let len = 0;
   for (const p of parts) len += p.length;
-  const head = lengthBytes(len);
-  const out = Buffer.allocUnsafe(1 + head.length + len);
+  const head = lengthSize(len);
+  const out = Buffer.allocUnsafe(1 + head + len);
   out[0] = tag;
-  head.copy(out, 1);
-  let off = 1 + head.length;
+  if (head === 1) out[1] = len;
+  else {
+    out[1] = 0x80 | (head - 1);
+    for (let i = head - 1, v = len; i >= 1; i--, v >>= 8) out[1 + i] = v & 0xff;
+  }
+  let off = 1 + head;
   for (const p of parts) { p.copy(out, off); off += p.length; }
   return out;
 }

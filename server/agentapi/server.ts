@@ -14,7 +14,7 @@ import {
   type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
 } from '../../api/agentproto.js';
 import { type Bundle, checkAudience, InvalidArgument, matchAgentOf, MeshidError, NotFound, pemFromDer, PermissionDenied, ResourceExhausted, type SpiffeId, Unauthenticated, verifyX509Svid } from '../../spiffe/index.js';
-import type { CertificateAuthority } from '../ca/index.js';
+import type { CertificateAuthority, SignedX509Svid } from '../ca/index.js';
 import type { AttestedNode, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { AttestorRegistry } from '../attestation/index.js';
 import type { ServerMetrics } from '../metrics.js';
@@ -305,21 +305,40 @@ export class AgentApiServer {
     if (req.params.length === 0) throw new InvalidArgument('params is empty', 'params');
     if (req.params.length > this.maxBatch) throw new ResourceExhausted(`${req.params.length} CSRs in one call; the limit is ${this.maxBatch}`, 'params');
     const entries = await this.authorizedEntries(caller);
-    const results: BatchNewX509SvidResultMsg[] = req.params.map((p, i) => {
-      const started = performance.now();
-      try {
-        const entry = entries.get(p.entry_id);
-        if (!entry) throw new PermissionDenied(`entry "${p.entry_id}" does not exist or is not authorised for ${caller.agentId}`);
-        const { publicKeySpki } = this.opts.ca.parseCsr(p.csr);
-        const svid = this.opts.ca.signX509Svid(entry.spiffeId, publicKeySpki, entry.x509SvidTtl, [...entry.dnsNames]);
-        this.opts.metrics.svidsSigned.inc({ type: 'x509' });
-        this.opts.metrics.signingLatency.observe((performance.now() - started) / 1000);
-        return { status: { code: Status.OK, message: '' }, svid: x509SvidMsg(entry.spiffeId, svid.certChainDer, svid.expiresAt), entry_id: p.entry_id };
-      } catch (err) {
-        const se = toServiceError(err);
-        if (!(err instanceof MeshidError)) this.opts.logger.error('signing failed', { entry_id: p.entry_id, index: i, err });
-        return { status: { code: se.code, message: se.details }, svid: null, entry_id: p.entry_id };
+    const started = performance.now();
+    const results: BatchNewX509SvidResultMsg[] = new Array(req.params.length);
+    const refused = (i: number, err: unknown): BatchNewX509SvidResultMsg => {
+      const se = toServiceError(err);
+      if (!(err instanceof MeshidError)) this.opts.logger.error('signing failed', { entry_id: req.params[i]!.entry_id, index: i, err });
+      return { status: { code: se.code, message: se.details }, svid: null, entry_id: req.params[i]!.entry_id };
+    };
+    // authorised first, here; the signing path (CSR check, encoding, signature) for the batch as one
+    const toSign: Array<{ index: number; entry: RegistrationEntry }> = [];
+    req.params.forEach((p, i) => {
+      const entry = entries.get(p.entry_id);
+      if (entry) toSign.push({ index: i, entry });
+      else results[i] = refused(i, new PermissionDenied(`entry "${p.entry_id}" does not exist or is not authorised for ${caller.agentId}`));
+    });
+    let signed: Array<SignedX509Svid | MeshidError>;
+    try {
+      signed = await this.opts.ca.signX509Svids(toSign.map(({ index, entry }) => ({
+        spiffeId: entry.spiffeId, csr: req.params[index]!.csr, ttlSeconds: entry.x509SvidTtl, dnsNames: entry.dnsNames,
+      })));
+    } catch (err) {
+      // the whole batch failed (the CA is not started, a signing worker died): every item says why
+      for (const { index } of toSign) results[index] = refused(index, err);
+      return { results };
+    }
+    const seconds = (performance.now() - started) / 1000;
+    signed.forEach((svid, k) => {
+      const { index, entry } = toSign[k]!;
+      if (svid instanceof MeshidError) {
+        results[index] = refused(index, svid);
+        return;
       }
+      this.opts.metrics.svidsSigned.inc({ type: 'x509' });
+      this.opts.metrics.signingLatency.observe(seconds);
+      results[index] = { status: { code: Status.OK, message: '' }, svid: x509SvidMsg(entry.spiffeId, svid.certChainDer, svid.expiresAt), entry_id: req.params[index]!.entry_id };
     });
     return { results };
   }

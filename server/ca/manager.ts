@@ -7,9 +7,10 @@
 import { createPublicKey, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { Bundle, type CertificateIssuer, type CertificationRequest, type CsrOptions, encodeName, FailedPrecondition, InvalidArgument, issuerFromKey, type JwtAuthority, keyIdentifier, type KeyType, mintCertificate, mintJwtSvid, mintX509Svid, parseCertificate, parseCsr, publicKeyFromSpki, SerialSource, type SpiffeId, spkiDer, type TrustDomain } from '../../spiffe/index.js';
+import { Bundle, type CertificateIssuer, MeshidError, type CertificationRequest, type CsrOptions, encodeName, FailedPrecondition, InvalidArgument, issuerFromKey, type JwtAuthority, keyIdentifier, type KeyType, mintCertificate, mintJwtSvid, mintX509Svid, parseCertificate, parseCsr, publicKeyFromSpki, SerialSource, type SpiffeId, spkiDer, type TrustDomain } from '../../spiffe/index.js';
 import type { KeyManager } from './keymanager.js';
 import type { P256 } from './p256.js';
+import { type SigningAuthority, type SigningPool, type SignOutcome, signOrder, type SvidOrder } from './signing.js';
 import type { UpstreamAuthority } from './upstream.js';
 
 export type SlotState = 'prepared' | 'active' | 'old';
@@ -74,6 +75,20 @@ export interface CaOptions {
   jwtIssuer?: string;
   /** Native ECDSA P-256 for CSR checks and X.509 signatures (P256.load()); absent: node:crypto does both. */
   p256?: P256;
+  /**
+   * Worker threads for batches of X509-SVIDs (signX509Svids), started and
+   * stopped by the caller; absent: batches are signed on the event loop.
+   */
+  signingPool?: SigningPool;
+}
+
+/** One X509-SVID of a batch: whom it is for and the CSR that brings the key. */
+export interface X509SvidRequest {
+  spiffeId: SpiffeId;
+  csr: Buffer;
+  /** 0 or absent: the server's x509_svid_ttl. */
+  ttlSeconds?: number;
+  dnsNames?: readonly string[];
 }
 
 /** A prepared slot becomes active at 5/6 of the active one's life; one is prepared at 1/2. */
@@ -85,7 +100,16 @@ export const BACKDATE_MS = 10_000;
 export interface SignedX509Svid { certChainDer: Buffer[]; expiresAt: Date; serialHex: string }
 export interface SignedJwtSvid { token: string; issuedAt: Date; expiresAt: Date }
 
-interface ActiveX509 { slot: CaSlot; issuer: CertificateIssuer; chainTail: Buffer[]; notAfter: number }
+interface ActiveX509 {
+  slot: CaSlot;
+  issuer: CertificateIssuer;
+  chainTail: Buffer[];
+  notAfter: number;
+  /** Changes with every activation: the signing pool's workers re-import the key once per version. */
+  version: number;
+  /** What the pool's workers rebuild the issuer from (made on first use). */
+  forWorkers?: SigningAuthority;
+}
 interface ActiveJwt { slot: CaSlot; kid: string; key: KeyObject; notAfter: number }
 
 export class CertificateAuthority {
@@ -97,6 +121,7 @@ export class CertificateAuthority {
   private sequence = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly csrOptions: CsrOptions;
+  private x509Version = 0;
 
   constructor(private readonly opts: CaOptions) {
     if (opts.caTtlSeconds < 60) throw new InvalidArgument('ca_ttl must be at least 60s', 'ca_ttl');
@@ -242,7 +267,10 @@ export class CertificateAuthority {
     const xKey = this.opts.keys.get(x.keyId)!;
     const cert = parseCertificate(Buffer.from(x.certDer!, 'base64'));
     const chainTail = this.opts.upstream ? [cert.der, ...this.opts.upstream.chain] : [];
-    this.x509 = { slot: x, issuer: this.issuer(cert.subject, cert.subjectKeyId ?? keyIdentifier(cert.spki), xKey), chainTail, notAfter: cert.notAfter.getTime() };
+    this.x509 = {
+      slot: x, issuer: this.issuer(cert.subject, cert.subjectKeyId ?? keyIdentifier(cert.spki), xKey), chainTail,
+      notAfter: cert.notAfter.getTime(), version: ++this.x509Version,
+    };
     const j = this.slots.find((s) => s.kind === 'jwt' && s.state === 'active')!;
     this.jwt = { slot: j, kid: j.kid!, key: this.opts.keys.get(j.keyId)!, notAfter: j.notAfter };
   }
@@ -285,15 +313,72 @@ export class CertificateAuthority {
    * signing certificate.
    */
   signX509Svid(spiffeId: SpiffeId, publicKeySpki: Buffer, ttlSeconds = 0, dnsNames: string[] = []): SignedX509Svid {
-    const a = this.x509;
-    if (!a) throw new FailedPrecondition('the CA has not started');
+    const a = this.activeX509();
+    const { notBefore, notAfter } = this.validity(a, spiffeId, ttlSeconds);
+    const serial = this.serials.next();
+    const der = mintX509Svid(a.issuer, { spiffeId, publicKeySpki, notBefore, notAfter, dnsNames, serial });
+    return this.signed(a, der, serial.toString('hex'), notAfter);
+  }
+
+  /**
+   * Signs a batch of X509-SVIDs from their CSRs, with the same rules as
+   * signX509Svid, on the signing pool's workers when the CA has one (the event
+   * loop stays free), else here. Outcomes come in the requests' order; a request
+   * that fails (a bad CSR, an ID of another trust domain) gets its error and the
+   * others their SVIDs.
+   */
+  async signX509Svids(requests: readonly X509SvidRequest[]): Promise<Array<SignedX509Svid | MeshidError>> {
+    const a = this.activeX509();
+    const outcomes: Array<SignedX509Svid | MeshidError | undefined> = new Array(requests.length);
+    const orders: SvidOrder[] = [];
+    const positions: number[] = [];
+    requests.forEach((r, i) => {
+      try {
+        orders.push({ csr: r.csr, spiffeId: r.spiffeId, dnsNames: r.dnsNames ?? [], ...this.validity(a, r.spiffeId, r.ttlSeconds ?? 0) });
+        positions.push(i);
+      } catch (err) {
+        if (!(err instanceof MeshidError)) throw err;
+        outcomes[i] = err;
+      }
+    });
+    const pool = this.opts.signingPool;
+    const leaves: SignOutcome[] = pool
+      ? await pool.sign(this.authorityForWorkers(a), orders)
+      : orders.map((o) => {
+        try { return signOrder(a.issuer, this.csrOptions, this.serials, o); } catch (err) {
+          if (err instanceof MeshidError) return err;
+          throw err;
+        }
+      });
+    leaves.forEach((leaf, k) => {
+      outcomes[positions[k]!] = leaf instanceof MeshidError ? leaf : this.signed(a, leaf.der, leaf.serialHex, orders[k]!.notAfter);
+    });
+    return outcomes as Array<SignedX509Svid | MeshidError>;
+  }
+
+  private activeX509(): ActiveX509 {
+    if (!this.x509) throw new FailedPrecondition('the CA has not started');
+    return this.x509;
+  }
+
+  /** When an SVID for `spiffeId` starts and ends; refuses an ID of another trust domain. */
+  private validity(a: ActiveX509, spiffeId: SpiffeId, ttlSeconds: number): { notBefore: Date; notAfter: Date } {
     if (!spiffeId.memberOf(this.opts.trustDomain)) throw new InvalidArgument(`${spiffeId} is not in trust domain ${this.opts.trustDomain.name}`, 'spiffe_id');
     const now = this.opts.clock.now().getTime();
     const ttl = (ttlSeconds > 0 ? ttlSeconds : this.opts.x509SvidTtlSeconds) * 1000;
-    const notAfter = Math.min(now + ttl, a.notAfter);
-    const serial = this.serials.next();
-    const der = mintX509Svid(a.issuer, { spiffeId, publicKeySpki, notBefore: new Date(now - BACKDATE_MS), notAfter: new Date(notAfter), dnsNames, serial });
-    return { certChainDer: [der, ...a.chainTail], expiresAt: new Date(Math.floor(notAfter / 1000) * 1000), serialHex: serial.toString('hex') };
+    return { notBefore: new Date(now - BACKDATE_MS), notAfter: new Date(Math.min(now + ttl, a.notAfter)) };
+  }
+
+  private signed(a: ActiveX509, der: Buffer, serialHex: string, notAfter: Date): SignedX509Svid {
+    return { certChainDer: [der, ...a.chainTail], expiresAt: new Date(Math.floor(notAfter.getTime() / 1000) * 1000), serialHex };
+  }
+
+  private authorityForWorkers(a: ActiveX509): SigningAuthority {
+    a.forWorkers ??= {
+      version: a.version, subject: a.issuer.subject, keyId: a.issuer.keyId,
+      privateKeyPkcs8: a.issuer.privateKey.export({ format: 'der', type: 'pkcs8' }),
+    };
+    return a.forWorkers;
   }
 
   signJwtSvid(spiffeId: SpiffeId, audience: readonly string[], ttlSeconds = 0): SignedJwtSvid {

@@ -8,7 +8,7 @@ import { JsonLogger, MemoryLogSink, silentLogger } from '../../common/log.js';
 import { loadAgentProto } from '../../api/agentproto.js';
 import { AgentApiServer, type AgentApiOptions } from '../../server/agentapi/server.js';
 import { AttestorRegistry, JoinTokenAttestor } from '../../server/attestation/index.js';
-import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager, P256 } from '../../server/ca/index.js';
+import { CertificateAuthority, DatastoreCaJournal, MemoryKeyManager, P256, SigningPool } from '../../server/ca/index.js';
 import { Datastore } from '../../server/datastore/index.js';
 import { IdentityAllocator } from '../../server/identity/index.js';
 import { ServerMetrics } from '../../server/metrics.js';
@@ -27,7 +27,7 @@ export interface ServerParts {
   stop(): Promise<void>;
 }
 
-export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x509Ttl?: number; agentTtl?: number; maxMessageBytes?: number; kubernetesOwnsNodes?: boolean; agentApi?: Partial<AgentApiOptions> } = {}): Promise<ServerParts> {
+export async function startServerParts(opts: { clock?: Clock; signingWorkers?: number; caTtl?: number; x509Ttl?: number; agentTtl?: number; maxMessageBytes?: number; kubernetesOwnsNodes?: boolean; agentApi?: Partial<AgentApiOptions> } = {}): Promise<ServerParts> {
   const dir = mkdtempSync(join(tmpdir(), 'meshid-srv-'));
   const td = TrustDomain.parse('example.org');
   const clock = opts.clock ?? systemClock;
@@ -35,6 +35,8 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
   const logs = new MemoryLogSink();
   const logger = new JsonLogger(logs, 'debug');
   const p256 = P256.load();
+  const pool = opts.signingWorkers ? new SigningPool({ workers: opts.signingWorkers, logger, nativeP256: !!p256 }) : undefined;
+  pool?.start();
   const ca = new CertificateAuthority({
     trustDomain: td, keys: new MemoryKeyManager(), journal: new DatastoreCaJournal(store), clock, logger,
     caTtlSeconds: opts.caTtl ?? 86400, x509SvidTtlSeconds: opts.x509Ttl ?? 3600, jwtSvidTtlSeconds: 300, keyType: 'ec-p256',
@@ -42,6 +44,7 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
     onBundleChange: async (b) => { await store.setBundle(td, b.toJwks() as never); },
     // as meshid-server runs it: the native P-256 path when built
     ...(p256 ? { p256 } : {}),
+    ...(pool ? { signingPool: pool } : {}),
   });
   await ca.start();
   const metrics = new ServerMetrics();
@@ -55,7 +58,7 @@ export async function startServerParts(opts: { clock?: Clock; caTtl?: number; x5
   const port = await api.start();
   return {
     dir, td, store, ca, api, port, metrics, logs, clock,
-    async stop() { await api.stop(); ca.stop(); await store.close(); rmSync(dir, { recursive: true, force: true }); },
+    async stop() { await api.stop(); ca.stop(); await pool?.stop(); await store.close(); rmSync(dir, { recursive: true, force: true }); },
   };
 }
 

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -79,7 +79,7 @@ t.test('an SVID of this trust domain that is not an agent ID gets PermissionDeni
   t.match((err as ServiceError).details, `${id} is not an agent of trust domain ${parts.td.name}`);
 });
 
-t.test('BatchNewX509SVID signs only entries the agent may have, and refuses bad CSRs per item', async (t) => {
+async function batchSignsOnlyAuthorised(t: Test, parts: ServerParts): Promise<void> {
   const a = await attestAgent(parts);
   t.teardown(() => a.client.close());
   const mine = await parts.store.createEntry({ spiffeId: SpiffeId.parse('spiffe://example.org/ns/default/sa/web'), parentId: a.agentId, selectors: SelectorSet.parse(['unix:uid:1000']), dnsNames: ['web.default.svc'] });
@@ -108,6 +108,14 @@ t.test('BatchNewX509SVID signs only entries the agent may have, and refuses bad 
   t.match(res.results[3]!.status!.message, /signature/);
   t.equal(res.results[4]!.status!.code, status.PERMISSION_DENIED, 'unknown entry');
   t.equal(parts.metrics.svidsSigned.get({ type: 'x509' }) >= 1, true);
+}
+
+t.test('BatchNewX509SVID signs only entries the agent may have, and refuses bad CSRs per item', (t) => batchSignsOnlyAuthorised(t, parts));
+
+t.test('the same through a pool of 2 signing workers (signing.workers: 2): the same answers, item by item', async (t) => {
+  const pooled = await startServerParts({ signingWorkers: 2 });
+  t.teardown(() => pooled.stop());
+  await batchSignsOnlyAuthorised(t, pooled);
 });
 
 t.test('entries reached through the agent node selectors (node alias) are signed', async (t) => {
