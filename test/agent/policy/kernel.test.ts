@@ -21,6 +21,8 @@ t.test('the sync writes the compiled entries into a kernel map, and a new sync a
   mkdirSync(pinDir, { recursive: true });
   t.teardown(() => rmSync(pinDir, { recursive: true, force: true }));
   execFileSync('bpftool', ['map', 'create', join(pinDir, 'meshid_policy'), 'type', 'hash', 'key', '12', 'value', '4', 'entries', '1024', 'name', 'meshid_policy']);
+  // every write is followed by a bump of the fast path's generation (bpf/README.md), which lives beside it
+  execFileSync('bpftool', ['map', 'create', join(pinDir, 'meshid_gen'), 'type', 'array', 'key', '4', 'value', '8', 'entries', '1', 'name', 'meshid_gen']);
   const kernel = PolicyMap.open(pinDir);
   t.teardown(() => kernel.close());
   const writer: PolicyMapWriter = kernel;
