@@ -20,6 +20,9 @@ import { NodeMembership } from './node/index.js';
 import { LocalEndpoints } from './endpoints.js';
 import { WireGuardManager } from './wireguard/index.js';
 import type { AuthPair, FlowEvent } from '../bpf/index.js';
+import type { Flow } from '../api/flow.js';
+import type { NodeObservationMsg } from '../api/agentproto.js';
+import { authEntriesJson, FlowDecoder, FlowHistory, FlowRelay } from './observe/index.js';
 import { explainQuery, PolicyMapSync, type AuthRequirement } from './policy/index.js';
 import { AuthPlanner, MutualAuth } from './mutualauth/index.js';
 import { AgentAdminServer, type AgentAdminView } from './admin/index.js';
@@ -55,8 +58,13 @@ export class MeshidAgent {
   /** Endpoints added and removed at run time (admin socket), and their readiness. */
   endpoints: LocalEndpoints | undefined;
   datapath: DatapathManager | undefined;
-  /** Listeners of datapath events (the admin socket's observe streams). */
-  readonly eventListeners = new Set<(e: FlowEvent) => void>();
+  /** Listeners of this node's flows (the admin socket's observe streams). */
+  readonly flowListeners = new Set<(flow: Flow, line: string) => void>();
+  /** The newest flows of this node. */
+  readonly flowHistory: FlowHistory;
+  /** This node's flows, auth map and counters to the server. */
+  relay: FlowRelay | undefined;
+  private readonly flowDecoder: FlowDecoder;
   policy: PolicyMapSync | undefined;
   /** Which auth entries this node must hold. */
   readonly planner: AuthPlanner;
@@ -71,6 +79,8 @@ export class MeshidAgent {
     this.state = new AgentState(config.trust_domain);
     this.connection = new ServerConnection(config.server, config.trust_domain);
     this.planner = new AuthPlanner({ state: this.state, ownPairs: () => this.policy?.authPairs() });
+    this.flowHistory = new FlowHistory(config.observe.flow_history);
+    this.flowDecoder = new FlowDecoder({ nodeName: this.nodeName, state: this.state });
   }
 
   get nodeName(): string { return this.config.node_name ?? hostname(); }
@@ -148,9 +158,17 @@ export class MeshidAgent {
         interfaces: config.endpoints.map((e) => e.interface), discoverInterfaces: config.datapath.discover_interfaces,
         ...(this.wireguard ? { wireguardDevice: this.wireguard.device } : {}),
         onSignal: (pair) => this.onSignal(pair),
-        onEvent: (e) => { for (const l of this.eventListeners) l(e); },
+        onEvent: (e) => this.onFlowEvent(e),
       });
       this.datapath.start();
+      this.datapath.datapath.setTraceForwarded(config.observe.trace_forwarded);
+      if (config.observe.relay) {
+        this.relay = new FlowRelay({
+          connection: this.connection, history: this.flowHistory, logger: log.child({ component: 'relay' }),
+          observation: () => this.observation(), explain: (q) => this.explain(q),
+        });
+        this.relay.start();
+      }
       const authMap = this.datapath.datapath.auth;
       this.policy = new PolicyMapSync({
         state: this.state, map: this.datapath.datapath.policy, logger: log.child({ component: 'policy' }),
@@ -230,7 +248,27 @@ export class MeshidAgent {
       authEntries: () => this.datapath?.datapath.auth.entries() ?? [],
       explain: (q) => this.explain(q),
       endpoints: () => this.endpoints,
-      onFlowEvent: (listener) => { this.eventListeners.add(listener); return () => { this.eventListeners.delete(listener); }; },
+      onFlow: (listener) => { this.flowListeners.add(listener); return () => { this.flowListeners.delete(listener); }; },
+      flowHistory: (last) => this.flowHistory.lines(last),
+    };
+  }
+
+  /** A datapath event: decoded once, kept in the history, relayed, shown to the admin socket's streams. */
+  private onFlowEvent(e: FlowEvent): void {
+    const flow = this.flowDecoder.decode(e);
+    const line = JSON.stringify(flow);
+    this.flowHistory.add(line);
+    this.relay?.push(line);
+    for (const l of this.flowListeners) l(flow, line);
+  }
+
+  /** What the relay reports of this node besides its flows. */
+  private observation(): Omit<NodeObservationMsg, 'lost_in_relay'> {
+    const dp = this.datapath?.datapath;
+    return {
+      auth_entries_json: JSON.stringify(dp ? authEntriesJson(this.state, this.nodeName, dp.auth.entries()) : []),
+      counters: dp ? dp.metrics.read().map((m) => ({ reason: m.reason, direction: m.direction, packets: Number(m.packets), bytes: Number(m.bytes) })) : [],
+      lost_in_ring: dp ? Number(dp.eventsLost()) : 0,
     };
   }
 
@@ -274,6 +312,7 @@ export class MeshidAgent {
     await this.health?.stop();
     await this.workloadApi?.stop();
     await this.admin?.stop();
+    this.relay?.stop();
     await this.mutualAuth?.stop();
     this.policy?.stop();
     this.datapath?.stop();

@@ -67,6 +67,15 @@ export const agentConfigSchema = z.object({
     /** Local endpoints without a configured interface (Kubernetes pods) get the programs on the device their IP is routed to. */
     discover_interfaces: z.boolean().default(true),
   }).strict().default({ enabled: false, pin_dir: '/sys/fs/bpf/meshid', discover_interfaces: true }),
+  /** The node's flows: its history, and their relay to the server (the cluster-wide view). */
+  observe: z.object({
+    /** Flows kept (the newest), as Hubble keeps 4,095 per node. */
+    flow_history: z.number().int().min(16).max(1_048_576).default(4096),
+    /** Report every new forwarded flow too, not only drops (the identity map's edges). */
+    trace_forwarded: z.boolean().default(true),
+    /** Relay flows, the auth map and counters to the server over the agent API. */
+    relay: z.boolean().default(true),
+  }).strict().prefault({}),
   wireguard: z.object({
     enabled: z.boolean().default(false),
     device: z.string().min(1).max(15).default('meshid-wg'),

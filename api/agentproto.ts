@@ -47,6 +47,13 @@ export interface PublishNodeResponseMsg { node: NodeMsg | null }
 export interface EndpointRegistrationMsg { ip: string; namespace: string; name: string; service_account: string; labels: Record<string, string> }
 export interface RegisterEndpointsRequestMsg { endpoints: EndpointRegistrationMsg[] }
 export interface RegisterEndpointsResponseMsg { endpoints: EndpointMsg[] }
+export interface FlowBatchMsg { flows: string[]; lost: string | number; replay: boolean }
+export interface ReasonCounterMsg { reason: string; direction: string; packets: string | number; bytes: string | number }
+export interface NodeObservationMsg { auth_entries_json: string; counters: ReasonCounterMsg[]; lost_in_ring: string | number; lost_in_relay: string | number }
+export interface ExplainAnswerMsg { id: string | number; error: StatusMsg | null; json: string }
+export interface RelayUpMsg { flows?: FlowBatchMsg | null; observation?: NodeObservationMsg | null; explain?: ExplainAnswerMsg | null; message?: string }
+export interface ExplainRequestMsg { id: string | number; query: Record<string, string> }
+export interface RelayDownMsg { explain?: ExplainRequestMsg | null; message?: string }
 
 export interface AgentProto { service: ServiceDefinition; Client: ServiceClientConstructor }
 

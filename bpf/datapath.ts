@@ -5,7 +5,7 @@ import { FailedPrecondition, NotFound } from '../spiffe/index.js';
 import type { DatapathConfig } from './layouts.js';
 import { MapType } from 'bpf';
 import { CT_KEY_SIZE, CT_VALUE_SIZE, METRICS_KEY_SIZE, METRICS_VALUE_SIZE } from './layouts.js';
-import { AuthMap, ConfigMap, GenerationMap, IpcacheMap, MapName, MetricsMap, PolicyMap, pinnedMapLayout } from './maps.js';
+import { AuthMap, ConfigMap, EventsLostMap, GenerationMap, IpcacheMap, MapName, MetricsMap, PolicyMap, pinnedMapLayout } from './maps.js';
 import { loadNative, type NativeBpf } from './native.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/meshid';
@@ -48,6 +48,7 @@ interface DatapathMaps {
   metrics: MetricsMap;
   config: ConfigMap;
   generation: GenerationMap;
+  eventsLost: EventsLostMap;
 }
 
 export interface DatapathOptions {
@@ -123,6 +124,7 @@ export class Datapath {
         policy: PolicyMap.open(this.pinDir, generation),
         metrics: MetricsMap.open(this.pinDir),
         config: ConfigMap.open(this.pinDir, generation),
+        eventsLost: EventsLostMap.open(this.pinDir),
       };
     } catch (err) {
       for (const p of Object.values(loaded.programs)) this.#native.closeFd(p.fd);
@@ -150,6 +152,8 @@ export class Datapath {
   get ipcache(): IpcacheMap { return this.#started().ipcache; }
   get policy(): PolicyMap { return this.#started().policy; }
   get metrics(): MetricsMap { return this.#started().metrics; }
+  /** Event records the kernel could not put in the ring (its reader was behind), on every CPU. */
+  eventsLost(): bigint { return this.#started().eventsLost.total(); }
   /** The generation the fast path checks; the maps above bump it after each write. */
   get generation(): GenerationMap { return this.#started().generation; }
 

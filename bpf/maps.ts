@@ -26,6 +26,7 @@ export const MapName = {
   conntrack: 'meshid_ct',
   signalRate: 'meshid_sigrate',
   generation: 'meshid_gen',
+  eventsLost: 'meshid_events_lost',
 } as const;
 
 interface Layout { type: MapType; keySize: number; valueSize: number }
@@ -344,6 +345,29 @@ export class MetricsMap {
   get(reasonCode: number, direction: Direction): { packets: bigint; bytes: bigint } {
     const value = this.#map.get(encodeMetricsKey({ reason: reasonCode, direction }));
     return value ? sumPerCpuMetrics(value) : { packets: 0n, bytes: 0n };
+  }
+
+  close(): void { this.#map.ref.close(); }
+}
+
+/** `meshid_events_lost`: event records that did not fit the ring, per CPU. */
+export class EventsLostMap {
+  readonly #map: RawMap;
+  static readonly #KEY = Buffer.alloc(4);
+
+  constructor(ref: MapRef) { this.#map = new RawMap(ref); }
+
+  static open(pinDir: string): EventsLostMap {
+    const ref = openPinnedMap(pinDir, MapName.eventsLost, { type: MapType.PERCPU_ARRAY, keySize: 4, valueSize: 8 });
+    return new EventsLostMap(perCpuRef(ref, 8));
+  }
+
+  /** Summed over the CPUs. */
+  total(): bigint {
+    const v = this.#map.get(EventsLostMap.#KEY);
+    let n = 0n;
+    for (let off = 0; v && off + 8 <= v.length; off += 8) n += v.readBigUInt64LE(off);
+    return n;
   }
 
   close(): void { this.#map.ref.close(); }

@@ -64,6 +64,11 @@ export const serverConfigSchema = z.object({
   }).strict().prefault({}),
   /** How long start-up waits for SQLite's integrity check of the datastore; 0 skips it. */
   datastore_check_timeout: durationField('datastore_check_timeout', '30s'),
+  /** The cluster-wide view the agents relay. */
+  observe: z.object({
+    /** Flows kept per node, the newest (as each agent keeps its own). */
+    flow_history_per_node: z.number().int().min(16).max(1_048_576).default(4096),
+  }).strict().prefault({}),
   /**
    * Worker threads that sign batches of X509-SVIDs (CSR check, encoding,
    * signature), so the event loop stays free for streams; default: one per

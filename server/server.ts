@@ -8,6 +8,7 @@ import { DataLoss, FailedPrecondition } from '../spiffe/index.js';
 import { AdminApi } from './adminapi/index.js';
 import { AgentApiServer } from './agentapi/index.js';
 import { AttestorRegistry, JoinTokenAttestor, type NodeAttestor } from './attestation/index.js';
+import { RelayHub } from './observe/index.js';
 import { CertificateAuthority, ClusterAuthorities, DatastoreCaJournal, DiskKeyManager, loadUpstreamAuthority, MemoryKeyManager, P256, SigningPool } from './ca/index.js';
 import type { ServerConfig } from './config.js';
 import { ChangeFeed, checkIntegrity, Datastore, parseDatastoreUrl, redactUrl } from './datastore/index.js';
@@ -46,6 +47,8 @@ export class MeshidServer {
   private heartbeat: NodeJS.Timeout | undefined;
   ca!: CertificateAuthority;
   private signingPool: SigningPool | undefined;
+  /** What the agents connected to this server relay. */
+  relay!: RelayHub;
   registration!: Registration;
   private agentApi: AgentApiServer | undefined;
   private adminApi: AdminApi | undefined;
@@ -140,8 +143,10 @@ export class MeshidServer {
       const { KubernetesIntegration } = await import('./k8s/index.js');
       this.kubernetes = new KubernetesIntegration({ config: config.kubernetes, store: this.store, ...(this.feed ? { changes: this.feed } : {}), trustDomain: config.trust_domain, clock: deps.clock, logger: log.child({ component: 'k8s' }) });
     }
+    this.relay = new RelayHub({ logger: log.child({ component: 'relay' }), historyPerNode: config.observe.flow_history_per_node });
     this.agentApi = new AgentApiServer({
       bind: config.bind,
+      relay: this.relay,
       ca: this.ca,
       store: this.store,
       attestors: new AttestorRegistry([new JoinTokenAttestor(this.store, config.trust_domain), ...(this.kubernetes ? [this.kubernetes.attestor] : []), ...(deps.attestors ?? [])]),
@@ -170,6 +175,7 @@ export class MeshidServer {
       ready: () => this.ready && !this.corrupt,
       trustBundle: () => this.authorities.bundle(),
       serverId: this.serverId,
+      relay: this.relay,
     });
     this.adminPort = await this.adminApi.start();
     if (config.oidc_discovery) {

@@ -3,7 +3,8 @@
  * `meshid auth list`, `meshid observe` and `meshid explain`.
  *   GET /v1/status     node, identity, sync state
  *   GET /v1/auth       the auth map, with the SPIFFE IDs of each pair
- *   GET /v1/observe    datapath events as NDJSON, live (filters: verdict, identity, namespace)
+ *   GET /v1/observe    this node's flows as NDJSON (api/flow.ts): ?last=N from its history, live (follow=true,
+ *                      or no last); filtered as the server's /v1/flows (verdict, namespace, pod, identity, port, ...)
  *   GET /v1/explain    ?from=POD|IP&to=POD|IP&port=N&protocol=TCP
  *   GET    /v1/endpoints              this node's endpoints and their readiness
  *   POST   /v1/endpoints[?wait=S]     add one (a CNI's ADD): {name, namespace, service_account, labels, ip, interface};
@@ -12,5 +13,5 @@
  *   GET    /v1/endpoints/IP[?wait=S]  its readiness (200 ready, 503 not yet), waiting up to S seconds
  */
 export {
-  AgentAdminServer, type AgentAdminView, type ObservedFlow,
+  AgentAdminServer, type AgentAdminView,
 } from './server.js';

@@ -14,7 +14,9 @@
 import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
-import { AuthType, bootNsToWallClock, type AuthPair, type FlowEvent } from '../../bpf/index.js';
+import type { AuthPair } from '../../bpf/index.js';
+import { filterFromQuery, FlowFilterError, flowMatches, type Flow, type FlowFilter } from '../../api/flow.js';
+import { authEntriesJson } from '../observe/index.js';
 import { errorResponse } from '../../common/httpstatus.js';
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from '../../spiffe/index.js';
 import type { LocalEndpoints } from '../endpoints.js';
@@ -39,22 +41,11 @@ export interface AgentAdminView {
   explain(q: URLSearchParams): Record<string, unknown>;
   /** This node's endpoints, where the agent manages them. */
   endpoints(): Pick<LocalEndpoints, 'list' | 'add' | 'remove' | 'waitReady'> | undefined;
-  /** Calls `listener` with every datapath event until the returned function is called. */
-  onFlowEvent(listener: (e: FlowEvent) => void): () => void;
+  /** Calls `listener` with every flow of this node (decoded, and as its JSON line) until the returned function is called. */
+  onFlow(listener: (flow: Flow, line: string) => void): () => void;
+  /** The newest flows of this node as JSON lines, oldest first. */
+  flowHistory(last: number): string[];
 }
-
-export interface ObservedFlow {
-  time: string;
-  verdict: 'FORWARDED' | 'DROPPED';
-  drop_reason_desc?: string;
-  direction: 'INGRESS' | 'EGRESS';
-  node: string;
-  source: FlowPeer;
-  destination: FlowPeer;
-  protocol: string;
-  auth_type: 'SPIRE' | 'DISABLED';
-}
-interface FlowPeer { ip: string; port: number; identity: number; namespace?: string; pod?: string; labels?: string[] }
 
 /** The largest request body (one endpoint). */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -84,8 +75,6 @@ function readJson(req: IncomingMessage): Promise<unknown> {
     req.on('error', reject);
   });
 }
-
-const PROTO: Record<number, string> = { 1: 'ICMPv4', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
 
 
 export class AgentAdminServer {
@@ -128,7 +117,7 @@ export class AgentAdminServer {
       if (req.method !== 'GET') return this.json(res, 405, { error: { code: 'method_not_allowed', message: 'GET only' } });
       switch (url.pathname) {
         case '/v1/status': return this.json(res, 200, this.status());
-        case '/v1/auth': return this.json(res, 200, { node: this.agent.nodeName, entries: this.authEntries() });
+        case '/v1/auth': return this.json(res, 200, { node: this.agent.nodeName, entries: authEntriesJson(this.agent.state, this.agent.nodeName, this.agent.authEntries()) });
         case '/v1/observe': return this.observe(url, res);
         case '/v1/explain': return this.json(res, 200, this.agent.explain(url.searchParams));
         default: return this.json(res, 404, { error: { code: 'not_found', message: `no route ${url.pathname}` } });
@@ -177,58 +166,44 @@ export class AgentAdminServer {
     return this.json(res, 405, { error: { code: 'method_not_allowed', message: `${req.method} is not allowed on ${url.pathname}` } });
   }
 
-  private authEntries(): Record<string, unknown>[] {
-    const a = this.agent;
-    const name = (id: number): string | null => a.state.identities.get(id)?.spiffeId.toString() ?? null;
-    return [...a.authEntries()].map(({ pair, expiresAtBootNs: expiresBootNs }) => ({
-      local_identity: pair.localIdentity, local_spiffe_id: name(pair.localIdentity),
-      remote_identity: pair.remoteIdentity, remote_spiffe_id: name(pair.remoteIdentity),
-      remote_node_id: pair.remoteNodeId, remote_node: pair.remoteNodeId === 0 ? a.nodeName : (a.state.nodes.get(pair.remoteNodeId)?.name ?? null),
-      auth_type: pair.authType === AuthType.mutual ? 'mutual' : String(pair.authType),
-      expires_at: bootNsToWallClock(expiresBootNs).toISOString(),
-    }));
-  }
-
-  /** A Hubble-like flow record, each side named from the endpoints and identities the agent knows. */
-  describe(e: FlowEvent): ObservedFlow {
-    const a = this.agent;
-    const side = (ip: string, port: number, identity: number): FlowPeer => {
-      const ep = a.state.endpoints.get(ip);
-      const labels = Object.entries(a.state.identities.get(identity)?.labels ?? {}).map(([k, v]) => `k8s:${k}=${v}`);
-      return { ip, port, identity, ...(ep ? { namespace: ep.namespace, pod: ep.name } : {}), ...(labels.length ? { labels } : {}) };
-    };
-    const leaving = e.direction === 'egress';
-    return {
-      time: bootNsToWallClock(e.timestampBootNs).toISOString(),
-      verdict: e.dropped ? 'DROPPED' : 'FORWARDED',
-      ...(e.dropped ? { drop_reason_desc: e.reason.toUpperCase().replace(/ /g, '_') } : {}),
-      direction: leaving ? 'EGRESS' : 'INGRESS',
-      node: a.nodeName,
-      source: side(e.srcIp, e.srcPort, leaving ? e.localIdentity : e.remoteIdentity),
-      destination: side(e.dstIp, e.dstPort, leaving ? e.remoteIdentity : e.localIdentity),
-      protocol: PROTO[e.proto] ?? String(e.proto),
-      auth_type: e.authType === AuthType.mutual ? 'SPIRE' : 'DISABLED',
-    };
-  }
-
+  /**
+   * This node's flows as NDJSON (api/flow.ts), filtered as /v1/flows filters:
+   * `last=N` the newest N from the history first, then, with `follow=true` (or
+   * with no `last`), each new one as it comes.
+   */
   private observe(url: URL, res: ServerResponse): void {
-    const verdict = url.searchParams.get('verdict')?.toUpperCase();
-    const identity = url.searchParams.get('identity');
-    const namespace = url.searchParams.get('namespace');
-    if (verdict && verdict !== 'DROPPED' && verdict !== 'FORWARDED') {
-      return this.json(res, 400, { error: { code: 'invalid_argument', message: `verdict must be DROPPED or FORWARDED, not ${verdict}`, field: 'verdict' } });
+    const q = url.searchParams;
+    let filter: FlowFilter;
+    let last: number | undefined;
+    try {
+      filter = filterFromQuery(q, Date.now());
+      const l = q.get('last');
+      if (l !== null) {
+        if (!/^\d+$/.test(l)) throw new FlowFilterError(`last must be a whole number, not "${l}"`, 'last');
+        last = Number(l);
+      }
+    } catch (err) {
+      if (!(err instanceof FlowFilterError)) throw err;
+      return this.json(res, 400, { error: { code: 'invalid_argument', message: err.message, field: err.field } });
     }
+    const follow = q.get('follow') === 'true' || last === undefined;
+    const matchAll = Object.keys(filter).length === 0;
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    if (last !== undefined) {
+      // the newest `last` that match, oldest first
+      const lines = this.agent.flowHistory(Number.MAX_SAFE_INTEGER);
+      const picked: string[] = [];
+      for (let i = lines.length - 1; i >= 0 && picked.length < last; i--) {
+        if (matchAll || flowMatches(JSON.parse(lines[i]!) as Flow, filter)) picked.push(lines[i]!);
+      }
+      for (const line of picked.reverse()) res.write(line + '\n');
+    }
+    if (!follow) { res.end(); return; }
     res.flushHeaders();
     this.streams.add(res);
-    const listener = (e: FlowEvent): void => {
-      const f = this.describe(e);
-      if (verdict && f.verdict !== verdict) return;
-      if (identity && String(f.source.identity) !== identity && String(f.destination.identity) !== identity) return;
-      if (namespace && f.source.namespace !== namespace && f.destination.namespace !== namespace) return;
-      res.write(JSON.stringify(f) + '\n');
-    };
-    const unsubscribe = this.agent.onFlowEvent(listener);
+    const unsubscribe = this.agent.onFlow((flow, line) => {
+      if (matchAll || flowMatches(flow, filter)) res.write(line + '\n');
+    });
     res.on('close', () => { unsubscribe(); this.streams.delete(res); });
   }
 }

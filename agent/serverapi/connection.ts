@@ -21,6 +21,14 @@ export interface ClientIdentity { chain: Buffer[]; key: KeyObject }
 
 type AgentClient = Client & Record<string, Function>;
 
+/** A client's bidirectional stream, as grpc-js gives it. */
+export type DuplexStream = NodeJS.EventEmitter & {
+  write(msg: unknown): boolean;
+  end(): void;
+  cancel(): void;
+  address: string;
+};
+
 interface Target { address: string; client: AgentClient | undefined; failures: number; asideUntil: number }
 
 /** `host:port[,host:port…]` → the addresses, checked. */
@@ -168,6 +176,15 @@ export class ServerConnection {
   stream(method: string, req: unknown): NodeJS.EventEmitter & { cancel(): void; address: string } {
     const t = this.pick();
     const s = (this.client(t)[method] as Function)(req, new Metadata()) as NodeJS.EventEmitter & { cancel(): void; address: string };
+    s.address = t.address;
+    s.once('data', () => this.succeeded(t));
+    return s;
+  }
+
+  /** A bidirectional stream on the current server; the caller owns it (end() or cancel()) and reports a failed one (failed()). */
+  duplex(method: string): DuplexStream {
+    const t = this.pick();
+    const s = (this.client(t)[method] as Function)(new Metadata()) as DuplexStream;
     s.address = t.address;
     s.once('data', () => this.succeeded(t));
     return s;

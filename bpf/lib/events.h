@@ -32,14 +32,35 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } meshid_events SEC(".maps");
 
+/* Records that did not fit the ring (the reader was behind): counted, so a
+ * loss is reported, never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} meshid_events_lost SEC(".maps");
+
+static __always_inline void event_count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&meshid_events_lost, &zero);
+
+	if (lost)
+		*lost += 1;
+}
+
 static __always_inline void
 event_emit(const struct __sk_buff *skb, const struct meshid_flow *flow,
 	   const struct meshid_verdict *v, __u8 reason, __u64 now)
 {
 	struct meshid_event *e = bpf_ringbuf_reserve(&meshid_events, sizeof(*e), 0);
 
-	if (!e)
-		return; /* the reader is behind: lose the record, not the packet */
+	if (!e) {
+		event_count_lost(); /* the reader is behind: lose the record, not the packet */
+		return;
+	}
 	e->timestamp = now;
 	e->local_identity = v->local_identity;
 	e->remote_identity = v->remote_identity;

@@ -6,6 +6,7 @@ import type { CertificateAuthority } from '../ca/index.js';
 import type { Datastore } from '../datastore/index.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { Registration } from '../registration/index.js';
+import type { RelayHub } from '../observe/index.js';
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
@@ -22,8 +23,17 @@ export interface AuditOutcome {
   error?: unknown;
 }
 
+/** Where a streaming reply writes its lines (NDJSON), and hears that the caller went away. */
+export interface StreamOut {
+  write(line: string): void;
+  end(): void;
+  onClose(fn: () => void): void;
+}
+
 export interface Reply {
   status?: number;
+  /** A streaming answer (application/x-ndjson): called once the headers are out. */
+  stream?: (out: StreamOut) => void;
   /** A JSON body; or `text` with its content type. */
   json?: unknown;
   text?: string;
@@ -59,6 +69,8 @@ export interface RouteContext {
   trustBundle: () => Bundle;
   /** This server's id among those sharing the datastore ('' in tests that run no MeshidServer). */
   serverId: string;
+  /** What the agents relay (flows, auth maps, explain); absent where no agent API runs. */
+  relay?: RelayHub;
 }
 
 /** Best-effort target for a failed change: a string member of the body, if it has one. */

@@ -23,6 +23,8 @@ import { policyRoutes } from './policies.js';
 import type { AdminRequest, AuditOutcome, Method, Route } from './route.js';
 import { errorResponse } from '../../common/httpstatus.js';
 import { serverRoutes } from './servers.js';
+import { observeRoutes } from './observe.js';
+import type { RelayHub } from '../observe/index.js';
 import { svidRoutes } from './svids.js';
 
 export interface AdminApiOptions {
@@ -39,6 +41,7 @@ export interface AdminApiOptions {
   /** The trust domain's bundle: every server's authorities. Default: the CA's own. */
   trustBundle?: () => Bundle;
   serverId?: string;
+  relay?: RelayHub;
 }
 
 /** The largest JSON body accepted; a batch of a few thousand entries fits. */
@@ -70,9 +73,10 @@ export class AdminApi {
       trustDomain: opts.store.trustDomain, store: opts.store, ca: opts.ca, registration: opts.registration,
       metrics: opts.metrics, clock: opts.clock, logger: opts.logger, ready: opts.ready,
       trustBundle: opts.trustBundle ?? (() => opts.ca.bundle()), serverId: opts.serverId ?? '',
+      ...(opts.relay ? { relay: opts.relay } : {}),
     };
     this.routes = [
-      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx), ...serverRoutes(ctx),
+      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx), ...serverRoutes(ctx), ...observeRoutes(ctx),
     ];
     this.build();
   }
@@ -177,6 +181,16 @@ export class AdminApi {
       }
       if (route.action) this.audit(req, route.action, reply.audit ?? [{ target: route.target?.(areq) ?? '' }]);
       res.status(reply.status ?? 200);
+      if (reply.stream) {
+        res.type('application/x-ndjson');
+        res.flushHeaders();
+        reply.stream({
+          write: (line) => { res.write(line + '\n'); },
+          end: () => { res.end(); },
+          onClose: (fn) => { res.on('close', fn); },
+        });
+        return;
+      }
       if (reply.text !== undefined) res.type(reply.contentType ?? 'text/plain').send(reply.text);
       else res.json(reply.json ?? {});
     };

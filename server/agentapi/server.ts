@@ -1,5 +1,5 @@
 /** The agent API: node attestation, SVID signing for agents, and the Sync stream. */
-import { Server, status as Status, type ConnectionInjector, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, status as Status, type ConnectionInjector, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseBind } from '../../common/bind.js';
@@ -11,13 +11,14 @@ import {
   loadAgentProto, type AttestAgentRequestMsg, type AttestAgentResponseMsg, type BatchNewX509SvidRequestMsg,
   type BatchNewX509SvidResponseMsg, type BatchNewX509SvidResultMsg, type NewJwtSvidRequestMsg, type NewJwtSvidResponseMsg,
   type PublishNodeRequestMsg, type PublishNodeResponseMsg, type RegisterEndpointsRequestMsg, type RegisterEndpointsResponseMsg,
-  type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
+  type RelayDownMsg, type RelayUpMsg, type RenewAgentRequestMsg, type RenewAgentResponseMsg, type SyncUpdateMsg,
 } from '../../api/agentproto.js';
-import { type Bundle, checkAudience, InvalidArgument, matchAgentOf, MeshidError, NotFound, pemFromDer, PermissionDenied, ResourceExhausted, type SpiffeId, Unauthenticated, verifyX509Svid } from '../../spiffe/index.js';
+import { type Bundle, checkAudience, FailedPrecondition, InvalidArgument, matchAgentOf, MeshidError, NotFound, pemFromDer, PermissionDenied, ResourceExhausted, type SpiffeId, Unauthenticated, verifyX509Svid } from '../../spiffe/index.js';
 import type { CertificateAuthority, SignedX509Svid } from '../ca/index.js';
 import type { AttestedNode, Datastore, RegistrationEntry } from '../datastore/index.js';
 import type { AttestorRegistry } from '../attestation/index.js';
 import type { ServerMetrics } from '../metrics.js';
+import type { RelayHub } from '../observe/index.js';
 import { AgentApiCredentials } from './credentials.js';
 import { endpointMsg, nodeMsg, x509SvidMsg } from './convert.js';
 import { AgentSyncStream, type ChangeSource } from './sync.js';
@@ -42,6 +43,8 @@ export interface AgentApiOptions {
   kubernetesOwnsNodes?: boolean;
   /** Largest number of CSRs in one BatchNewX509SVID call. */
   maxBatchSize?: number;
+  /** Where agents' Relay streams go (flows, auth maps, counters, explain); absent: Relay is refused. */
+  relay?: RelayHub;
   /** Sync snapshots read at once; more wait their turn. Default 4. */
   concurrentSnapshots?: number;
   /** Largest request message, bytes. */
@@ -200,6 +203,7 @@ export class AgentApiServer {
       PublishNode: this.unary('PublishNode', true, (req: PublishNodeRequestMsg, caller) => this.publishNode(req, caller!)),
       RegisterEndpoints: this.unary('RegisterEndpoints', true, (req: RegisterEndpointsRequestMsg, caller) => this.registerEndpoints(req, caller!)),
       Sync: (call: ServerWritableStream<unknown, SyncUpdateMsg>) => { void this.sync(call); },
+      Relay: (call: ServerDuplexStream<RelayUpMsg, RelayDownMsg>) => { void this.relay(call); },
     };
   }
 
@@ -377,6 +381,33 @@ export class AgentApiServer {
       return this.opts.endpoints.replaceNodeEndpoints(node.id, req.endpoints, tx);
     });
     return { endpoints: endpoints.map(endpointMsg) };
+  }
+
+  /**
+   * An agent's Relay stream: its node is the one the registry binds to its SVID
+   * (PublishNode), so an agent can speak only for its own node.
+   */
+  private async relay(call: ServerDuplexStream<RelayUpMsg, RelayDownMsg>): Promise<void> {
+    let caller: Caller;
+    try {
+      if (!this.opts.relay) throw new FailedPrecondition('this server keeps no relay');
+      caller = await this.authenticate(call);
+    } catch (err) {
+      call.emit('error', toServiceError(err));
+      return;
+    }
+    if (call.cancelled) return;
+    const agentId = caller.agentId.toString();
+    const node = (await this.opts.store.listNodes()).find((n) => n.agentId === agentId)?.name ?? agentId;
+    const link = this.opts.relay!.attach(node, agentId, { write: (msg) => call.write(msg) });
+    this.opts.metrics.agentApiCalls.inc({ method: 'Relay', code: 'OK' });
+    call.on('data', (msg: RelayUpMsg) => link.receive(msg));
+    let closed = false;
+    const end = (): void => { if (!closed) { closed = true; link.close(); } };
+    call.on('end', () => { end(); call.end(); });
+    call.on('cancelled', end);
+    call.on('close', end);
+    call.on('error', end);
   }
 
   private async sync(call: ServerWritableStream<unknown, SyncUpdateMsg>): Promise<void> {

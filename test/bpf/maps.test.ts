@@ -125,7 +125,7 @@ t.test('every map is pinned, keyed maps with BTF, and a restart re-uses the pinn
   const pair = { localIdentity: 1, remoteIdentity: 2, remoteNodeId: 0, authType: AuthType.mutual };
   dp.auth.upsert(pair, 99n);
   const ids = dp.mapIds();
-  t.same(Object.keys(ids).sort(), ['meshid_auth', 'meshid_config', 'meshid_ct', 'meshid_events', 'meshid_gen', 'meshid_ipcache',
+  t.same(Object.keys(ids).sort(), ['meshid_auth', 'meshid_config', 'meshid_ct', 'meshid_events', 'meshid_events_lost', 'meshid_gen', 'meshid_ipcache',
     'meshid_metrics', 'meshid_policy', 'meshid_signals', 'meshid_sigrate']);
   for (const name of Object.keys(ids)) {
     const info = JSON.parse(bpftool('-j', 'map', 'show', 'pinned', join(pinDir, name))) as { id: number; btf_id?: number };

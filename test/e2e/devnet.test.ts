@@ -50,7 +50,7 @@ function diagnosis(): string {
   }).join('\n');
 }
 
-interface DroppedFlow { verdict: string; drop_reason_desc?: string; source: { pod?: string } }
+interface DroppedFlow { verdict: string; drop_reason_desc?: string; source: { pod_name?: string } }
 
 /** The DROPPED flows a node's agent reports from now on (`meshid observe`), collected until the test ends; `errors` says if the stream broke. */
 async function droppedFlows(t: { teardown(fn: () => unknown): void }, node: string): Promise<DroppedFlow[] & { errors: string[] }> {
@@ -93,8 +93,8 @@ t.test('a pod without an authenticated pair is dropped with reason AUTH_REQUIRED
   const flows = await droppedFlows(t, 'n2');
   const r = httpFromNamespace(pod('legacy').namespace, backendUrl, 1500);
   t.notOk(r.ok, 'legacy cannot reach backend');
-  await until('a drop event', async () => flows.some((f) => f.source.pod === 'legacy'));
-  const drop = flows.find((f) => f.source.pod === 'legacy')!;
+  await until('a drop event', async () => flows.some((f) => f.source.pod_name === 'legacy'));
+  const drop = flows.find((f) => f.source.pod_name === 'legacy')!;
   t.equal(drop.verdict, 'DROPPED');
   t.equal(drop.drop_reason_desc, 'AUTH_REQUIRED');
   t.notOk(hasPair(await cluster.authEntries('n2'), 'backend', 'legacy'), 'no auth entry was written for it');
@@ -153,7 +153,7 @@ process.stdout.write(JSON.stringify({ok,failed,errors:errors.slice(0,5)})+'\\n')
   t.ok(traffic.ok > 50, `connections kept being made (${traffic.ok})`);
   t.equal(traffic.failed, 0, `no connection failed: ${traffic.errors.join('; ')}`);
   t.equal(tcpRetransmits(pod('frontend').namespace) - retransmitsBefore, 0, 'no segment was retransmitted');
-  t.same(flows.filter((f) => f.source.pod === 'frontend'), [], 'no packet of frontend was dropped');
+  t.same(flows.filter((f) => f.source.pod_name === 'frontend'), [], 'no packet of frontend was dropped');
   t.same(flows.errors, [], 'the observe stream held');
   t.ok(hasPair(await cluster.authEntries('n2'), 'backend', 'frontend'), 'the pair is authenticated again');
   // legacy (app: frontend, but no SVID) was allowed by the open policy too: its flow is held for
