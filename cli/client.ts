@@ -62,6 +62,43 @@ export class AdminClient {
     throw new ApiError(res.status, 'unknown', `HTTP ${res.status} from ${this.server}${path}`);
   }
 
+  /**
+   * An NDJSON answer, line by line, for as long as the server sends it (no
+   * timeout: `observe --follow` runs until stopped). Resolves when the answer
+   * ends or `signal` aborts; a refusal throws ApiError as call() does.
+   */
+  async stream(path: string, query: Query, onLine: (line: string) => void, signal?: AbortSignal): Promise<void> {
+    const url = new URL(path, this.server.endsWith('/') ? this.server : this.server + '/');
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) url.searchParams.append(key, String(value));
+    this.token ??= this.loadToken();
+    let res: globalThis.Response;
+    try {
+      res = await fetch(url, { headers: { accept: 'application/x-ndjson', authorization: `Bearer ${this.token}` }, ...(signal ? { signal } : {}) });
+    } catch (err) {
+      if (signal?.aborted) return;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new CliError(`cannot reach meshid-server at ${this.server}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+    if (res.status >= 300) {
+      const text = await res.text();
+      let err: { code?: unknown; message?: unknown; field?: unknown } | undefined;
+      try { err = (JSON.parse(text) as { error?: typeof err }).error; } catch { err = undefined; }
+      throw new ApiError(res.status, String(err?.code ?? 'unknown'), typeof err?.message === 'string' ? err.message : `HTTP ${res.status} from ${this.server}${path}`, typeof err?.field === 'string' ? err.field : undefined);
+    }
+    let buf = '';
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) { const line = buf.slice(0, nl); buf = buf.slice(nl + 1); if (line) onLine(line); }
+      }
+    } catch (err) {
+      if (signal?.aborted) return;
+      throw new CliError(`the answer of meshid-server at ${this.server} broke off: ${(err as Error).message}`);
+    }
+  }
+
   /** Any answer, with its status; throws only when the server cannot be reached. */
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<Response<T>> {
     const url = new URL(path, this.server.endsWith('/') ? this.server : this.server + '/');

@@ -1,6 +1,7 @@
 /** How commands print: aligned tables and key/value blocks for people, the API's JSON for scripts (-o json). */
 
-export type OutputFormat = 'table' | 'json';
+/** json and jsonpb are the same for every command (jsonpb is Hubble's name, for `observe`); compact and dict are `observe`'s, tables elsewhere. */
+export type OutputFormat = 'table' | 'json' | 'jsonpb' | 'compact' | 'dict';
 
 /** Columns padded to their widest cell, two spaces apart; the last column is not padded. */
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -38,7 +39,7 @@ export function formatTime(unixSeconds: number): string {
 export class Output {
   constructor(readonly format: OutputFormat, private readonly stdout: { write(s: string): unknown } = process.stdout) {}
 
-  get json(): boolean { return this.format === 'json'; }
+  get json(): boolean { return this.format === 'json' || this.format === 'jsonpb'; }
 
   /** The API's JSON as is with -o json; otherwise what `human` renders. */
   result(json: unknown, human: () => string): void {

@@ -24,7 +24,7 @@ export function buildProgram(io: ProgramIo = { writeOut: (s) => process.stdout.w
     .description('administer a meshid-server: registration entries, agents, join tokens, trust bundles and SVIDs')
     .option('--server <url>', `admin API URL (env MESHID_SERVER; default ${DEFAULT_SERVER})`)
     .option('--token-file <file>', `admin token file (env MESHID_ADMIN_TOKEN holds the token itself, MESHID_TOKEN_FILE names a file; default ${DEFAULT_TOKEN_FILE})`)
-    .addOption(new Option('-o, --output <format>', 'table for people, json for scripts').choices(['table', 'json']).default('table'))
+    .addOption(new Option('-o, --output <format>', 'table for people, json for scripts (observe: compact, dict, table, json, jsonpb)').choices(['table', 'json', 'jsonpb', 'compact', 'dict']).default('table'))
     .configureOutput({ writeOut: io.writeOut, writeErr: io.writeErr })
     .showHelpAfterError('(see meshid --help)')
     .exitOverride();

@@ -4,89 +4,23 @@
  * reads over HTTP. History, follow, filters, the node a stream speaks for, a
  * node that goes away, /v1/auth, /v1/explain, and callers without the token.
  */
-import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { FlowHistory, FlowRelay } from '../../../agent/observe/index.js';
-import { ServerConnection } from '../../../agent/serverapi/index.js';
-import type { Flow, FlowResponse } from '../../../api/flow.js';
-import { JsonLogger, MemoryLogSink, silentLogger } from '../../../common/log.js';
-import { AdminApi } from '../../../server/adminapi/index.js';
-import { RelayHub } from '../../../server/observe/index.js';
-import { Registration } from '../../../server/registration/index.js';
+import { FlowRelay } from '../../../agent/observe/index.js';
+import type { FlowResponse } from '../../../api/flow.js';
+import { silentLogger } from '../../../common/log.js';
 import { NotFound } from '../../../spiffe/index.js';
-import { attestAgent, call, startServerParts, type ServerParts } from '../../helpers/server.js';
+import { RELAY_TOKEN as TOKEN, startRelay, testFlow as flow, until, type RelayFixture } from '../../helpers/relay.js';
 
-const TOKEN = 'relay-test-admin-token-0123456789';
-
-let parts: ServerParts;
-let hub: RelayHub;
-let admin: AdminApi;
+let fx: RelayFixture;
 let url: string;
-
-t.before(async () => {
-  hub = new RelayHub({ logger: silentLogger, historyPerNode: 64, explainTimeoutMs: 2000 });
-  parts = await startServerParts({ agentApi: { relay: hub } });
-  admin = new AdminApi({
-    bind: '127.0.0.1:0', store: parts.store, ca: parts.ca, metrics: parts.metrics, clock: parts.clock,
-    registration: new Registration({ datastore: parts.store, trustDomain: parts.td, now: () => Date.now() }),
-    logger: new JsonLogger(new MemoryLogSink(), 'debug'), authToken: TOKEN, ready: () => true, relay: hub,
-  });
-  url = `http://127.0.0.1:${await admin.start()}`;
-});
-t.teardown(async () => { await admin.stop(); await parts.stop(); });
-
-let flowSeq = 0;
-/** A flow as an agent writes it (time first), `ms` after a fixed start. */
-function flow(node: string, opts: { ms: number; verdict?: 'FORWARDED' | 'DROPPED'; ns?: string; pod?: string; dstPod?: string; port?: number }): string {
-  const f: Flow = {
-    time: new Date(Date.UTC(2026, 11, 5, 12, 0, 0) + opts.ms).toISOString(),
-    uuid: `00000000-0000-4000-8000-${String(++flowSeq).padStart(12, '0')}`,
-    verdict: opts.verdict ?? 'FORWARDED',
-    ...(opts.verdict === 'DROPPED' ? { drop_reason: 189, drop_reason_desc: 'AUTH_REQUIRED' } : {}),
-    auth_type: 'SPIRE',
-    IP: { source: '10.1.0.2', destination: '10.2.0.3', ipVersion: 'IPv4' },
-    l4: { TCP: { source_port: 40000 + flowSeq, destination_port: opts.port ?? 8080 } },
-    source: { identity: 1001, namespace: opts.ns ?? 'demo', labels: ['k8s:app=frontend'], pod_name: opts.pod ?? 'frontend' },
-    destination: { identity: 1002, namespace: opts.ns ?? 'demo', labels: ['k8s:app=backend'], pod_name: opts.dstPod ?? 'backend' },
-    Type: 'L3_L4', node_name: node, event_type: { type: opts.verdict === 'DROPPED' ? 1 : 4 }, traffic_direction: 'INGRESS', is_reply: false, Summary: 'TCP',
-  };
-  return JSON.stringify(f);
-}
-
-interface Agent { relay: FlowRelay; history: FlowHistory; conn: ServerConnection; node: string; stop(): void }
-
-/** An attested agent that published its node `name`, relaying through its own SVID. */
-async function agent(name: string, cidr: string, history: string[], explain: (q: URLSearchParams) => Record<string, unknown>): Promise<Agent> {
-  const a = await attestAgent(parts);
-  await call(a.client, 'PublishNode', { name, address: `192.0.2.${cidr.split('.')[1]}`, wireguard_public_key: randomBytes(32).toString('base64'), pod_cidr: cidr });
-  const conn = new ServerConnection(`127.0.0.1:${parts.port}`, parts.td);
-  conn.configure(parts.ca.bundle().x509Authorities, { chain: a.chain, key: a.key.privateKey });
-  const h = new FlowHistory(32);
-  for (const l of history) h.add(l);
-  const relay = new FlowRelay({
-    connection: conn, history: h, logger: silentLogger, flushMs: 10, observationMs: 200,
-    observation: () => ({
-      auth_entries_json: JSON.stringify([{ local_identity: 1002, local_spiffe_id: 'spiffe://example.org/ns/demo/sa/backend', remote_identity: 1001, remote_spiffe_id: 'spiffe://example.org/ns/demo/sa/frontend', remote_node_id: 1, remote_node: 'other', auth_type: 'mutual', expires_at: '2026-12-05T13:00:00.000Z' }]),
-      counters: [{ reason: 'auth required', direction: 'ingress', packets: 3, bytes: 180 }], lost_in_ring: 2,
-    }),
-    explain,
-  });
-  relay.start();
-  return { relay, history: h, conn, node: name, stop: () => { relay.stop(); conn.close(); a.client.close(); } };
-}
+t.before(async () => { fx = await startRelay(); url = fx.url; });
+t.teardown(() => fx.stop());
+const agent: RelayFixture['agent'] = (...args) => fx.agent(...args);
 
 async function get(path: string, token: string | null = TOKEN): Promise<{ status: number; text: string; lines: any[] }> {
   const res = await fetch(url + path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   const text = await res.text();
   return { status: res.status, text, lines: text.split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Reads a follow stream's lines as they come, until closed. */
@@ -111,7 +45,7 @@ t.test('flows of two nodes reach /v1/flows through the server: history in time o
   const n1 = await agent('node-a', '10.1.0.0/24', [flow('node-a', { ms: 0 }), flow('node-a', { ms: 20, verdict: 'DROPPED', pod: 'legacy' })], () => ({ applies: false }));
   const n2 = await agent('node-b', '10.2.0.0/24', [flow('node-b', { ms: 10, ns: 'other', pod: 'x', dstPod: 'y', port: 53 })], () => ({ applies: false }));
   t.teardown(() => { n1.stop(); n2.stop(); });
-  await until('both histories', () => hub.history({}, 100).length === 3);
+  await until('both histories', () => fx.hub.history({}, 100).length === 3);
 
   const all = await get('/v1/flows?last=10');
   t.equal(all.status, 200);
@@ -136,7 +70,7 @@ t.test('flows of two nodes reach /v1/flows through the server: history in time o
   t.notOk(live.lines.some((l) => l.flow?.verdict === 'FORWARDED'), 'the filter holds on the follow stream');
 
   n2.stop();
-  await until('node-b unavailable', () => hub.unavailable().includes('node-b'));
+  await until('node-b unavailable', () => fx.hub.unavailable().includes('node-b'));
   await until('the node_status line', () => live.lines.some((l) => l.node_status?.state_change === 'NODE_UNAVAILABLE'));
   const after = await get('/v1/flows?last=10');
   t.same(after.lines[0].node_status.node_names, ['node-b'], 'an answer without a node says so first');
@@ -152,16 +86,16 @@ t.test('flows of two nodes reach /v1/flows through the server: history in time o
 t.test('a restarted relay stream sends the node\'s history again: it replaces, never doubles, what the server holds', async (t) => {
   const n = await agent('node-c', '10.3.0.0/24', [flow('node-c', { ms: 100 }), flow('node-c', { ms: 110 })], () => ({ applies: false }));
   t.teardown(() => n.stop());
-  await until('node-c history', () => hub.history({ node: 'node-c' }, 100).length === 2);
+  await until('node-c history', () => fx.hub.history({ node: 'node-c' }, 100).length === 2);
   n.history.add(flow('node-c', { ms: 120 })); // kept while the stream is down
   n.relay.stop();
-  await until('node-c unavailable', () => hub.unavailable().includes('node-c'));
+  await until('node-c unavailable', () => fx.hub.unavailable().includes('node-c'));
   const again = new FlowRelay({ connection: n.conn, history: n.history, logger: silentLogger, flushMs: 10, observation: () => ({ auth_entries_json: '[]', counters: [], lost_in_ring: 0 }), explain: () => ({}) });
   again.start();
   t.teardown(() => again.stop());
-  await until('node-c connected again', () => !hub.unavailable().includes('node-c'));
-  await until('the replayed history', () => hub.history({ node: 'node-c' }, 100).length === 3);
-  t.same(hub.history({ node: 'node-c' }, 100).map((h) => h.time.slice(17, 23)), ['00.100', '00.110', '00.120'], 'each flow once, the one made while away included');
+  await until('node-c connected again', () => !fx.hub.unavailable().includes('node-c'));
+  await until('the replayed history', () => fx.hub.history({ node: 'node-c' }, 100).length === 3);
+  t.same(fx.hub.history({ node: 'node-c' }, 100).map((h) => h.time.slice(17, 23)), ['00.100', '00.110', '00.120'], 'each flow once, the one made while away included');
 });
 
 t.test('/v1/auth has every node\'s pairs from its relay; /v1/explain is answered by the agents that host the pods', async (t) => {
@@ -173,7 +107,7 @@ t.test('/v1/auth has every node\'s pairs from its relay; /v1/explain is answered
   });
   const n2 = await agent('node-e', '10.5.0.0/24', [], () => ({ applies: false }));
   t.teardown(() => { n1.stop(); n2.stop(); });
-  await until('observations', () => hub.auth().nodes.filter((n) => ['node-d', 'node-e'].includes(n.node) && n.entries.length > 0).length === 2);
+  await until('observations', () => fx.hub.auth().nodes.filter((n) => ['node-d', 'node-e'].includes(n.node) && n.entries.length > 0).length === 2);
   const auth = (await get('/v1/auth')).lines[0];
   const d = auth.nodes.find((n: { node: string }) => n.node === 'node-d');
   t.equal(d.entries[0].remote_spiffe_id, 'spiffe://example.org/ns/demo/sa/frontend');
@@ -209,7 +143,7 @@ t.test('the node a relay stream speaks for is the one the registry binds to its 
   // the flows claim node-a, but this agent's SVID is bound to node-f
   const n = await agent('node-f', '10.6.0.0/24', [flow('node-a', { ms: 500, pod: 'spoofed' })], () => ({ applies: false }));
   t.teardown(() => n.stop());
-  await until('node-f history', () => hub.history({ node: 'node-f' }, 10).length === 1);
+  await until('node-f history', () => fx.hub.history({ node: 'node-f' }, 10).length === 1);
   const lines = ((await get('/v1/flows?pod=spoofed')).lines as FlowResponse[]).filter((l) => l.flow);
   t.same(lines.map((l) => [l.node_name, l.flow.node_name]), [['node-f', 'node-f']], 'the answer and the flow name the node the stream is bound to');
 });
