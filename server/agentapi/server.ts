@@ -398,7 +398,12 @@ export class AgentApiServer {
     }
     if (call.cancelled) return;
     const agentId = caller.agentId.toString();
-    const node = (await this.opts.store.listNodes()).find((n) => n.agentId === agentId)?.name ?? agentId;
+    const node = (await this.opts.store.listNodes()).find((n) => n.agentId === agentId)?.name;
+    if (!node) {
+      // nothing to speak for yet: the agent asks again (it publishes its node as it starts)
+      call.emit('error', toServiceError(new FailedPrecondition(`agent ${agentId} has published no node yet (PublishNode): a relay stream speaks for its node`)));
+      return;
+    }
     const link = this.opts.relay!.attach(node, agentId, { write: (msg) => call.write(msg) });
     this.opts.metrics.agentApiCalls.inc({ method: 'Relay', code: 'OK' });
     call.on('data', (msg: RelayUpMsg) => link.receive(msg));

@@ -101,6 +101,30 @@ t.test('a pod without an authenticated pair is dropped with reason AUTH_REQUIRED
   t.same(flows.errors, [], 'the observe stream held');
 });
 
+t.test('through the server alone, after the fact: `meshid observe --verdict DROPPED --last 10` shows legacy\'s refused flow on n2, and `meshid auth list` every node\'s pairs', async (t) => {
+  const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
+  // the drop of the test before, relayed by n2's agent; no agent socket is read
+  await until('the drop relayed to the server', async () => /legacy/.test(run('meshid', [...admin, 'observe', '--verdict', 'DROPPED', '--last', '10']).stdout));
+  const compact = run('meshid', [...admin, 'observe', '--verdict', 'DROPPED', '--last', '10']);
+  t.equal(compact.code, 0, compact.stderr);
+  t.match(compact.stdout, /\[n2\]: default\/legacy:\d+ \(ID:\d+\) -> default\/backend:8080 \(ID:\d+\) ingress Authentication required by default\/backend-requires-auth DROPPED \(TCP\) auth=SPIRE/,
+    'the compact line names the node and the policy that required authentication');
+  const json = run('meshid', [...admin, '-o', 'json', 'observe', '--verdict', 'DROPPED', '--from-pod', 'default/legacy', '--last', '1']);
+  const line = JSON.parse(json.stdout.trim().split('\n').pop()!) as { node_name: string; flow: { drop_reason_desc: string; destination: { pod_name: string }; traffic_direction: string } };
+  t.same([line.node_name, line.flow.drop_reason_desc, line.flow.destination.pod_name, line.flow.traffic_direction], ['n2', 'AUTH_REQUIRED', 'backend', 'INGRESS']);
+  const both = run('meshid', [...admin, '-o', 'json', 'observe', '--last', '200']);
+  const nodes = new Set(both.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { node_name?: string }).node_name).filter(Boolean));
+  t.same([...nodes].sort(), ['n1', 'n2'], 'flows of both nodes reach the server');
+  const auth = run('meshid', [...admin, 'auth', 'list']);
+  t.equal(auth.code, 0, auth.stderr);
+  t.match(auth.stdout, /\nn1 .*sa\/frontend.*sa\/backend.*n2 +mutual/, 'n1\'s pair');
+  t.match(auth.stdout, /\nn2 .*sa\/backend.*sa\/frontend.*n1 +mutual/, 'n2\'s pair');
+  const explain = run('meshid', [...admin, 'explain', '--from', 'legacy', '--to', 'backend', '--port', '8080']);
+  t.equal(explain.code, 0, explain.stderr);
+  t.match(explain.stdout, /\[n2\]\ningress of .*DENY|\[n2\]\ningress of .*ALLOW/, 'n2, which hosts backend, explains it');
+  t.match(explain.stdout, /auth entry: missing/);
+});
+
 t.test('the CLI: policy list, auth list and explain read the server and the agents; an unsupported policy field is refused by name', async (t) => {
   const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
   const list = run('meshid', [...admin, 'policy', 'list']);
@@ -267,6 +291,16 @@ const get=()=>new Promise((res,rej)=>http.get(process.argv[1],{agent:a,timeout:3
   t.equal(lines[1]!['port'], lines[0]!['port'], 'on the same TCP connection');
   const fresh = httpFromNamespace(pod('frontend').namespace, backendUrl);
   t.ok(fresh.ok, 'a new connection works too: the pinned maps and programs outlive the agent');
+});
+
+t.test('the server names the node whose agent is dead: observe starts with NODE_UNAVAILABLE, auth list says so, and its flows stay in the history', async (t) => {
+  const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
+  // n2's agent was SIGKILLed by the test before
+  await until('n2 unavailable', async () => /NODE_UNAVAILABLE/.test(run('meshid', [...admin, 'observe', '--last', '1']).stdout));
+  const r = run('meshid', [...admin, 'observe', '--last', '100']);
+  t.match(r.stdout, /^NODE_UNAVAILABLE: no flows from n2/, 'the first line names it');
+  t.match(r.stdout, /\[n2\]: /, 'what n2 relayed before is still there');
+  t.match(run('meshid', [...admin, 'auth', 'list']).stdout, /unavailable \(no current answer\): n2/);
 });
 
 t.test('deleting the policy removes the auth entries on the remaining agent', async (t) => {

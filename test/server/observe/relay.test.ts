@@ -147,3 +147,23 @@ t.test('the node a relay stream speaks for is the one the registry binds to its 
   const lines = ((await get('/v1/flows?pod=spoofed')).lines as FlowResponse[]).filter((l) => l.flow);
   t.same(lines.map((l) => [l.node_name, l.flow.node_name]), [['node-f', 'node-f']], 'the answer and the flow name the node the stream is bound to');
 });
+
+t.test('an agent that has published no node is refused (it has no node to speak for) and relays once it has', async (t) => {
+  const { attestAgent, call } = await import('../../helpers/server.js');
+  const { ServerConnection } = await import('../../../agent/serverapi/index.js');
+  const { FlowHistory } = await import('../../../agent/observe/index.js');
+  const { randomBytes } = await import('node:crypto');
+  const a = await attestAgent(fx.parts);
+  const conn = new ServerConnection(`127.0.0.1:${fx.parts.port}`, fx.parts.td);
+  conn.configure(fx.parts.ca.bundle().x509Authorities, { chain: a.chain, key: a.key.privateKey });
+  const h = new FlowHistory(8);
+  h.add(flow('node-g', { ms: 900, pod: 'early' }));
+  const relay = new FlowRelay({ connection: conn, history: h, logger: silentLogger, flushMs: 10, minBackoffMs: 50, maxBackoffMs: 200, observation: () => ({ auth_entries_json: '[]', counters: [], lost_in_ring: 0 }), explain: () => ({}) });
+  relay.start();
+  t.teardown(() => { relay.stop(); conn.close(); a.client.close(); });
+  await until('a refusal', () => relay.reconnects >= 2);
+  t.notOk(fx.hub.nodes().some((n) => n.agent_id === a.agentId.toString()), 'nothing is kept for it');
+  await call(a.client, 'PublishNode', { name: 'node-g', address: '192.0.2.77', wireguard_public_key: randomBytes(32).toString('base64'), pod_cidr: '10.77.0.0/24' });
+  await until('node-g relaying', () => fx.hub.history({ node: 'node-g' }, 10).length === 1);
+  t.equal(fx.hub.nodes().find((n) => n.node === 'node-g')?.agent_id, a.agentId.toString());
+});
