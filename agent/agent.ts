@@ -58,8 +58,8 @@ export class MeshidAgent {
   /** Endpoints added and removed at run time (admin socket), and their readiness. */
   endpoints: LocalEndpoints | undefined;
   datapath: DatapathManager | undefined;
-  /** Listeners of this node's flows (the admin socket's observe streams). */
-  readonly flowListeners = new Set<(flow: Flow, line: string) => void>();
+  /** Listeners of this node's flows (the admin socket's observe streams): its line, and the flow parsed on demand. */
+  readonly flowListeners = new Set<(line: string, flow: () => Flow) => void>();
   /** The newest flows of this node. */
   readonly flowHistory: FlowHistory;
   /** This node's flows, auth map and counters to the server. */
@@ -255,11 +255,13 @@ export class MeshidAgent {
 
   /** A datapath event: decoded once, kept in the history, relayed, shown to the admin socket's streams. */
   private onFlowEvent(e: FlowEvent): void {
-    const flow = this.flowDecoder.decode(e);
-    const line = JSON.stringify(flow);
+    const line = this.flowDecoder.line(e);
     this.flowHistory.add(line);
     this.relay?.push(line);
-    for (const l of this.flowListeners) l(flow, line);
+    if (this.flowListeners.size === 0) return;
+    let flow: Flow | undefined;
+    const parsed = (): Flow => (flow ??= JSON.parse(line) as Flow);
+    for (const l of this.flowListeners) l(line, parsed);
   }
 
   /** What the relay reports of this node besides its flows. */

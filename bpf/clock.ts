@@ -18,3 +18,12 @@ export function wallClockToBootNs(date: Date): bigint {
 export function bootNsToWallClock(bootNs: bigint): Date {
   return new Date(Number((bootNs + loadNative().realTimeMinusBootTimeNs()) / 1_000_000n));
 }
+
+/**
+ * Wall clock minus boot-time clock, in nanoseconds: add it to a boot-time
+ * instant for its wall-clock time. It changes only when the wall clock is set,
+ * so a reader of many events may read it once a second.
+ */
+export function bootToWallOffsetNs(): bigint {
+  return loadNative().realTimeMinusBootTimeNs();
+}

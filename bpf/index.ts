@@ -6,7 +6,7 @@
 export { Datapath, DEFAULT_PIN_DIR, type DatapathOptions, type EndpointAttachment } from './datapath.js';
 export { AuthMap, GenerationMap, IpcacheMap, PolicyMap, MetricsMap, MapName, type MetricsSample } from './maps.js';
 export { SignalReader, EventReader, type RingReaderOptions } from './readers.js';
-export { bootTimeNs, wallClockToBootNs, bootNsToWallClock } from './clock.js';
+export { bootTimeNs, bootToWallOffsetNs, wallClockToBootNs, bootNsToWallClock } from './clock.js';
 export {
   AuthType, Protocol, Reason, reasonName,
   type AuthPair, type DatapathConfig, type Direction, type FlowEvent, type IpcacheEntry,

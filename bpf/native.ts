@@ -15,7 +15,8 @@ export interface NativeBpf {
   tcAttach(netns: string | null, ifname: string, egress: boolean, progFd: number, handle: number, priority: number): void;
   tcDetach(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): boolean;
   tcQuery(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): number;
-  ringOpen(pinPath: string, onRecord: (record: Buffer) => void): RingHandle;
+  /** `onBatch` gets the records of one loop turn: each a u32 length (native order), its bytes, padding to 4 (readers.ts ringRecords). */
+  ringOpen(pinPath: string, onBatch: (batch: Buffer) => void): RingHandle;
   ringClose(ring: RingHandle): void;
   /** BPF_PROG_TEST_RUN of a tc program on one Ethernet frame; durationNs is per run. */
   progTestRun(progFd: number, packet: Buffer, repeat: number, ingressIfindex: number): { retval: number; durationNs: number };
@@ -26,7 +27,9 @@ export interface RingHandle { readonly __ring: unique symbol }
 
 export const nativeAddonPath = join(packageRoot, 'bpf', 'native', 'build', 'Release', 'meshid_bpf.node');
 
+const requireAddon = createRequire(import.meta.url);
+
 /** The addon (Node caches the module, so this is cheap after the first call). */
 export function loadNative(): NativeBpf {
-  return createRequire(import.meta.url)(nativeAddonPath) as NativeBpf;
+  return requireAddon(nativeAddonPath) as NativeBpf;
 }

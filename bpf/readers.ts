@@ -1,3 +1,4 @@
+import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { decodeEvent, decodeSignal, type AuthPair, type FlowEvent } from './layouts.js';
 import { MapName } from './maps.js';
@@ -11,6 +12,33 @@ export interface RingReaderOptions {
   /** The kernel calls; default the addon in bpf/native. */
   readonly native?: Pick<NativeBpf, 'ringOpen' | 'ringClose'>;
 }
+
+/**
+ * The records of one batch the addon hands over: each a u32 length (native
+ * order), its bytes, and padding to 4 bytes (see meshid_bpf.c, ringOpen).
+ */
+export function* ringRecords(batch: Buffer): Generator<Buffer> {
+  let off = 0;
+  while (off + 4 <= batch.length) {
+    const len = LE ? batch.readUInt32LE(off) : batch.readUInt32BE(off);
+    if (off + 4 + len > batch.length) throw new Error(`ring batch: a record of ${len} bytes runs past the batch`);
+    yield batch.subarray(off + 4, off + 4 + len);
+    off += 4 + ((len + 3) & ~3);
+  }
+}
+
+/** Packs records as the addon hands them over (for tests that inject the ring calls). */
+export function ringBatch(records: readonly Buffer[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const r of records) {
+    const head = Buffer.alloc(4);
+    if (LE) head.writeUInt32LE(r.length); else head.writeUInt32BE(r.length);
+    parts.push(head, r, Buffer.alloc((4 - (r.length % 4)) % 4));
+  }
+  return Buffer.concat(parts);
+}
+
+const LE = endianness() === 'LE';
 
 /** Delivers each record of a pinned ring buffer, on the event loop (no polling timer, no thread). */
 class RingReader<T> {
@@ -33,11 +61,13 @@ class RingReader<T> {
 
   start(): void {
     if (this.#ring) return;
-    this.#ring = this.#native.ringOpen(this.#path, (record) => {
-      try {
-        this.#handler(this.#decode(record));
-      } catch (err) {
-        this.#onError(err instanceof Error ? err : new Error(String(err)));
+    this.#ring = this.#native.ringOpen(this.#path, (batch) => {
+      for (const record of ringRecords(batch)) {
+        try {
+          this.#handler(this.#decode(record));
+        } catch (err) {
+          this.#onError(err instanceof Error ? err : new Error(String(err)));
+        }
       }
     });
   }

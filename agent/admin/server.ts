@@ -41,8 +41,8 @@ export interface AgentAdminView {
   explain(q: URLSearchParams): Record<string, unknown>;
   /** This node's endpoints, where the agent manages them. */
   endpoints(): Pick<LocalEndpoints, 'list' | 'add' | 'remove' | 'waitReady'> | undefined;
-  /** Calls `listener` with every flow of this node (decoded, and as its JSON line) until the returned function is called. */
-  onFlow(listener: (flow: Flow, line: string) => void): () => void;
+  /** Calls `listener` with every flow of this node (its JSON line, and the flow parsed on demand) until the returned function is called. */
+  onFlow(listener: (line: string, flow: () => Flow) => void): () => void;
   /** The newest flows of this node as JSON lines, oldest first. */
   flowHistory(last: number): string[];
 }
@@ -201,8 +201,8 @@ export class AgentAdminServer {
     if (!follow) { res.end(); return; }
     res.flushHeaders();
     this.streams.add(res);
-    const unsubscribe = this.agent.onFlow((flow, line) => {
-      if (matchAll || flowMatches(flow, filter)) res.write(line + '\n');
+    const unsubscribe = this.agent.onFlow((line, flow) => {
+      if (matchAll || flowMatches(flow(), filter)) res.write(line + '\n');
     });
     res.on('close', () => { unsubscribe(); this.streams.delete(res); });
   }

@@ -4,7 +4,7 @@
  * `meshid explain` finds them.
  */
 import { randomUUID } from 'node:crypto';
-import { AuthType, bootNsToWallClock, type FlowEvent } from '../../bpf/index.js';
+import { AuthType, bootNsToWallClock, bootToWallOffsetNs, type FlowEvent } from '../../bpf/index.js';
 import { DROP_REASONS, type Flow, type FlowEndpoint, type FlowPolicyRef } from '../../api/flow.js';
 import { explainFlow, type Explanation } from '../policy/index.js';
 import type { AgentState } from '../sync/index.js';
@@ -12,6 +12,9 @@ import type { AgentState } from '../sync/index.js';
 const PROTOCOLS: Record<number, string> = { 1: 'ICMPv4', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6', 132: 'SCTP' };
 /** Explanations kept per state revision: one per (local endpoint, remote identity, port, protocol, direction). */
 const ATTRIBUTION_CACHE = 4096;
+/** Flow shapes kept per state revision (see line()). */
+const SHAPE_CACHE = 8192;
+const PORTED = new Set(['TCP', 'UDP', 'SCTP']);
 
 interface Attribution { allowedBy: FlowPolicyRef[]; deniedBy: FlowPolicyRef[]; authRequiredBy: FlowPolicyRef[] }
 const NONE: Attribution = { allowedBy: [], deniedBy: [], authRequiredBy: [] };
@@ -28,7 +31,12 @@ function unique(refs: FlowPolicyRef[]): FlowPolicyRef[] {
 
 export class FlowDecoder {
   readonly #cache = new Map<string, Attribution>();
+  /** Per flow shape (all but time, uuid and the source port): the JSON after the l4 member. */
+  readonly #shapes = new Map<string, string>();
   #cacheRevision = -1;
+  /** Wall minus boot clock, read at most once a second (it moves only when the wall clock is set). */
+  #wallOffsetNs = 0n;
+  #wallOffsetReadAt = 0;
 
   constructor(private readonly opts: { nodeName: string; state: Pick<AgentState, 'endpoints' | 'identities' | 'policies' | 'localNodeId' | 'revision'> }) {}
 
@@ -76,13 +84,48 @@ export class FlowDecoder {
     return flow;
   }
 
+  /**
+   * The flow as its JSON line: what JSON.stringify(decode(e)) holds (with `l4`
+   * moved up, after `time` and `uuid`), at a fraction of the cost. All that
+   * varies within one flow (time, uuid, ports) is written here; the rest is
+   * decoded and serialised once per flow shape and state revision.
+   */
+  line(e: FlowEvent): string {
+    this.#freshFor(Number(this.opts.state.revision));
+    const key = `${e.reasonCode}|${e.direction}|${e.proto}|${e.authType}|${e.family}|${e.srcIp}|${e.dstIp}|${e.localIdentity}|${e.remoteIdentity}|${e.dstPort}`;
+    let rest = this.#shapes.get(key);
+    if (rest === undefined) {
+      const { time: _time, uuid: _uuid, l4: _l4, ...shape } = this.decode(e);
+      rest = JSON.stringify(shape).slice(1);
+      if (this.#shapes.size >= SHAPE_CACHE) this.#shapes.clear();
+      this.#shapes.set(key, rest);
+    }
+    const proto = PROTOCOLS[e.proto] ?? '';
+    const l4 = PORTED.has(proto) ? `{"${proto}":{"source_port":${e.srcPort},"destination_port":${e.dstPort}}}` : '{}';
+    return `{"time":"${this.#wallTime(e.timestampBootNs)}","uuid":"${randomUUID()}","l4":${l4},${rest}`;
+  }
+
+  #wallTime(bootNs: bigint): string {
+    const now = Date.now();
+    if (now - this.#wallOffsetReadAt > 1000) {
+      this.#wallOffsetNs = bootToWallOffsetNs();
+      this.#wallOffsetReadAt = now;
+    }
+    return new Date(Number((bootNs + this.#wallOffsetNs) / 1_000_000n)).toISOString();
+  }
+
+  /** Cached decodings hold for one state revision. */
+  #freshFor(revision: number): void {
+    if (this.#cacheRevision === revision) return;
+    this.#cache.clear();
+    this.#shapes.clear();
+    this.#cacheRevision = revision;
+  }
+
   /** The policies that decide the event's flow, explained once per state revision. */
   #attribute(e: FlowEvent): Attribution {
     const { state } = this.opts;
-    if (this.#cacheRevision !== Number(state.revision)) {
-      this.#cache.clear();
-      this.#cacheRevision = Number(state.revision);
-    }
+    this.#freshFor(Number(state.revision));
     const leaving = e.direction === 'egress';
     const localIp = leaving ? e.srcIp : e.dstIp;
     const key = `${localIp}|${e.remoteIdentity}|${e.dstPort}|${e.proto}|${e.direction}`;

@@ -12,8 +12,11 @@
  *   tcAttach(netns, ifname, egress, progFd, handle, priority)
  *   tcDetach(netns, ifname, egress, handle, priority) -> bool (was attached)
  *   tcQuery(netns, ifname, egress, handle, priority)  -> program id or 0
- *   ringOpen(pinPath, callback)           external; callback(Buffer) per record,
- *                                         driven by the libuv loop (no thread)
+ *   ringOpen(pinPath, callback)           external; callback(Buffer) per batch of
+ *                                         records, each as u32 length (native
+ *                                         order) + bytes, padded to 4; driven by
+ *                                         the libuv loop (no thread), at most
+ *                                         RING_BATCH_RECORDS per loop turn
  *   ringClose(ring)
  *   progTestRun(progFd, packet, repeat, ingressIfindex)
  *                                         BPF_PROG_TEST_RUN of a tc program on
@@ -417,7 +420,13 @@ static napi_value tc_query(napi_env env, napi_callback_info info)
 }
 
 /* A ring buffer whose records are delivered on the libuv loop: libbpf's epoll
- * fd becomes readable when a record is there, the loop polls it. */
+ * fd becomes readable when a record is there, the loop polls it. Records are
+ * handed to JS in batches, one call per loop turn: a call per record costs more
+ * than the record's handling, and a turn that read a busy ring dry would starve
+ * the rest of the loop. What is left waits for the next turn (the ring's fd
+ * stays readable while it holds records). */
+#define RING_BATCH_RECORDS 1024
+
 struct ring {
 	napi_env env;
 	struct ring_buffer *rb;
@@ -426,42 +435,63 @@ struct ring {
 	napi_ref callback;
 	napi_async_context async;
 	int closing;
+	unsigned char *batch;
+	size_t used, capacity;
+	unsigned count;
 };
 
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct ring *r = ctx;
-	napi_value buf, cb, recv, result;
-	void *copy;
+	size_t need = 4 + ((size + 3) & ~(size_t)3);
+	uint32_t len = (uint32_t)size;
 
 	if (r->closing)
 		return -1;
-	if (napi_create_buffer_copy(r->env, size, data, &copy, &buf) != napi_ok ||
-	    napi_get_reference_value(r->env, r->callback, &cb) != napi_ok ||
-	    napi_get_global(r->env, &recv) != napi_ok) /* MakeCallback needs an object */
-		return -1;
-	/* the JS side catches what its handler throws; anything that still
-	 * escapes is an uncaught exception, as from any other event callback */
-	if (napi_make_callback(r->env, r->async, recv, cb, 1, &buf, &result) != napi_ok) {
-		napi_value err;
-		bool pending = false;
+	if (r->used + need > r->capacity) {
+		size_t cap = r->capacity * 2 > r->used + need ? r->capacity * 2 : r->used + need;
+		unsigned char *grown = realloc(r->batch, cap);
 
-		napi_is_exception_pending(r->env, &pending);
-		if (pending && napi_get_and_clear_last_exception(r->env, &err) == napi_ok)
-			napi_fatal_exception(r->env, err);
-		return -1;
+		if (!grown)
+			return -1; /* the record is lost; the next turn goes on */
+		r->batch = grown;
+		r->capacity = cap;
 	}
-	return 0;
+	memcpy(r->batch + r->used, &len, 4);
+	memcpy(r->batch + r->used + 4, data, size);
+	memset(r->batch + r->used + 4 + size, 0, need - 4 - size);
+	r->used += need;
+	/* libbpf has consumed this record before calling: stopping keeps it */
+	return ++r->count >= RING_BATCH_RECORDS ? -1 : 0;
 }
 
 static void on_readable(uv_poll_t *handle, int status, int events)
 {
 	struct ring *r = handle->data;
 	napi_handle_scope scope;
+	napi_value buf, cb, recv, result;
+	void *copy;
 
-	if (r->closing || napi_open_handle_scope(r->env, &scope) != napi_ok)
+	if (r->closing)
 		return;
+	r->used = 0;
+	r->count = 0;
 	ring_buffer__consume(r->rb);
+	if (r->used == 0 || napi_open_handle_scope(r->env, &scope) != napi_ok)
+		return;
+	if (napi_create_buffer_copy(r->env, r->used, r->batch, &copy, &buf) == napi_ok &&
+	    napi_get_reference_value(r->env, r->callback, &cb) == napi_ok &&
+	    napi_get_global(r->env, &recv) == napi_ok && /* MakeCallback needs an object */
+	    napi_make_callback(r->env, r->async, recv, cb, 1, &buf, &result) != napi_ok) {
+		/* the JS side catches what its handler throws; anything that still
+		 * escapes is an uncaught exception, as from any other event callback */
+		napi_value err;
+		bool pending = false;
+
+		napi_is_exception_pending(r->env, &pending);
+		if (pending && napi_get_and_clear_last_exception(r->env, &err) == napi_ok)
+			napi_fatal_exception(r->env, err);
+	}
 	napi_close_handle_scope(r->env, scope);
 }
 
@@ -470,6 +500,7 @@ static void on_poll_closed(uv_handle_t *handle)
 	struct ring *r = handle->data;
 
 	ring_buffer__free(r->rb);
+	free(r->batch);
 	close(r->map_fd);
 	napi_delete_reference(r->env, r->callback);
 	napi_async_destroy(r->env, r->async);

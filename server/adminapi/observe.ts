@@ -5,9 +5,9 @@
  * authenticated pairs), /v1/explain (asked of the agents that host the pods)
  * and /v1/relay/nodes.
  */
-import { filterFromQuery, FlowFilterError, flowMatches, type FlowFilter } from '../../api/flow.js';
+import { filterFromQuery, FlowFilterError, type FlowFilter } from '../../api/flow.js';
 import { FailedPrecondition, InvalidArgument, NotFound } from '../../spiffe/index.js';
-import { noAnswer, parsed, type HeldFlow, type RelayHub } from '../observe/index.js';
+import { noAnswer, RelayHub, type HeldFlow } from '../observe/index.js';
 import { Query } from './input.js';
 import type { Route, RouteContext, StreamOut } from './route.js';
 
@@ -55,8 +55,12 @@ export function observeRoutes(ctx: RouteContext): Route[] {
             if (unavailable.length) out.write(nodeStatus('NODE_UNAVAILABLE', unavailable, ctx.clock.now()));
             for (const h of relay.history(filter, last)) out.write(flowResponse(h));
             if (!follow) { out.end(); return; }
-            const matchAll = Object.keys(filter).length === 0;
-            const unsubscribe = relay.subscribe((h) => { if (matchAll || flowMatches(parsed(h), filter)) out.write(flowResponse(h)); });
+            // one write per message from a node: a write per flow costs more than the flow
+            const unsubscribe = relay.subscribe((flows) => {
+              let chunk = '';
+              for (const h of flows) if (RelayHub.matches(h, filter)) chunk += flowResponse(h) + '\n';
+              if (chunk) out.write(chunk.slice(0, -1));
+            });
             const unwatch = relay.onNodeChange((node, state) => {
               out.write(nodeStatus(state === 'connected' ? 'NODE_CONNECTED' : 'NODE_UNAVAILABLE', [node], ctx.clock.now()));
             });

@@ -38,6 +38,8 @@ export interface RelayLink { write(msg: RelayDownMsg): unknown }
 
 interface NodeView {
   node: string;
+  /** The next history message of the stream replaces the ring (a new stream sends its history first). */
+  replaceOnReplay: boolean;
   agentId: string;
   ring: FlowRing;
   link: RelayLink | undefined;
@@ -48,8 +50,8 @@ interface NodeView {
   observation: NodeObservationMsg | undefined;
 }
 
-/** A new flow, as a subscriber gets it. */
-export type FlowListener = (held: HeldFlow) => void;
+/** New flows, as a subscriber gets them: those of one message from one node, oldest first. */
+export type FlowListener = (flows: readonly HeldFlow[]) => void;
 /** A node whose stream opened or closed. */
 export type NodeListener = (node: string, state: 'connected' | 'unavailable') => void;
 
@@ -105,10 +107,10 @@ export class RelayHub {
     const now = this.#now();
     let view = this.#nodes.get(node);
     if (!view) {
-      view = { node, agentId, ring: new FlowRing(this.opts.historyPerNode ?? 4096), link, since: now, lastSeen: now, received: 0, lost: 0, observation: undefined };
+      view = { node, agentId, replaceOnReplay: true, ring: new FlowRing(this.opts.historyPerNode ?? 4096), link, since: now, lastSeen: now, received: 0, lost: 0, observation: undefined };
       this.#nodes.set(node, view);
     }
-    Object.assign(view, { agentId, link, since: now, lastSeen: now });
+    Object.assign(view, { agentId, link, since: now, lastSeen: now, replaceOnReplay: true });
     this.opts.logger.info('relay stream open', { node, agent_id: agentId });
     for (const l of this.#nodeListeners) l(node, 'connected');
     const v = view;
@@ -133,9 +135,16 @@ export class RelayHub {
     };
   }
 
+  /**
+   * Flows of one message. `replay`: the node's history, sent first on a new
+   * stream, in one or more messages: the first replaces what the ring holds,
+   * and none of it is news to subscribers.
+   */
   #receiveFlows(v: NodeView, lines: string[], lost: number, replay: boolean): void {
-    if (replay) v.ring.clear();
+    if (replay && v.replaceOnReplay) v.ring.clear();
+    v.replaceOnReplay = false;
     v.lost += lost;
+    const fresh: HeldFlow[] = [];
     const ownNode = `"node_name":${JSON.stringify(v.node)}`;
     for (let line of lines) {
       let held: HeldFlow;
@@ -152,12 +161,19 @@ export class RelayHub {
         continue; // not a flow: nothing to keep (the agent API's peer is authenticated, so this is a bug, not an attack)
       }
       v.ring.add(held);
-      if (!replay) {
-        v.received++;
-        this.received++;
-        for (const l of this.#listeners) l(held);
-      }
+      if (!replay) fresh.push(held);
     }
+    v.received += fresh.length;
+    this.received += fresh.length;
+    if (fresh.length) for (const l of this.#listeners) l(fresh);
+  }
+
+  /** Whether a held flow passes the filter; node and time are read without parsing the flow. */
+  static matches(h: HeldFlow, filter: FlowFilter): boolean {
+    if (filter.node !== undefined && h.node !== filter.node) return false;
+    if (filter.sinceMs !== undefined && h.timeMs < filter.sinceMs) return false;
+    const { node: _node, sinceMs: _since, ...rest } = filter;
+    return Object.keys(rest).length === 0 || flowMatches(parsed(h), rest);
   }
 
   /** The newest `last` flows that match, of every node, oldest first. */
@@ -168,10 +184,9 @@ export class RelayHub {
       for (const h of v.ring.all()) if (filter.sinceMs === undefined || h.timeMs >= filter.sinceMs) all.push(h);
     }
     all.sort((a, b) => a.timeMs - b.timeMs);
-    const matchAll = Object.keys(filter).length === 0;
     const picked: HeldFlow[] = [];
     for (let i = all.length - 1; i >= 0 && picked.length < last; i--) {
-      if (matchAll || flowMatches(parsed(all[i]!), filter)) picked.push(all[i]!);
+      if (RelayHub.matches(all[i]!, filter)) picked.push(all[i]!);
     }
     return picked.reverse();
   }

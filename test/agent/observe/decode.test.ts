@@ -118,3 +118,21 @@ t.test('the history keeps the newest N, oldest first, and its memory is bounded 
   t.ok(big.chars() <= 4096 * (line.length + 5), `held ${big.chars()} characters for 4,096 flows of ~${line.length}`);
   t.throws(() => new FlowHistory(0), /positive integer/);
 });
+
+t.test('line() writes what decode() makes, from fragments cached per flow shape and state revision', async (t) => {
+  const strip = (f: Flow): Omit<Flow, 'time' | 'uuid'> => { const { time: _t, uuid: _u, ...rest } = f; return rest; };
+  for (const e of [
+    event({}),
+    event({ localIdentity: pay.id, remoteIdentity: order.id, direction: 'ingress', reason: 'auth required', reasonCode: 2, authType: AuthType.mutual, srcIp: '10.2.0.10', dstIp: '10.1.0.10', srcPort: 52000, dstPort: 8080 }),
+    event({ proto: 1, srcPort: 0, dstPort: 0 }),
+  ]) {
+    const fromLine = JSON.parse(decoder.line(e)) as Flow;
+    t.same(strip(fromLine), strip(decoder.decode(e)), `${e.reason} ${e.direction} proto ${e.proto}`);
+    t.ok(decoder.line(e).startsWith('{"time":"'), 'time comes first (the server reads it without a parse)');
+    t.ok(Math.abs(Date.parse(fromLine.time) - when.getTime()) <= 2);
+  }
+  const a = JSON.parse(decoder.line(event({ srcPort: 1111 }))) as Flow;
+  const b = JSON.parse(decoder.line(event({ srcPort: 2222 }))) as Flow;
+  t.same([a.l4.TCP?.source_port, b.l4.TCP?.source_port], [1111, 2222], 'the ports of each packet, not of the cached shape');
+  t.not(a.uuid, b.uuid);
+});

@@ -90,12 +90,16 @@ t.test('a restarted relay stream sends the node\'s history again: it replaces, n
   n.history.add(flow('node-c', { ms: 120 })); // kept while the stream is down
   n.relay.stop();
   await until('node-c unavailable', () => fx.hub.unavailable().includes('node-c'));
+  const watching = follow('/v1/flows?follow=true&node=node-c');
+  t.teardown(() => watching.close());
+  await new Promise((r) => setTimeout(r, 100));
   const again = new FlowRelay({ connection: n.conn, history: n.history, logger: silentLogger, flushMs: 10, observation: () => ({ auth_entries_json: '[]', counters: [], lost_in_ring: 0 }), explain: () => ({}) });
   again.start();
   t.teardown(() => again.stop());
   await until('node-c connected again', () => !fx.hub.unavailable().includes('node-c'));
   await until('the replayed history', () => fx.hub.history({ node: 'node-c' }, 100).length === 3);
   t.same(fx.hub.history({ node: 'node-c' }, 100).map((h) => h.time.slice(17, 23)), ['00.100', '00.110', '00.120'], 'each flow once, the one made while away included');
+  t.same(watching.lines.filter((l) => l.flow), [], 'a replayed history is no news to a follower');
 });
 
 t.test('/v1/auth has every node\'s pairs from its relay; /v1/explain is answered by the agents that host the pods', async (t) => {
