@@ -301,6 +301,19 @@ export class MeshidAgent {
     this.cache.registerMetrics(r);
     const entries = r.gauge('meshid_agent_entries', 'Registration entries this agent holds.');
     entries.collect(() => entries.set(this.state.entries.size));
+    const flows = r.gauge('meshid_agent_flows', 'Flows of this node: observed (decoded from the datapath), relayed to the server, lost (outcome: the kernel ring or the relay queue was full), and held in the history.');
+    flows.collect(() => {
+      flows.reset();
+      flows.set(this.flowHistory.added, { outcome: 'observed' });
+      flows.set(this.flowHistory.size, { outcome: 'in_history' });
+      if (this.relay) {
+        flows.set(this.relay.sent, { outcome: 'relayed' });
+        flows.set(this.relay.lost, { outcome: 'lost_in_relay' });
+      }
+      if (this.datapath) flows.set(Number(this.datapath.datapath.eventsLost()), { outcome: 'lost_in_ring' });
+    });
+    const relay = r.gauge('meshid_agent_relay_connected', '1 while the relay stream to the server is open, by state.');
+    relay.collect(() => { relay.reset(); if (this.relay) relay.set(1, { state: this.relay.status }); });
     const sync = r.gauge('meshid_agent_sync_connected', '1 while the Sync stream is up, by state.');
     sync.collect(() => { sync.reset(); sync.set(1, { state: this.sync.status }); });
     const reconnects = r.gauge('meshid_agent_sync_reconnects', 'Sync stream reconnects since start.');

@@ -163,6 +163,19 @@ export class MeshidServer {
       maxConnections: config.agent_api_limits.connections,
     });
     this.agentPort = await this.agentApi.start();
+    const relayNodes = this.metrics.registry.gauge('meshid_server_relay_nodes', 'Nodes that have relayed to this server, by the state of their stream (connected, unavailable).');
+    relayNodes.collect(() => {
+      relayNodes.reset();
+      for (const state of ['connected', 'unavailable'] as const) relayNodes.set(this.relay.nodes().filter((n) => n.state === state).length, { state });
+    });
+    const relayFlows = this.metrics.registry.gauge('meshid_server_relay_flows', 'Flows relayed to this server since it started, by node and outcome (received; lost: what the node reported it could not relay).');
+    relayFlows.collect(() => {
+      relayFlows.reset();
+      for (const n of this.relay.nodes()) {
+        relayFlows.set(n.flows_received, { node: n.node, outcome: 'received' });
+        relayFlows.set(n.flows_lost, { node: n.node, outcome: 'lost' });
+      }
+    });
     this.adminApi = new AdminApi({
       bind: config.admin,
       store: this.store,

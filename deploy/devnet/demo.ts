@@ -465,8 +465,9 @@ export class DemoCluster {
     this.say(`8. Underlay capture between the nodes during that request (agent ↔ server control traffic left out): ${lines.length} packets, ${wg.length} of them WireGuard (UDP 51871)${mutualAuth.length ? `, ${mutualAuth.length} the agents' mutual-auth TLS (TCP ${MUTUAL_AUTH_PORT})` : ''}${other.length ? `, others: ${other.slice(0, 3).join(' | ')}` : ', nothing else: the pods\' traffic is encrypted'}`);
     const refused = httpFromNamespace(pod('legacy').namespace, backendUrl, 2000);
     this.say(`9. legacy → backend (labelled app=frontend, but its ServiceAccount has no SPIFFE identity): ${refused.ok ? 'ANSWERED (unexpected)' : `refused (${refused.body})`}`);
-    this.say('   `meshid observe --verdict DROPPED` shows the drop with reason AUTH_REQUIRED on n2;');
-    this.say('   `meshid explain --from legacy --to backend --port 8080` says why.');
+    this.say('   From any machine that reaches the server (its admin API, no agent socket needed):');
+    this.say('   `meshid observe --verdict DROPPED --last 10` shows the drop on n2, AUTH_REQUIRED, and the policy that asked for it;');
+    this.say('   `meshid auth list` shows every node\'s authenticated pairs; `meshid explain --from legacy --to backend --port 8080` says why.');
     return { allowed, refused, capture: { total: lines.length, wireguard: wg.length, mutualAuth: mutualAuth.length, other } };
   }
 

@@ -125,6 +125,28 @@ t.test('through the server alone, after the fact: `meshid observe --verdict DROP
   t.match(explain.stdout, /auth entry: missing/);
 });
 
+t.test('the Grafana dashboard (deploy/kubernetes/components/monitoring) queries only metrics that the server and the agents export', async (t) => {
+  const { packageRoot } = await import('../../api/assets.js');
+  const dashboard = JSON.parse(readFileSync(join(packageRoot, 'deploy', 'kubernetes', 'components', 'monitoring', 'grafana-dashboard.json'), 'utf8')) as
+    { uid: string; panels: Array<{ id: number; type: string; targets?: Array<{ expr: string; datasource: { uid: string } }> }> };
+  const exported = new Set<string>();
+  const names = (text: string): void => { for (const m of text.matchAll(/^# TYPE (\S+) (\w+)$/gm)) { exported.add(m[1]!); if (m[2] === 'histogram') exported.add(`${m[1]}_bucket`); } };
+  names(await (await fetch(new URL('/metrics', state.adminUrl))).text());
+  for (const n of state.devnet.nodes) {
+    const r = httpFromNamespace(n.namespace, 'http://127.0.0.1:8082/metrics');
+    t.ok(r.ok, `${n.name}'s agent answers /metrics`);
+    names(r.body);
+  }
+  const ids = dashboard.panels.map((p) => p.id);
+  t.equal(new Set(ids).size, ids.length, 'panel ids are unique');
+  const queries = dashboard.panels.flatMap((p) => p.targets ?? []);
+  t.ok(queries.length >= 15, `${queries.length} queries`);
+  for (const q of queries) {
+    t.equal(q.datasource.uid, '\${datasource}', 'every query uses the dashboard\'s data source variable');
+    for (const [metric] of q.expr.matchAll(/meshid_[a-z0-9_]+/g)) t.ok(exported.has(metric), `${metric} is exported (${q.expr.slice(0, 60)}…)`);
+  }
+});
+
 t.test('the CLI: policy list, auth list and explain read the server and the agents; an unsupported policy field is refused by name', async (t) => {
   const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
   const list = run('meshid', [...admin, 'policy', 'list']);
