@@ -12,6 +12,7 @@ import { registerTokenCommands } from './token.js';
 import { registerX509Commands } from './x509.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerAuthCommands } from './auth.js';
+import { registerUiCommand } from './ui.js';
 import { registerDemoCommands } from './demo.js';
 
 export interface ProgramIo {
@@ -39,6 +40,7 @@ export function buildProgram(io: ProgramIo = { writeOut: (s) => process.stdout.w
   registerIdentityCommands(program);
   registerPolicyCommands(program);
   registerAuthCommands(program);
+  registerUiCommand(program);
   registerDemoCommands(program);
   registerHealthcheckCommand(program);
   return program;

@@ -28,6 +28,8 @@ command -v tcpdump >/dev/null || need_debs+=(tcpdump)
 command -v openssl >/dev/null || need_debs+=(openssl)
 command -v kubectl >/dev/null || need_debs+=(kubernetes-client)
 command -v make >/dev/null || need_debs+=(make)
+# the web UI's end-to-end test drives Debian's Chromium (playwright-core, never a downloaded browser)
+command -v chromium >/dev/null || need_debs+=(chromium)
 # PostgreSQL for several servers on one database; tests start clusters of their own (initdb, pg_ctl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_debs+=(postgresql)
 command -v g++ >/dev/null || need_debs+=(g++)
@@ -66,6 +68,8 @@ node -e "new (require('better-sqlite3'))(':memory:').prepare('select 1').get()" 
 
 if [ -f Makefile ]; then quiet make -s all; fi
 npx tsc -p tsconfig.json
+npx tsc -p ui/tsconfig.json
+node scripts/build-ui.mjs
 node scripts/prune-dist.mjs
 
 # The three commands on the PATH, as links to this checkout (root only: /usr/local/bin).

@@ -9,7 +9,8 @@ import { parseBind } from '../../common/bind.js';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/log.js';
-import { type Bundle, InvalidArgument, MeshidError, ResourceExhausted, Unauthenticated } from '../../spiffe/index.js';
+import { type Bundle, InvalidArgument, MeshidError, PermissionDenied, ResourceExhausted, Unauthenticated } from '../../spiffe/index.js';
+import { join } from 'node:path';
 import type { CertificateAuthority } from '../ca/index.js';
 import type { Datastore } from '../datastore/index.js';
 import type { ServerMetrics } from '../metrics.js';
@@ -24,6 +25,8 @@ import type { AdminRequest, AuditOutcome, Method, Route } from './route.js';
 import { errorResponse } from '../../common/httpstatus.js';
 import { serverRoutes } from './servers.js';
 import { observeRoutes } from './observe.js';
+import { uiRouter, uiRoutes, UiSessions } from './ui.js';
+import { packageRoot } from '../../api/assets.js';
 import type { RelayHub } from '../observe/index.js';
 import { svidRoutes } from './svids.js';
 
@@ -65,8 +68,11 @@ export class AdminApi {
   private readonly tokenDigest: Buffer;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  /** Browser sessions of the web UI (read-only). */
+  readonly uiSessions: UiSessions;
 
   constructor(private readonly opts: AdminApiOptions) {
+    this.uiSessions = new UiSessions(opts.clock);
     if (opts.authToken.length < 16) throw new InvalidArgument('the admin token must be at least 16 characters', 'admin_token_file');
     this.tokenDigest = sha256(opts.authToken);
     const ctx = {
@@ -76,7 +82,7 @@ export class AdminApi {
       ...(opts.relay ? { relay: opts.relay } : {}),
     };
     this.routes = [
-      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx), ...serverRoutes(ctx), ...observeRoutes(ctx),
+      ...healthRoutes(ctx), ...entryRoutes(ctx), ...agentRoutes(ctx), ...bundleRoutes(ctx), ...svidRoutes(ctx), ...meshRoutes(ctx), ...policyRoutes(ctx), ...serverRoutes(ctx), ...observeRoutes(ctx), ...uiRoutes(this.uiSessions),
     ];
     this.build();
   }
@@ -141,6 +147,8 @@ export class AdminApi {
       chain.push(this.handler(route));
       app[route.method](expressPath(route.path), ...chain);
     }
+    // The web UI: its files behind a browser session (see ui.ts)
+    app.use('/ui', uiRouter(join(packageRoot, 'dist', 'ui'), this.uiSessions));
     // Unknown /v1 paths look the same as known ones to a caller without the token.
     app.use('/v1', this.authenticate, (_req, res) => this.sendError(res, new MeshidError('not_found', 'no such route')));
     app.use((_req: Request, res: Response) => this.sendError(res, new MeshidError('not_found', 'no such route')));
@@ -164,6 +172,12 @@ export class AdminApi {
     const m = /^Bearer +(\S+) *$/i.exec(header);
     // Digests of equal length, compared in constant time: the comparison tells nothing about the token.
     if (m && timingSafeEqual(sha256(m[1]!), this.tokenDigest)) { next(); return; }
+    // a web UI session reads, and only reads
+    if (!m && this.uiSessions.holds(req)) {
+      if (req.method === 'GET') { next(); return; }
+      this.sendError(res, new PermissionDenied('a web UI session only reads; use the admin token to change anything'));
+      return;
+    }
     this.opts.logger.warn('admin request refused: bad or missing bearer token', { method: req.method, path: req.path, caller: req.socket.remoteAddress });
     res.set('WWW-Authenticate', 'Bearer realm="meshid"');
     this.sendError(res, new Unauthenticated('a valid bearer token is required'));

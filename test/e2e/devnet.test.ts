@@ -147,6 +147,76 @@ t.test('the Grafana dashboard (deploy/kubernetes/components/monitoring) queries 
   }
 });
 
+t.test('the web UI in Chromium: the map shows frontend → backend authenticated and legacy → backend dropped for want of authentication; its edge explains the deciding policy; every page renders; a session only reads', async (t) => {
+  const { chromium } = await import('playwright-core');
+  const { packageRoot } = await import('../../api/assets.js');
+  const { mkdirSync } = await import('node:fs');
+  const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
+  const shots = join(packageRoot, 'build', 'test-output', 'ui');
+  mkdirSync(shots, { recursive: true });
+  const link = run('meshid', [...admin, 'ui', '--print-url']);
+  t.equal(link.code, 0, link.stderr);
+  const url = link.stdout.trim();
+  t.match(url, /\/ui\/login\?code=[A-Za-z0-9_-]{20,}$/);
+  const profile = mkdtempSync(join(tmpdir(), 'meshid-chromium-'));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1500, height: 1000 },
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  t.teardown(() => browser.close());
+  const page = browser.pages()[0] ?? await browser.newPage();
+  await page.goto(url);
+  t.match(page.url(), /\/ui\/$/, 'the link signs in and leads to the UI');
+
+  // the map: its pairs are also a table (the map's own), each row naming its state
+  const authed = page.locator('#pairs tr[data-state="authenticated"]', { hasText: /frontend.*backend/ });
+  await authed.first().waitFor({ timeout: 30_000 });
+  t.match(await authed.first().innerText(), /default\/frontend\s+default\/backend\s+authenticated/, 'frontend → backend is authenticated');
+  const refused = page.locator('#pairs tr[data-state="auth-missing"]', { hasText: /legacy.*backend/ });
+  await refused.first().waitFor({ timeout: 30_000 });
+  t.match(await refused.first().innerText(), /dropped: auth required/, 'legacy → backend is dropped for want of authentication');
+  await page.screenshot({ path: join(shots, 'map.png') });
+
+  // a real click on the edge as drawn
+  const pairId = (await refused.first().getAttribute('data-pair'))!;
+  const at = await page.evaluate((id) => (globalThis as unknown as { meshidMap: { edgePoint(id: string): { x: number; y: number } | undefined } }).meshidMap.edgePoint(id), pairId);
+  t.ok(at, 'the edge is drawn');
+  await page.mouse.click(at!.x, at!.y);
+  await page.locator('#explain', { hasText: /selected by/ }).waitFor({ timeout: 15_000 });
+  const explained = await page.locator('#explain').innerText();
+  t.match(explained, /default\/backend-requires-auth/, 'the panel names the deciding policy');
+  t.match(explained, /auth entry: missing/);
+  t.match(await page.locator('#panel').innerText(), /Authentication required by default\/backend-requires-auth DROPPED/, 'and lists the pair\'s last flows');
+  await page.screenshot({ path: join(shots, 'map-edge.png') });
+
+  await page.goto(url.replace(/\/ui\/login.*$/, '/ui/#/flows'));
+  await page.locator('#flows tbody tr').first().waitFor({ timeout: 15_000 });
+  await page.screenshot({ path: join(shots, 'flows.png') });
+  await page.goto(url.replace(/\/ui\/login.*$/, '/ui/#/entries'));
+  await page.locator('#list tbody tr').first().waitFor();
+  const entries = await page.locator('#list').innerText();
+  for (const sa of ['frontend', 'backend']) t.match(entries, new RegExp(`spiffe://[^\\s]+/ns/default/sa/${sa}`), `the entries page lists ${sa}`);
+  await page.fill('#search', 'backend');
+  t.equal(await page.locator('#list tbody tr').count(), 1, 'the search narrows the list');
+  await page.locator('#list tbody tr').first().click();
+  t.match(await page.locator('#panel').innerText(), /X509-SVID TTL/, 'a row opens its detail');
+  await page.screenshot({ path: join(shots, 'entries.png') });
+  for (const view of ['agents', 'policies', 'identities']) {
+    await page.goto(url.replace(/\/ui\/login.*$/, `/ui/#/${view}`));
+    await page.locator('#list tbody tr').first().waitFor();
+    await page.screenshot({ path: join(shots, `${view}.png`) });
+  }
+  t.match(await page.locator('#list').innerText(), /default\/backend/, 'the identities page lists the demo\'s identities');
+
+  const write = await page.evaluate(async () => (await fetch('/v1/entries', { method: 'POST', body: '{}' })).status);
+  t.equal(write, 403, 'a browser session cannot change anything');
+  const reused = await browser.newPage();
+  const again = await reused.goto(url);
+  t.equal(again?.status(), 401, 'a login link works once');
+  const anonymous = await fetch(new URL('/ui/', state.adminUrl));
+  t.equal(anonymous.status, 401, 'no session, no UI');
+});
+
 t.test('the CLI: policy list, auth list and explain read the server and the agents; an unsupported policy field is refused by name', async (t) => {
   const admin = ['--server', state.adminUrl, '--token-file', state.tokenFile];
   const list = run('meshid', [...admin, 'policy', 'list']);

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { packageRoot } from '../../api/assets.js';
 
-export const SOURCE_FOLDERS = ['spiffe', 'common', 'api', 'bpf', 'server', 'agent', 'cli', 'deploy', 'bench'] as const;
+export const SOURCE_FOLDERS = ['spiffe', 'common', 'api', 'bpf', 'server', 'agent', 'cli', 'deploy', 'bench', 'ui'] as const;
 
 export interface Edge { from: string; to: string; typeOnly: boolean }
 

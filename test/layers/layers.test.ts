@@ -14,6 +14,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   server: ['api', 'common', 'spiffe'],
   agent: ['api', 'common', 'spiffe', 'bpf'],
   cli: ['api', 'common', 'spiffe', 'deploy'],
+  ui: ['api'],
   deploy: ['agent', 'api', 'bpf', 'common', 'spiffe'],
 };
 
