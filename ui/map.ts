@@ -69,7 +69,7 @@ export class IdentityMap {
       container, wheelSensitivity: 0.3, minZoom: 0.2, maxZoom: 1.2,
       style: [
         { selector: 'node[kind = "namespace"]', style: { label: 'data(label)', 'text-valign': 'top', 'background-color': '#eef2fb', 'border-color': '#c5cde0', 'border-width': 1, color: '#5b6475', 'font-size': 12 } },
-        { selector: 'node[kind = "identity"]', style: { label: 'data(label)', 'text-wrap': 'wrap', 'text-valign': 'bottom', 'text-margin-y': 4, 'font-size': 10, 'background-color': '#3b5bdb', width: 26, height: 26 } },
+        { selector: 'node[kind = "identity"]', style: { label: 'data(label)', 'text-wrap': 'wrap', 'text-max-width': '220px', 'text-valign': 'bottom', 'text-margin-y': 4, 'font-size': 11, 'background-color': '#3b5bdb', width: 28, height: 28 } },
         { selector: 'edge', style: { width: 2.5, 'curve-style': 'bezier', 'target-arrow-shape': 'triangle', label: 'data(label)', 'font-size': 9, 'text-rotation': 'autorotate', 'text-background-color': '#fff', 'text-background-opacity': 0.9, 'line-color': '#8a94a6', 'target-arrow-color': '#8a94a6' } },
         { selector: 'edge[state = "authenticated"]', style: { 'line-color': '#1f8a4c', 'target-arrow-color': '#1f8a4c', width: 3.5 } },
         { selector: 'edge[state = "auth-missing"]', style: { 'line-color': '#c62d2d', 'target-arrow-color': '#c62d2d', 'line-style': 'dashed' } },
@@ -174,7 +174,8 @@ export class IdentityMap {
       if (e.empty()) { cy.add({ group: 'edges', data }); added = true; } else e.data(data);
     }
     if (added) {
-      cy.layout({ name: 'cose', animate: false, padding: 40, nodeRepulsion: () => 12000, idealEdgeLength: () => 140 } as cytoscape.LayoutOptions).run();
+      // who talks to whom reads top down: sources above the identities they reach
+      cy.layout({ name: 'breadthfirst', directed: true, animate: false, padding: 40, spacingFactor: 1.6, avoidOverlap: true } as cytoscape.LayoutOptions).run();
       cy.fit(undefined, 50);
     }
     this.#table!.replaceChildren(...[...this.#pairs.values()].map((p) => {
@@ -209,6 +210,9 @@ export class IdentityMap {
       el('h4', {}, 'Last flows'),
       el('pre', {}, p.flows.slice().reverse().map((f) => compactFlow(f)).join('\n')),
     );
+    // the panel took room from the map: fit it to what is left
+    this.#cy?.resize();
+    this.#cy?.fit(undefined, 50);
     try {
       const answer = await getJson<{ text: string; unavailable: string[] }>('/v1/explain', {
         from: end(last.source, last.IP.source), to: end(last.destination, last.IP.destination), port, protocol: proto,

@@ -467,7 +467,8 @@ export class DemoCluster {
     this.say(`9. legacy → backend (labelled app=frontend, but its ServiceAccount has no SPIFFE identity): ${refused.ok ? 'ANSWERED (unexpected)' : `refused (${refused.body})`}`);
     this.say('   From any machine that reaches the server (its admin API, no agent socket needed):');
     this.say('   `meshid observe --verdict DROPPED --last 10` shows the drop on n2, AUTH_REQUIRED, and the policy that asked for it;');
-    this.say('   `meshid auth list` shows every node\'s authenticated pairs; `meshid explain --from legacy --to backend --port 8080` says why.');
+    this.say('   `meshid auth list` shows every node\'s authenticated pairs; `meshid explain --from legacy --to backend --port 8080` says why;');
+    this.say('   `meshid ui` prints a link to the web UI: its identity map shows frontend → backend authenticated and legacy → backend dropped.');
     return { allowed, refused, capture: { total: lines.length, wireguard: wg.length, mutualAuth: mutualAuth.length, other } };
   }
 
