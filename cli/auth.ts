@@ -59,13 +59,22 @@ function render(format: OutputFormat, r: FlowResponse): string {
       return formatFields([
         ['  TIMESTAMP', f.time], ['     SOURCE', end(f.source, f.IP.source, p?.source_port)],
         ['DESTINATION', end(f.destination, f.IP.destination, p?.destination_port)], ['       NODE', f.node_name],
-        ['       TYPE', flowDecision(f).replace(/ (DROPPED|FORWARDED)$/, '') || 'trace'], ['    VERDICT', f.verdict],
+        ['       TYPE', f.verdict === 'FORWARDED' ? 'trace' : flowDecision(f).replace(/ DROPPED$/, '')], ['    VERDICT', f.verdict],
         ['  DIRECTION', f.traffic_direction], ['       AUTH', f.auth_type], ['    SUMMARY', f.Summary],
       ]).replace(/ : /g, ': ') + '------------\n';
     }
     default:
       return compactFlow(f) + '\n';
   }
+}
+
+function tableRow(f: Flow): string[] {
+  const p = f.l4.TCP ?? f.l4.UDP ?? f.l4.SCTP;
+  const end = (ep: Flow['source'], ip: string, port?: number): string =>
+    `${ep.namespace && ep.pod_name ? `${ep.namespace}/${ep.pod_name}` : ip}${port !== undefined ? `:${port}` : ''}`;
+  const why = flowDecision(f).replace(/ (DROPPED|FORWARDED)$/, '');
+  return [f.time, f.node_name, end(f.source, f.IP.source, p?.source_port), end(f.destination, f.IP.destination, p?.destination_port),
+    why === 'FORWARDED' ? 'trace' : why, f.verdict, f.Summary];
 }
 
 function statusLine(format: OutputFormat, s: NodeStatusResponse): string {
@@ -118,8 +127,11 @@ export function registerAuthCommands(program: Command): void {
       const filter = filterOf(flags);
       const last = wholeNumber(flags.last, '--last', 1_000_000);
       const timeout = wholeNumber(flags.timeout, '--timeout', 86_400);
+      // -o table: Hubble's columns, aligned over what was printed (so it waits for the end; not with --follow)
+      const rows: string[][] = [];
       const print = (line: string): void => {
         const obj = JSON.parse(line) as FlowResponse | NodeStatusResponse;
+        if (format === 'table' && !flags.follow && !('node_status' in obj)) { rows.push(tableRow(obj.flow)); return; }
         out.write('node_status' in obj ? statusLine(format, obj) : render(format, obj));
       };
       const ac = new AbortController();
@@ -135,6 +147,7 @@ export function registerAuthCommands(program: Command): void {
       } finally {
         process.removeListener('SIGINT', stopOnSignal);
       }
+      if (rows.length) out.write(formatTable(['TIMESTAMP', 'NODE', 'SOURCE', 'DESTINATION', 'TYPE', 'VERDICT', 'SUMMARY'], rows));
     });
 
   program.command('explain')

@@ -43,6 +43,10 @@ t.test('-o json prints one GetFlowsResponse a line, so Hubble\'s jq recipes work
   const dict = await meshid(['-o', 'dict', 'observe', '--last', '1'], env);
   t.match(dict.stdout, /^  TIMESTAMP: 2026-12-05T12:00:00\.010Z\n     SOURCE: demo\/legacy:\d+ \(ID:1001\)\n/m, '-o dict');
   t.match(dict.stdout, /    VERDICT: DROPPED/);
+  const table = await meshid(['-o', 'table', 'observe', '--last', '10'], env);
+  t.match(table.stdout, /^TIMESTAMP +NODE +SOURCE +DESTINATION +TYPE +VERDICT +SUMMARY\n/, '-o table: Hubble\'s columns');
+  t.match(table.stdout, /\n2026-12-05T12:00:00\.010Z +n1 +demo\/legacy:\d+ +demo\/backend:8080 +Authentication required by demo\/backend-mtls +DROPPED +TCP\n/);
+  t.equal(table.stdout.trim().split('\n').length, 4, 'a header and the three flows');
 });
 
 t.test('observe --follow prints flows as they come, until --timeout', async (t) => {
