@@ -16,7 +16,7 @@ export interface NativeBpf {
   tcDetach(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): boolean;
   tcQuery(netns: string | null, ifname: string, egress: boolean, handle: number, priority: number): number;
   /** `onBatch` gets the records of one loop turn: each a u32 length (native order), its bytes, padding to 4 (readers.ts ringRecords). */
-  ringOpen(pinPath: string, onBatch: (batch: Buffer) => void): RingHandle;
+  ringOpen(pinPath: string, onBatch: (batch: Buffer) => void, pollMs?: number): RingHandle;
   ringClose(ring: RingHandle): void;
   /** BPF_PROG_TEST_RUN of a tc program on one Ethernet frame; durationNs is per run. */
   progTestRun(progFd: number, packet: Buffer, repeat: number, ingressIfindex: number): { retval: number; durationNs: number };

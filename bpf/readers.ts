@@ -49,8 +49,12 @@ class RingReader<T> {
   readonly #native: Pick<NativeBpf, 'ringOpen' | 'ringClose'>;
   #ring: RingHandle | undefined;
 
-  constructor(path: string, decode: (record: Buffer) => T, handler: (value: T) => void, options: RingReaderOptions) {
+  readonly #pollMs: number;
+
+  /** `pollMs`: also read this often (a ring whose writer wakes its reader only for a batch); 0: on wakeups only. */
+  constructor(path: string, decode: (record: Buffer) => T, handler: (value: T) => void, options: RingReaderOptions, pollMs = 0) {
     this.#path = path;
+    this.#pollMs = pollMs;
     this.#native = options.native ?? loadNative();
     this.#decode = decode;
     this.#handler = handler;
@@ -69,7 +73,7 @@ class RingReader<T> {
           this.#onError(err instanceof Error ? err : new Error(String(err)));
         }
       }
-    });
+    }, this.#pollMs);
   }
 
   /** No record is delivered after this returns; records not read yet stay in the ring. */
@@ -96,12 +100,19 @@ export class SignalReader {
   stop(): void { this.#reader.stop(); }
 }
 
+/**
+ * How often `meshid_events` is read besides its wakeups: the datapath wakes the
+ * reader only once 64 KiB wait (bpf/lib/events.h), so a lone event is read
+ * within this time.
+ */
+export const EVENTS_POLL_MS = 25;
+
 /** Reads `meshid_events`: every drop, and each new forwarded flow when tracing is on. */
 export class EventReader {
   readonly #reader: RingReader<FlowEvent>;
 
   constructor(options: RingReaderOptions, onEvent: (event: FlowEvent) => void) {
-    this.#reader = new RingReader(join(options.pinDir, MapName.events), decodeEvent, onEvent, options);
+    this.#reader = new RingReader(join(options.pinDir, MapName.events), decodeEvent, onEvent, options, EVENTS_POLL_MS);
   }
 
   get running(): boolean { return this.#reader.running; }

@@ -51,6 +51,17 @@ static __always_inline void event_count_lost(void)
 		*lost += 1;
 }
 
+/* The reader is woken only once this much waits: a wakeup per record costs it
+ * more than the record. It also reads on a timer (EventReader: every 25 ms), so
+ * a lone record waits at most that long. */
+#define MESHID_EVENTS_WAKEUP_BYTES (64 * 1024)
+
+static __always_inline __u64 event_wakeup(void)
+{
+	return bpf_ringbuf_query(&meshid_events, BPF_RB_AVAIL_DATA) >= MESHID_EVENTS_WAKEUP_BYTES ?
+	       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void
 event_emit(const struct __sk_buff *skb, const struct meshid_flow *flow,
 	   const struct meshid_verdict *v, __u8 reason, __u64 now)
@@ -78,7 +89,7 @@ event_emit(const struct __sk_buff *skb, const struct meshid_flow *flow,
 	__builtin_memcpy(e->daddr, flow->daddr, 16);
 	e->length = skb->len;
 	e->pad2 = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, event_wakeup());
 }
 
 #endif

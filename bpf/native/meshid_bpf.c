@@ -12,11 +12,14 @@
  *   tcAttach(netns, ifname, egress, progFd, handle, priority)
  *   tcDetach(netns, ifname, egress, handle, priority) -> bool (was attached)
  *   tcQuery(netns, ifname, egress, handle, priority)  -> program id or 0
- *   ringOpen(pinPath, callback)           external; callback(Buffer) per batch of
+ *   ringOpen(pinPath, callback, pollMs)   external; callback(Buffer) per batch of
  *                                         records, each as u32 length (native
  *                                         order) + bytes, padded to 4; driven by
  *                                         the libuv loop (no thread), at most
- *                                         RING_BATCH_RECORDS per loop turn
+ *                                         RING_BATCH_RECORDS per loop turn; with
+ *                                         pollMs > 0 also read every pollMs (for
+ *                                         a ring whose writer wakes its reader
+ *                                         only for a batch)
  *   ringClose(ring)
  *   progTestRun(progFd, packet, repeat, ingressIfindex)
  *                                         BPF_PROG_TEST_RUN of a tc program on
@@ -434,6 +437,9 @@ struct ring {
 	uv_poll_t poll;
 	napi_ref callback;
 	napi_async_context async;
+	uv_timer_t timer;
+	int has_timer;
+	int open_handles;
 	int closing;
 	unsigned char *batch;
 	size_t used, capacity;
@@ -495,10 +501,17 @@ static void on_readable(uv_poll_t *handle, int status, int events)
 	napi_close_handle_scope(r->env, scope);
 }
 
+static void on_tick(uv_timer_t *timer)
+{
+	on_readable(&((struct ring *)timer->data)->poll, 0, UV_READABLE);
+}
+
 static void on_poll_closed(uv_handle_t *handle)
 {
 	struct ring *r = handle->data;
 
+	if (--r->open_handles > 0)
+		return;
 	ring_buffer__free(r->rb);
 	free(r->batch);
 	close(r->map_fd);
@@ -509,8 +522,9 @@ static void on_poll_closed(uv_handle_t *handle)
 
 static napi_value ring_open(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
-	napi_value argv[2], name, out;
+	size_t argc = 3;
+	napi_value argv[3], name, out;
+	uint32_t poll_ms = 0;
 	char path[4096];
 	struct ring *r;
 	uv_loop_t *loop;
@@ -520,9 +534,11 @@ static napi_value ring_open(napi_env env, napi_callback_info info)
 	CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 2 || get_string(env, argv[0], path, sizeof(path)) ||
 	    napi_typeof(env, argv[1], &t) != napi_ok || t != napi_function) {
-		napi_throw_type_error(env, NULL, "ringOpen(pinPath, callback)");
+		napi_throw_type_error(env, NULL, "ringOpen(pinPath, callback, pollMs)");
 		return NULL;
 	}
+	if (argc >= 3 && napi_get_value_uint32(env, argv[2], &poll_ms) != napi_ok)
+		poll_ms = 0;
 	CHECK(napi_get_uv_event_loop(env, &loop));
 	r = calloc(1, sizeof(*r));
 	if (!r)
@@ -547,9 +563,19 @@ static napi_value ring_open(napi_env env, napi_callback_info info)
 	err = uv_poll_init(loop, &r->poll, ring_buffer__epoll_fd(r->rb));
 	if (err == 0) {
 		r->poll.data = r;
+		r->open_handles = 1;
 		err = uv_poll_start(&r->poll, UV_READABLE, on_readable);
-		if (err)
+		if (err == 0 && poll_ms > 0 && uv_timer_init(loop, &r->timer) == 0) {
+			r->timer.data = r;
+			r->has_timer = 1;
+			r->open_handles++;
+			uv_timer_start(&r->timer, on_tick, poll_ms, poll_ms);
+			uv_unref((uv_handle_t *)&r->timer); /* the ring's poll alone keeps the loop alive, as before */
+		}
+		if (err) {
+			r->closing = 1;
 			uv_close((uv_handle_t *)&r->poll, on_poll_closed);
+		}
 	} else {
 		ring_buffer__free(r->rb);
 		close(r->map_fd);
@@ -581,6 +607,10 @@ static napi_value ring_close(napi_env env, napi_callback_info info)
 	r->closing = 1;
 	uv_poll_stop(&r->poll);
 	uv_close((uv_handle_t *)&r->poll, on_poll_closed);
+	if (r->has_timer) {
+		uv_timer_stop(&r->timer);
+		uv_close((uv_handle_t *)&r->timer, on_poll_closed);
+	}
 	return NULL;
 }
 

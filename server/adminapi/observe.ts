@@ -14,6 +14,7 @@ import type { Route, RouteContext, StreamOut } from './route.js';
 /** As `hubble observe` without --last: the newest 20. */
 const DEFAULT_LAST = 20;
 const MAX_LAST = 1_000_000;
+const FOLLOW_HEARTBEAT_MS = 15_000;
 const FLOW_FILTERS = ['verdict', 'namespace', 'pod', 'from_pod', 'to_pod', 'identity', 'node', 'port', 'type', 'since'];
 
 /** Hubble's GetFlowsResponse around the agent's line, written without parsing it again. */
@@ -64,7 +65,11 @@ export function observeRoutes(ctx: RouteContext): Route[] {
             const unwatch = relay.onNodeChange((node, state) => {
               out.write(nodeStatus(state === 'connected' ? 'NODE_CONNECTED' : 'NODE_UNAVAILABLE', [node], ctx.clock.now()));
             });
-            out.onClose(() => { unsubscribe(); unwatch(); });
+            // an empty line now and then while nothing happens: clients (fetch gives up on a body silent
+            // for 5 min) and proxies keep the answer open; NDJSON readers and jq pass over it
+            const heartbeat = setInterval(() => out.write(''), FOLLOW_HEARTBEAT_MS);
+            heartbeat.unref();
+            out.onClose(() => { unsubscribe(); unwatch(); clearInterval(heartbeat); });
           },
         };
       },

@@ -34,7 +34,7 @@ function follow(path: string): { lines: any[]; close(): void } {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         buf += Buffer.from(chunk).toString('utf8');
         let i;
-        while ((i = buf.indexOf('\n')) >= 0) { lines.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); }
+        while ((i = buf.indexOf("\n")) >= 0) { const l = buf.slice(0, i); buf = buf.slice(i + 1); if (l) lines.push(JSON.parse(l)); }
       }
     } catch { /* aborted */ }
   })();
