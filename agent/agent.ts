@@ -62,8 +62,8 @@ export class MeshidAgent {
   readonly flowListeners = new Set<(line: string, flow: () => Flow) => void>();
   /** The newest flows of this node. */
   readonly flowHistory: FlowHistory;
-  /** This node's flows, auth map and counters to the server. */
-  relay: FlowRelay | undefined;
+  /** This node's flows, auth map and counters to each server (every server shows the whole cluster). */
+  relays: FlowRelay[] = [];
   private readonly flowDecoder: FlowDecoder;
   policy: PolicyMapSync | undefined;
   /** Which auth entries this node must hold. */
@@ -163,11 +163,13 @@ export class MeshidAgent {
       this.datapath.start();
       this.datapath.datapath.setTraceForwarded(config.observe.trace_forwarded);
       if (config.observe.relay) {
-        this.relay = new FlowRelay({
-          connection: this.connection, history: this.flowHistory, logger: log.child({ component: 'relay' }),
+        // one stream to each server: an operator asks any of them, and each must know every node
+        this.relays = this.connection.addresses.map((address) => new FlowRelay({
+          connection: { duplex: (method) => this.connection.duplexTo(address, method), failed: () => {} },
+          history: this.flowHistory, logger: log.child({ component: 'relay', server: address }),
           observation: () => this.observation(), explain: (q) => this.explain(q),
-        });
-        this.relay.start();
+        }));
+        for (const r of this.relays) r.start();
       }
       const authMap = this.datapath.datapath.auth;
       this.policy = new PolicyMapSync({
@@ -257,14 +259,14 @@ export class MeshidAgent {
   private onFlowEvent(e: FlowEvent): void {
     const line = this.flowDecoder.line(e);
     this.flowHistory.add(line);
-    this.relay?.push(line);
+    for (const r of this.relays) r.push(line);
     if (this.flowListeners.size === 0) return;
     let flow: Flow | undefined;
     const parsed = (): Flow => (flow ??= JSON.parse(line) as Flow);
     for (const l of this.flowListeners) l(line, parsed);
   }
 
-  /** What the relay reports of this node besides its flows. */
+  /** What a relay reports of this node besides its flows. */
   private observation(): Omit<NodeObservationMsg, 'lost_in_relay'> {
     const dp = this.datapath?.datapath;
     return {
@@ -306,14 +308,14 @@ export class MeshidAgent {
       flows.reset();
       flows.set(this.flowHistory.added, { outcome: 'observed' });
       flows.set(this.flowHistory.size, { outcome: 'in_history' });
-      if (this.relay) {
-        flows.set(this.relay.sent, { outcome: 'relayed' });
-        flows.set(this.relay.lost, { outcome: 'lost_in_relay' });
+      for (const r of this.relays) {
+        flows.set(flows.get({ outcome: 'relayed' }) + r.sent, { outcome: 'relayed' });
+        flows.set(flows.get({ outcome: 'lost_in_relay' }) + r.lost, { outcome: 'lost_in_relay' });
       }
       if (this.datapath) flows.set(Number(this.datapath.datapath.eventsLost()), { outcome: 'lost_in_ring' });
     });
-    const relay = r.gauge('meshid_agent_relay_connected', '1 while the relay stream to the server is open, by state.');
-    relay.collect(() => { relay.reset(); if (this.relay) relay.set(1, { state: this.relay.status }); });
+    const relay = r.gauge('meshid_agent_relay_connected', 'Relay streams to the servers, by state (open while the server hears this node).');
+    relay.collect(() => { relay.reset(); for (const x of this.relays) relay.set(relay.get({ state: x.status }) + 1, { state: x.status }); });
     const sync = r.gauge('meshid_agent_sync_connected', '1 while the Sync stream is up, by state.');
     sync.collect(() => { sync.reset(); sync.set(1, { state: this.sync.status }); });
     const reconnects = r.gauge('meshid_agent_sync_reconnects', 'Sync stream reconnects since start.');
@@ -327,7 +329,7 @@ export class MeshidAgent {
     await this.health?.stop();
     await this.workloadApi?.stop();
     await this.admin?.stop();
-    this.relay?.stop();
+    for (const r of this.relays) r.stop();
     await this.mutualAuth?.stop();
     this.policy?.stop();
     this.datapath?.stop();

@@ -125,20 +125,37 @@ function generationFor(pinDir: string, shared: GenerationMap | undefined): { gen
   return shared ? { generation: shared, owned: false } : { generation: GenerationMap.open(pinDir), owned: true };
 }
 
-/** `meshid_auth`: authenticated pairs and when they expire on the boot-time clock. */
-export class AuthMap {
-  readonly #map: RawMap;
-  // scratch buffers: every call encodes into them and the kernel copies them synchronously
-  readonly #key = Buffer.alloc(AUTH_KEY_SIZE);
-  readonly #value = Buffer.alloc(AUTH_VALUE_SIZE);
+/**
+ * A pinned map that verdicts read: every write that can change one is
+ * followed by a bump of the generation the fast path checks (bpf/lib/fastpath.h).
+ */
+abstract class VerdictMap {
+  protected readonly map: RawMap;
   readonly #generation: GenerationMap;
   readonly #ownsGeneration: boolean;
 
-  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) {
-    this.#map = new RawMap(ref);
+  protected constructor(ref: MapRef, generation: GenerationMap, ownsGeneration: boolean) {
+    this.map = new RawMap(ref);
     this.#generation = generation;
     this.#ownsGeneration = ownsGeneration;
   }
+
+  /** After a write that can change a verdict. */
+  protected bump(): void { this.#generation.bump(); }
+
+  close(): void {
+    this.map.ref.close();
+    if (this.#ownsGeneration) this.#generation.close();
+  }
+}
+
+/** `meshid_auth`: authenticated pairs and when they expire on the boot-time clock. */
+export class AuthMap extends VerdictMap {
+  // scratch buffers: every call encodes into them and the kernel copies them synchronously
+  readonly #key = Buffer.alloc(AUTH_KEY_SIZE);
+  readonly #value = Buffer.alloc(AUTH_VALUE_SIZE);
+
+  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) { super(ref, generation, ownsGeneration); }
 
   /** `generation`: the handle to bump after writes (default: one of its own). */
   static open(pinDir: string, shared?: GenerationMap): AuthMap {
@@ -154,44 +171,32 @@ export class AuthMap {
    * against, so this bumps the generation too.
    */
   upsert(pair: AuthPair, expiresAtBootNs: bigint): void {
-    this.#map.set(encodeAuthKey(pair, this.#key), encodeAuthValue(expiresAtBootNs, this.#value));
-    this.#generation.bump();
+    this.map.set(encodeAuthKey(pair, this.#key), encodeAuthValue(expiresAtBootNs, this.#value));
+    this.bump();
   }
 
   /** False when the pair had no entry. */
   delete(pair: AuthPair): boolean {
-    const deleted = this.#map.delete(encodeAuthKey(pair, this.#key));
-    if (deleted) this.#generation.bump();
+    const deleted = this.map.delete(encodeAuthKey(pair, this.#key));
+    if (deleted) this.bump();
     return deleted;
   }
 
   /** The pair's expiry on the boot-time clock, or undefined. */
   get(pair: AuthPair): bigint | undefined {
-    const value = this.#map.get(encodeAuthKey(pair, this.#key), 0, this.#value);
+    const value = this.map.get(encodeAuthKey(pair, this.#key), 0, this.#value);
     return value && decodeAuthValue(value);
   }
 
   entries(): Array<{ pair: AuthPair; expiresAtBootNs: bigint }> {
-    return [...this.#map.entries()].map(([k, v]) => ({ pair: decodeAuthKey(k), expiresAtBootNs: decodeAuthValue(v) }));
+    return [...this.map.entries()].map(([k, v]) => ({ pair: decodeAuthKey(k), expiresAtBootNs: decodeAuthValue(v) }));
   }
 
-  close(): void {
-    this.#map.ref.close();
-    if (this.#ownsGeneration) this.#generation.close();
-  }
 }
 
 /** `meshid_ipcache`: longest-prefix map from addresses to (identity, node id). */
-export class IpcacheMap {
-  readonly #map: RawMap;
-  readonly #generation: GenerationMap;
-  readonly #ownsGeneration: boolean;
-
-  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) {
-    this.#map = new RawMap(ref);
-    this.#generation = generation;
-    this.#ownsGeneration = ownsGeneration;
-  }
+export class IpcacheMap extends VerdictMap {
+  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) { super(ref, generation, ownsGeneration); }
 
   /** `generation`: the handle to bump after writes (default: one of its own). */
   static open(pinDir: string, shared?: GenerationMap): IpcacheMap {
@@ -203,20 +208,20 @@ export class IpcacheMap {
 
   /** `cidr`: `10.1.0.0/16`, `fd00::/64`, or one address. */
   upsert(cidr: string, entry: IpcacheEntry): void {
-    this.#map.set(encodeIpcacheKey(parsePrefix(cidr)), encodeIpcacheValue(entry));
-    this.#generation.bump();
+    this.map.set(encodeIpcacheKey(parsePrefix(cidr)), encodeIpcacheValue(entry));
+    this.bump();
   }
 
   delete(cidr: string): boolean {
-    const deleted = this.#map.delete(encodeIpcacheKey(parsePrefix(cidr)));
-    if (deleted) this.#generation.bump();
+    const deleted = this.map.delete(encodeIpcacheKey(parsePrefix(cidr)));
+    if (deleted) this.bump();
     return deleted;
   }
 
   /** The entry stored for exactly this prefix (a scan: for tools, not the hot path). */
   get(cidr: string): Required<IpcacheEntry> | undefined {
     const prefix = parsePrefix(cidr);
-    for (const [k, v] of this.#map.entries()) {
+    for (const [k, v] of this.map.entries()) {
       const p = decodeIpcacheKey(k);
       if (p.family === prefix.family && p.length === prefix.length &&
           Buffer.compare(Buffer.from(p.bytes), Buffer.from(prefix.bytes)) === 0) {
@@ -229,18 +234,14 @@ export class IpcacheMap {
   /** What the datapath finds for an address: the entry of the longest prefix that holds it. */
   lookup(ip: string): Required<IpcacheEntry> | undefined {
     const { family, bytes } = parseIp(ip);
-    const value = this.#map.get(encodeIpcacheKey({ family, bytes, length: family === 4 ? 32 : 128 }));
+    const value = this.map.get(encodeIpcacheKey({ family, bytes, length: family === 4 ? 32 : 128 }));
     return value && decodeIpcacheValue(value);
   }
 
   entries(): Array<{ cidr: string; entry: Required<IpcacheEntry> }> {
-    return [...this.#map.entries()].map(([k, v]) => ({ cidr: formatPrefix(decodeIpcacheKey(k)), entry: decodeIpcacheValue(v) }));
+    return [...this.map.entries()].map(([k, v]) => ({ cidr: formatPrefix(decodeIpcacheKey(k)), entry: decodeIpcacheValue(v) }));
   }
 
-  close(): void {
-    this.#map.ref.close();
-    if (this.#ownsGeneration) this.#generation.close();
-  }
 }
 
 /**
@@ -249,16 +250,8 @@ export class IpcacheMap {
  * applies to traffic that no more specific entry matches. Traffic that matches
  * nothing, not even a marker, passes (the direction is not selected).
  */
-export class PolicyMap {
-  readonly #map: RawMap;
-  readonly #generation: GenerationMap;
-  readonly #ownsGeneration: boolean;
-
-  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) {
-    this.#map = new RawMap(ref);
-    this.#generation = generation;
-    this.#ownsGeneration = ownsGeneration;
-  }
+export class PolicyMap extends VerdictMap {
+  constructor(ref: MapRef, generation: GenerationMap, ownsGeneration = false) { super(ref, generation, ownsGeneration); }
 
   /** `generation`: the handle to bump after writes (default: one of its own). */
   static open(pinDir: string, shared?: GenerationMap): PolicyMap {
@@ -269,18 +262,18 @@ export class PolicyMap {
   }
 
   upsert(key: PolicyKey, entry: PolicyEntry): void {
-    this.#map.set(encodePolicyKey(key), encodePolicyValue(entry));
-    this.#generation.bump();
+    this.map.set(encodePolicyKey(key), encodePolicyValue(entry));
+    this.bump();
   }
 
   delete(key: PolicyKey): boolean {
-    const deleted = this.#map.delete(encodePolicyKey(key));
-    if (deleted) this.#generation.bump();
+    const deleted = this.map.delete(encodePolicyKey(key));
+    if (deleted) this.bump();
     return deleted;
   }
 
   get(key: PolicyKey): PolicyEntry | undefined {
-    const value = this.#map.get(encodePolicyKey(key));
+    const value = this.map.get(encodePolicyKey(key));
     return value && decodePolicyValue(value);
   }
 
@@ -298,13 +291,9 @@ export class PolicyMap {
   }
 
   entries(): Array<{ key: PolicyKey; entry: PolicyEntry }> {
-    return [...this.#map.entries()].map(([k, v]) => ({ key: decodePolicyKey(k), entry: decodePolicyValue(v) }));
+    return [...this.map.entries()].map(([k, v]) => ({ key: decodePolicyKey(k), entry: decodePolicyValue(v) }));
   }
 
-  close(): void {
-    this.#map.ref.close();
-    if (this.#ownsGeneration) this.#generation.close();
-  }
 }
 
 export interface MetricsSample {

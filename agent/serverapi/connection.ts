@@ -190,6 +190,18 @@ export class ServerConnection {
     return s;
   }
 
+  /**
+   * A bidirectional stream on the server at `address` (one of `addresses`),
+   * whichever is current: for what every server must hear (the relay).
+   */
+  duplexTo(address: string, method: string): DuplexStream {
+    const t = this.targets.find((x) => x.address === address);
+    if (!t) throw new Error(`no server ${address} (known: ${this.addresses.join(', ')})`);
+    const s = (this.client(t)[method] as Function)(new Metadata()) as DuplexStream;
+    s.address = t.address;
+    return s;
+  }
+
   close(): void {
     for (const t of this.targets) { t.client?.close(); t.client = undefined; }
   }

@@ -21,6 +21,7 @@ import { bpfObjectDir } from '../../api/assets.js';
 import { AuthType, Datapath, Protocol, type Direction } from '../../bpf/index.js';
 import { AUTH_KEY_SIZE, AUTH_VALUE_SIZE, encodeAuthKey } from '../../bpf/layouts.js';
 import { ConfigMap, MapName, openPinnedMap } from '../../bpf/maps.js';
+import { prng as rng } from '../helpers/mutate.js';
 import { frame } from './frames.js';
 import { runAll, testPinDir } from './netns.js';
 
@@ -32,18 +33,6 @@ const REASONS = [0, 1, 2, 3, 4];
 const SEC = 1_000_000_000n;
 const WG_IFINDEX = 9;
 const OTHER_IFINDEX = 4;
-
-/** mulberry32: small, seeded, the same sequence on every machine. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One of the two builds, loaded on its own pinned maps. */
 class Build {

@@ -68,6 +68,22 @@ t.test('three servers on the demo\'s PostgreSQL: the synced server killed under 
   t.equal(servers.code, 0, servers.stderr);
   t.equal((JSON.parse(servers.stdout).servers as unknown[]).length, 3, '`meshid server list` shows the three');
 
+  // every server shows the whole cluster: each agent relays to each server
+  for (const server of s.servers!) {
+    const admin = ['--server', server.adminUrl, '--token-file', s.tokenFile];
+    const until = Date.now() + 20_000;
+    let nodes: Array<{ node: string; state: string }> = [];
+    while (Date.now() < until) {
+      const r = await fetch(new URL('/v1/relay/nodes', server.adminUrl), { headers: { authorization: `Bearer ${readFileSync(s.tokenFile, 'utf8').trim()}` } });
+      nodes = ((await r.json()) as { nodes: typeof nodes }).nodes;
+      if (nodes.filter((n) => n.state === 'connected').length === 2) break;
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    t.same(nodes.map((n) => [n.node, n.state]), [['n1', 'connected'], ['n2', 'connected']], `${server.name} hears both nodes`);
+    const drops = run('meshid', [...admin, 'observe', '--verdict', 'DROPPED', '--last', '10']);
+    t.match(drops.stdout, /\[n2\]: default\/legacy:\d+ .*DROPPED/, `${server.name} shows legacy's refused flow`);
+  }
+
   let f: Awaited<ReturnType<DemoCluster['failover']>>;
   try {
     f = await cluster.failover();

@@ -11,7 +11,7 @@ import { AgentState } from '../../../agent/sync/state.js';
 import { compactFlow, type Flow } from '../../../api/flow.js';
 import { AuthType, wallClockToBootNs, type FlowEvent } from '../../../bpf/index.js';
 import { TrustDomain } from '../../../spiffe/index.js';
-import { cnp, endpoint, ids, LOCAL_NODE, policyMsgs, update } from '../policy/fixtures.js';
+import { ids, payClusterSnapshot } from '../policy/fixtures.js';
 
 const { pay, order, web } = ids;
 const fixture = JSON.parse(readFileSync(new URL('../../../../test/cli/fixtures/hubble-flow-paths.json', import.meta.url), 'utf8')) as
@@ -19,19 +19,7 @@ const fixture = JSON.parse(readFileSync(new URL('../../../../test/cli/fixtures/h
 
 function state(): AgentState {
   const s = new AgentState(TrustDomain.parse('example.org'));
-  s.apply(update({
-    snapshot: true, local_node_id: LOCAL_NODE, identities: [pay, order, web],
-    endpoints: [endpoint('10.1.0.10', pay, LOCAL_NODE), endpoint('10.2.0.10', order, 2), endpoint('10.2.0.11', web, 2)],
-    policies: policyMsgs(cnp('pay', 'prod', `
-      endpointSelector: {matchLabels: {app: pay}}
-      ingress:
-      - fromEndpoints: [{matchLabels: {app: order}}]
-        toPorts: [{ports: [{port: 8080, protocol: TCP}]}]
-        authentication: {mode: required}
-      egressDeny:
-      - toEndpoints: [{matchLabels: {app: web}}]
-    `)),
-  }));
+  s.apply(payClusterSnapshot());
   return s;
 }
 

@@ -91,3 +91,23 @@ function indent(text: string, n: number): string {
   const min = Math.min(...lines.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length));
   return lines.map((l) => ' '.repeat(n) + l.slice(min)).join('\n');
 }
+
+/** This node (1) hosts pay; order and web are on node 2. pay admits order on 8080 only when authenticated, and may never reach web. */
+export const PAY_POLICY = cnp('pay', 'prod', `
+  endpointSelector: {matchLabels: {app: pay}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: order}}]
+    toPorts: [{ports: [{port: 8080, protocol: TCP}]}]
+    authentication: {mode: required}
+  egressDeny:
+  - toEndpoints: [{matchLabels: {app: web}}]
+`);
+
+/** The Sync snapshot of that cluster. */
+export function payClusterSnapshot(): SyncUpdateMsg {
+  return update({
+    snapshot: true, local_node_id: LOCAL_NODE, identities: [ids.pay, ids.order, ids.web],
+    endpoints: [endpoint('10.1.0.10', ids.pay, LOCAL_NODE), endpoint('10.2.0.10', ids.order, 2), endpoint('10.2.0.11', ids.web, 2)],
+    policies: policyMsgs(PAY_POLICY),
+  });
+}

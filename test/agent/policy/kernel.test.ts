@@ -12,7 +12,7 @@ import { PolicyMap } from '../../../bpf/index.js';
 import { AgentState } from '../../../agent/sync/state.js';
 import { PolicyMapSync, type PolicyMapWriter } from '../../../agent/policy/index.js';
 import { TrustDomain } from '../../../spiffe/index.js';
-import { cnp, endpoint, ids, LOCAL_NODE, mapOf, policyMsgs, TCP, update, verdictOf } from './fixtures.js';
+import { ids, mapOf, payClusterSnapshot, TCP, update, verdictOf } from './fixtures.js';
 
 const { pay, order, web } = ids;
 
@@ -28,19 +28,7 @@ t.test('the sync writes the compiled entries into a kernel map, and a new sync a
   const writer: PolicyMapWriter = kernel;
 
   const state = new AgentState(TrustDomain.parse('example.org'));
-  state.apply(update({
-    snapshot: true, local_node_id: LOCAL_NODE, identities: [pay, order, web],
-    endpoints: [endpoint('10.1.0.10', pay, LOCAL_NODE), endpoint('10.2.0.10', order, 2), endpoint('10.2.0.11', web, 2)],
-    policies: policyMsgs(cnp('pay', 'prod', `
-      endpointSelector: {matchLabels: {app: pay}}
-      ingress:
-      - fromEndpoints: [{matchLabels: {app: order}}]
-        toPorts: [{ports: [{port: 8080, protocol: TCP}]}]
-        authentication: {mode: required}
-      egressDeny:
-      - toEndpoints: [{matchLabels: {app: web}}]
-    `)),
-  }));
+  state.apply(payClusterSnapshot());
   const first = new PolicyMapSync({ state, map: writer });
   first.start();
   first.stop();
