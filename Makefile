@@ -13,8 +13,9 @@ BPF_OBJECTS := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SOURCES))
 # The differential test's pair: the same datapath with the fast path on and off,
 # both on the test clock (a map the test sets) instead of the boot-time clock.
 BPF_DIFF_OBJECTS := build/bpf/difftest/meshid-fastpath.o build/bpf/difftest/meshid-fullpath.o
-# The benchmark's reference: the datapath as the agent loads it, but with the fast path off.
-BPF_BENCH_OBJECTS := build/bpf/bench/meshid-fullpath.o build/bpf/bench/empty.o
+# The benchmark's references: the datapath as the agent loads it, but with the fast path
+# off, and with the fast path on conntrack alone (no flow cache).
+BPF_BENCH_OBJECTS := build/bpf/bench/meshid-fullpath.o build/bpf/bench/meshid-nocache.o build/bpf/bench/empty.o
 
 bpf: $(BPF_OBJECTS) $(BPF_DIFF_OBJECTS) $(BPF_BENCH_OBJECTS)
 
@@ -33,6 +34,10 @@ build/bpf/difftest/meshid-fullpath.o: bpf/meshid.c $(BPF_HEADERS)
 build/bpf/bench/meshid-fullpath.o: bpf/meshid.c $(BPF_HEADERS)
 	@mkdir -p build/bpf/bench
 	$(BPF_CLANG) $(BPF_CFLAGS) -DMESHID_FASTPATH=0 -c $< -o $@
+
+build/bpf/bench/meshid-nocache.o: bpf/meshid.c $(BPF_HEADERS)
+	@mkdir -p build/bpf/bench
+	$(BPF_CLANG) $(BPF_CFLAGS) -DMESHID_FLOWCACHE=0 -c $< -o $@
 
 build/bpf/bench/empty.o: bench/bpf/empty.c
 	@mkdir -p build/bpf/bench

@@ -4,7 +4,7 @@
  * bpf/meshid.c and bpf/lib/*.h; bpf/README.md states the layouts and rules.
  */
 export { Datapath, DEFAULT_PIN_DIR, type DatapathOptions, type EndpointAttachment } from './datapath.js';
-export { AuthMap, GenerationMap, IpcacheMap, PolicyMap, MetricsMap, MapName, type MetricsSample } from './maps.js';
+export { AuthMap, GenerationMap, IpcacheMap, PolicyMap, MetricsMap, MapName, PerLoadMapName, type MetricsSample } from './maps.js';
 export { SignalReader, EventReader, type RingReaderOptions } from './readers.js';
 export { bootTimeNs, bootToWallOffsetNs, wallClockToBootNs, bootNsToWallClock } from './clock.js';
 export {

@@ -60,7 +60,7 @@ export const METRICS_VALUE_SIZE = 16;
 export const METRICS_ENTRIES = 512;
 export const CONFIG_VALUE_SIZE = 8;
 export const GENERATION_VALUE_SIZE = 8;
-/** `struct ct_entry` of bpf/lib/conntrack.h: last_seen, auth_expiry, generation (u64 each), flags, pad. */
+/** `struct ct_key` and `struct ct_entry` of bpf/lib/conntrack.h (the entry: last_seen, fast_until, generation, u64 each; flags, pad). */
 export const CT_KEY_SIZE = 40;
 export const CT_VALUE_SIZE = 32;
 export const SIGNAL_SIZE = 12;

@@ -29,6 +29,15 @@ export const MapName = {
   eventsLost: 'meshid_events_lost',
 } as const;
 
+/**
+ * Maps of one load of the programs, never pinned: the fast path's per-CPU flow
+ * cache and its slot epochs (bpf/lib/fastpath.h). A new load starts with them empty.
+ */
+export const PerLoadMapName = {
+  flowCache: 'meshid_flowcache',
+  flowCacheEpoch: 'meshid_flowcache_epoch',
+} as const;
+
 interface Layout { type: MapType; keySize: number; valueSize: number }
 
 /**

@@ -37,8 +37,11 @@ static __always_inline int
 forward(struct __sk_buff *skb, const struct meshid_flow *flow,
 	const struct meshid_verdict *v, const struct ct_basis *basis, __u64 now)
 {
-	if (ct_record(flow, v->direction, basis, now) && trace_forwarded())
-		event_emit(skb, flow, v, MESHID_REASON_FORWARDED, now);
+	if (ct_record(flow, v->direction, basis, now)) {
+		fastpath_flow_started(flow, v->direction);
+		if (trace_forwarded())
+			event_emit(skb, flow, v, MESHID_REASON_FORWARDED, now);
+	}
 	metrics_count(MESHID_REASON_FORWARDED, v->direction, skb->len);
 	return TC_ACT_OK;
 }

@@ -30,6 +30,7 @@
  * they come from an authenticated endpoint on another node. */
 #define MESHID_CT_WIREGUARD_ARRIVAL (1U << 1)
 
+/* 8-byte aligned, so that the flow cache (fastpath.h) reads it as five words. */
 struct ct_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -39,7 +40,7 @@ struct ct_key {
 	__u8 family;
 	__u8 direction; /* of the program that recorded the flow */
 	__u8 pad;
-};
+} __attribute__((aligned(8)));
 
 struct ct_entry {
 	__u64 last_seen;  /* boot ns of the full check that last wrote it */
@@ -83,30 +84,28 @@ ct_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
 	key->pad = 0;
 }
 
-/* The entry this program recorded for the packet's own flow, live or not. */
-static __always_inline const struct ct_entry *
-ct_lookup_original(const struct meshid_flow *flow, __u8 direction)
+/* The key of the flow that a packet of `flow`, seen by the program of
+ * `direction`, would reply to: the reversed 5-tuple, the other direction. */
+static __always_inline void
+ct_reverse_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
 {
-	struct ct_key key;
-
-	ct_key_of(&key, flow, direction);
-	return bpf_map_lookup_elem(&meshid_ct, &key);
+	__builtin_memcpy(key->saddr, flow->daddr, 16);
+	__builtin_memcpy(key->daddr, flow->saddr, 16);
+	key->sport = flow->dport;
+	key->dport = flow->sport;
+	key->proto = flow->proto;
+	key->family = flow->family;
+	key->direction = direction == MESHID_DIR_INGRESS ? MESHID_DIR_EGRESS : MESHID_DIR_INGRESS;
+	key->pad = 0;
 }
 
 /* The entry of the flow this packet would reply to, live or not (ct_live). */
 static __always_inline const struct ct_entry *
 ct_lookup_reply(const struct meshid_flow *flow, __u8 direction)
 {
-	struct ct_key key = {
-		.sport = flow->dport,
-		.dport = flow->sport,
-		.proto = flow->proto,
-		.family = flow->family,
-		.direction = direction == MESHID_DIR_INGRESS ? MESHID_DIR_EGRESS : MESHID_DIR_INGRESS,
-	};
+	struct ct_key key;
 
-	__builtin_memcpy(key.saddr, flow->daddr, 16);
-	__builtin_memcpy(key.daddr, flow->saddr, 16);
+	ct_reverse_key_of(&key, flow, direction);
 	return bpf_map_lookup_elem(&meshid_ct, &key);
 }
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Packet parsing: Ethernet, then IPv4 or IPv6 (with extension headers), then
- * the ports of TCP, UDP and SCTP. Every read goes through load_bytes: straight
- * from the packet when the linear part holds the bytes (checked against
- * data_end), through bpf_skb_load_bytes otherwise (a non-linear skb), which
- * checks against the packet's length. */
+ * the ports of TCP, UDP and SCTP. Every read goes through load_header or
+ * load_bytes: straight from the packet when the linear part holds the bytes
+ * (checked against data_end), through bpf_skb_load_bytes otherwise (a
+ * non-linear skb), which checks against the packet's length. */
 #ifndef MESHID_LIB_PARSE_H
 #define MESHID_LIB_PARSE_H
 
@@ -31,31 +31,53 @@ struct ipv6_ext_header {
 	__u16 frag_off; /* fragment header only */
 };
 
-/* Copies `len` bytes at `off` of the packet into `dst`; < 0 when the packet is shorter. */
+/* The first four bytes of TCP, UDP and SCTP headers alike. */
+struct l4_ports {
+	__be16 source;
+	__be16 dest;
+};
+
+/* True when the linear part of the packet holds `len` bytes at `off`. */
 static __always_inline int
-load_bytes(const struct __sk_buff *skb, __u32 off, void *dst, __u32 len)
+linear_holds(const struct __sk_buff *skb, __u32 off, __u32 len)
 {
 	const __u8 *data = (const __u8 *)(long)skb->data;
 	const __u8 *end = (const __u8 *)(long)skb->data_end;
 
-	if (off <= 0xffff && data + off + len <= end) {
-		__builtin_memcpy(dst, data + off, len);
+	return off <= 0xffff && data + off + len <= end;
+}
+
+/* Copies `len` bytes at `off` of the packet into `dst`; < 0 when the packet is shorter. */
+static __always_inline int
+load_bytes(const struct __sk_buff *skb, __u32 off, void *dst, __u32 len)
+{
+	if (linear_holds(skb, off, len)) {
+		__builtin_memcpy(dst, (const __u8 *)(long)skb->data + off, len);
 		return 0;
 	}
 	return bpf_skb_load_bytes(skb, off, dst, len);
 }
 
+/* load_bytes of a whole header into *dst, copied as its type: a memcpy of
+ * unknown alignment is a load per byte, the type's own copy a load per field
+ * (unaligned packet reads are allowed where the kernel has cheap ones, and a
+ * load of the wrong alignment elsewhere fails at load time, not silently). */
+#define load_header(skb, off, dst)                                                   \
+	(linear_holds((skb), (off), sizeof(*(dst))) ?                                     \
+		 (*(dst) = *(const __typeof__(*(dst)) *)((const __u8 *)(long)(skb)->data + (off)), 0) : \
+		 bpf_skb_load_bytes((skb), (off), (dst), sizeof(*(dst))))
+
 static __always_inline int parse_ports(struct __sk_buff *skb, __u32 off, struct meshid_flow *flow)
 {
-	__be16 ports[2];
+	struct l4_ports ports;
 
 	if (flow->proto != IPPROTO_TCP && flow->proto != IPPROTO_UDP &&
 	    flow->proto != IPPROTO_SCTP)
 		return PARSE_OK;
-	if (load_bytes(skb, off, ports, sizeof(ports)) < 0)
+	if (load_header(skb, off, &ports) < 0)
 		return PARSE_INVALID;
-	flow->sport = bpf_ntohs(ports[0]);
-	flow->dport = bpf_ntohs(ports[1]);
+	flow->sport = bpf_ntohs(ports.source);
+	flow->dport = bpf_ntohs(ports.dest);
 	return PARSE_OK;
 }
 
@@ -64,7 +86,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct meshid_flow 
 	struct iphdr ip;
 	__u32 hlen;
 
-	if (load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (load_header(skb, ETH_HLEN, &ip) < 0)
 		return PARSE_INVALID;
 	if (ip.version != 4 || ip.ihl < 5)
 		return PARSE_INVALID;
@@ -86,7 +108,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct meshid_flow 
 	__u8 nexthdr;
 	int i;
 
-	if (load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (load_header(skb, ETH_HLEN, &ip) < 0)
 		return PARSE_INVALID;
 	if (ip.version != 6)
 		return PARSE_INVALID;

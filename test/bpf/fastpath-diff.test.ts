@@ -9,17 +9,21 @@
  * ipcache entries moved and removed; the WireGuard device changed) and clock
  * steps, run through both with BPF_PROG_TEST_RUN: every packet must get the same
  * verdict and the same drop reason (the per-reason counter it moved) from both.
+ * What the flow cache does when the LRU conntrack map evicts a live flow's
+ * entry is checked on its own, below.
  *
  * MESHID_DIFF_SEQUENCES (default 2,000) and MESHID_DIFF_SEED replay or widen it;
  * a failure names the seed and the sequence, and prints the steps that led there.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { MapType, RawMap } from 'bpf';
 import { bpfObjectDir } from '../../api/assets.js';
 import { AuthType, Datapath, Protocol, type Direction } from '../../bpf/index.js';
-import { AUTH_KEY_SIZE, AUTH_VALUE_SIZE, encodeAuthKey } from '../../bpf/layouts.js';
+import { parseIp } from '../../bpf/address.js';
+import { AUTH_KEY_SIZE, AUTH_VALUE_SIZE, CT_KEY_SIZE, CT_VALUE_SIZE, encodeAuthKey } from '../../bpf/layouts.js';
 import { ConfigMap, MapName, openPinnedMap } from '../../bpf/maps.js';
 import { prng as rng } from '../helpers/mutate.js';
 import { frame } from './frames.js';
@@ -56,7 +60,7 @@ class Build {
     const array = { type: MapType.ARRAY, keySize: 4, valueSize: 8 };
     this.#clock = new RawMap(openPinnedMap(this.pinDir, 'meshid_test_clock', array));
     this.#hits = new RawMap(openPinnedMap(this.pinDir, 'meshid_test_fastpath', array));
-    this.#conntrack = new RawMap(openPinnedMap(this.pinDir, MapName.conntrack, { type: MapType.LRU_HASH, keySize: 40, valueSize: 32 }));
+    this.#conntrack = new RawMap(openPinnedMap(this.pinDir, MapName.conntrack, { type: MapType.LRU_HASH, keySize: CT_KEY_SIZE, valueSize: CT_VALUE_SIZE }));
     this.#config = ConfigMap.open(this.pinDir, this.dp.generation);
   }
 
@@ -72,8 +76,16 @@ class Build {
     this.#clock.set(this.#u32, this.#u64);
   }
 
-  fastPathHits(): bigint {
-    return this.#hits.get(this.#u32)!.readBigUInt64LE(0);
+  /** Packets the fast path forwarded: all of them, or those it found in the flow cache. */
+  fastPathHits(which: 'all' | 'flowcache' = 'all'): bigint {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(which === 'all' ? 0 : 1);
+    return this.#hits.get(key)!.readBigUInt64LE(0);
+  }
+
+  /** Removes one conntrack entry, as the LRU map evicts one (no generation bump). */
+  evict(key: Buffer): void {
+    this.#conntrack.delete(key);
   }
 
   setWireguardIfindex(ifindex: number): void {
@@ -108,6 +120,22 @@ const PORTS = [0, 80, 443];
 const PROTOS = [0, Protocol.tcp, Protocol.udp];
 
 interface Flow { src: string; dst: string; proto: number; sport: number; dport: number }
+
+/** The `struct ct_key` a program of `direction` records for packets of `f`. */
+function conntrackKey(f: Flow, direction: Direction): Buffer {
+  const key = Buffer.alloc(CT_KEY_SIZE);
+  const src = parseIp(f.src);
+  Buffer.from(src.bytes).copy(key, 0);
+  Buffer.from(parseIp(f.dst).bytes).copy(key, 16);
+  key.writeUInt16LE(f.sport, 32);
+  key.writeUInt16LE(f.dport, 34);
+  key[36] = f.proto;
+  key[37] = src.family === 4 ? 2 : 10;
+  key[38] = direction === 'ingress' ? 0 : 1;
+  return key;
+}
+
+const reversed = (f: Flow): Flow => ({ src: f.dst, dst: f.src, proto: f.proto, sport: f.dport, dport: f.sport });
 
 class Sequence {
   readonly #r: () => number;
@@ -172,7 +200,7 @@ function step(s: Sequence): { packet?: { program: 'fromEndpoint' | 'toEndpoint';
   if (roll < 75) {
     const f = s.flow();
     const reply = s.chance(0.3);
-    const spec = reply ? { src: f.dst, dst: f.src, proto: f.proto, sport: f.dport, dport: f.sport } : f;
+    const spec = reply ? reversed(f) : f;
     const program = s.chance(0.5) ? 'fromEndpoint' : 'toEndpoint';
     const ingressIfindex = s.pick([WG_IFINDEX, WG_IFINDEX, 0, OTHER_IFINDEX]);
     s.log.push(`packet ${program} ${spec.src}:${spec.sport} -> ${spec.dst}:${spec.dport}/${spec.proto} via ${ingressIfindex}`);
@@ -235,6 +263,7 @@ t.test(`the fast path and the full check give every packet the same verdict and 
   let packets = 0;
   let forwarded = 0;
   const hitsBefore = fast.fastPathHits();
+  const cachedBefore = fast.fastPathHits('flowcache');
   const hitsFullBefore = full.fastPathHits();
   const reasonsSeen = new Set<number | null>();
   let mismatch: string | undefined;
@@ -266,7 +295,9 @@ t.test(`the fast path and the full check give every packet the same verdict and 
   t.equal(mismatch, undefined, 'no packet got another verdict or reason from the fast path');
   const hits = fast.fastPathHits() - hitsBefore;
   t.equal(full.fastPathHits() - hitsFullBefore, 0n, 'the build with the fast path off never takes it');
+  const cached = fast.fastPathHits('flowcache') - cachedBefore;
   t.ok(hits > BigInt(packets) / 5n, `the fast path decided ${hits} of ${packets} packets (${forwarded} forwarded): the sequences exercise it`);
+  t.ok(cached > hits / 5n && cached < hits, `${cached} of them from the flow cache, the rest from conntrack: both exercised`);
   t.ok(forwarded < packets, 'and the sequences also drop');
   t.same([...reasonsSeen].filter((r) => r !== null).sort(), [0, 1, 2, 3], 'drops of every policy reason occur (forwarded, policy denied, auth required, wireguard required)');
   t.notOk(reasonsSeen.has(-1), 'no packet moved two counters');
@@ -299,4 +330,83 @@ t.test('a change made behind the agent\'s back (an auth entry deleted without a 
   s.now += 100_000_000n;
   b.setClock(s.now);
   t.same(b.run('toEndpoint', packet, 0), { retval: 2, reason: 2 }, 'dropped as auth required once that check is 1 s old');
+});
+
+/**
+ * Runs fn with this thread (the one that calls BPF_PROG_TEST_RUN) on one CPU, so
+ * that every packet meets the same CPU's flow cache, and restores its CPUs after.
+ */
+function onOneCpu<T>(fn: () => T): T {
+  const pid = String(process.pid);
+  const before = /: (\S+)$/.exec(execFileSync('taskset', ['-p', '-c', pid], { encoding: 'utf8' }).trim())![1]!;
+  execFileSync('taskset', ['-p', '-c', '0', pid], { stdio: 'ignore' });
+  try {
+    return fn();
+  } finally {
+    execFileSync('taskset', ['-p', '-c', before, pid], { stdio: 'ignore' });
+  }
+}
+
+t.test('a flow whose conntrack entry was evicted, once the flow the other way is recorded, is that flow\'s reply: its copy in the flow cache stops holding', async (t) => {
+  // endpoint 100 here, 200 on node 1; 100's ingress allows without auth, its egress requires auth
+  const inbound: Flow = { src: '10.1.0.1', dst: '10.0.0.1', proto: Protocol.tcp, sport: 443, dport: 40000 };
+  const runs = 10;
+  const verdicts = (b: Build, flow: Flow, program: 'fromEndpoint' | 'toEndpoint'): Array<{ retval: number; reason: number | null }> =>
+    Array.from({ length: runs }, () => b.run(program, frame(flow), OTHER_IFINDEX));
+  const seen = new Map<Build, Array<Array<{ retval: number; reason: number | null }>>>();
+  for (const b of both) onOneCpu(() => {
+    const s = new Sequence(2);
+    b.reset();
+    b.setClock(s.now);
+    b.dp.ipcache.upsert('10.0.0.1', { identity: 100, nodeId: 0 });
+    b.dp.ipcache.upsert('10.1.0.1', { identity: 200, nodeId: 1 });
+    b.dp.policy.select(100, 'ingress', 'allow', 0);
+    b.dp.policy.select(100, 'egress', 'allow', AuthType.mutual);
+    b.dp.auth.upsert({ localIdentity: 100, remoteIdentity: 200, remoteNodeId: 1, authType: AuthType.mutual }, s.now + 3600n * SEC);
+    const cachedBefore = b.fastPathHits('flowcache');
+    const before = verdicts(b, inbound, 'toEndpoint');
+    if (b === fast) t.equal(b.fastPathHits('flowcache') - cachedBefore, BigInt(runs - 2), 'the inbound flow is forwarded from the flow cache from its third packet on');
+    b.evict(conntrackKey(inbound, 'ingress'));
+    const outbound = verdicts(b, reversed(inbound), 'fromEndpoint');
+    const after = verdicts(b, inbound, 'toEndpoint');
+    seen.set(b, [before, outbound, after]);
+  });
+  const [before, outbound, after] = seen.get(fast)!;
+  t.same(before, Array(runs).fill({ retval: TC_ACT_OK, reason: 0 }), 'inbound packets pass: no auth needed to enter');
+  t.same(outbound, Array(runs).fill({ retval: TC_ACT_OK, reason: 0 }), 'with its entry evicted, the flow the other way is checked as a flow of its own (auth present)');
+  t.same(after, Array(runs).fill({ retval: 2, reason: 3 }), 'now the inbound packets are its replies, which must come through WireGuard: dropped');
+  t.same(seen.get(fast), seen.get(full), 'the same verdicts as the full check\'s, packet by packet');
+});
+
+t.test('a flow whose conntrack entry the LRU map evicted while it was forwarded from the flow cache is recorded again within 10 ticks; until then its replies are checked as flows of their own', async (t) => {
+  // endpoints 100 and 102 on this node; 100 takes anything in, sends nothing out but replies
+  const inbound: Flow = { src: '10.0.0.3', dst: '10.0.0.1', proto: Protocol.udp, sport: 5353, dport: 53 };
+  const run = (b: Build, flow: Flow, program: 'fromEndpoint' | 'toEndpoint'): { retval: number; reason: number | null } =>
+    b.run(program, frame(flow), 0);
+  const replies = new Map<Build, Array<{ retval: number; reason: number | null }>>();
+  for (const b of both) onOneCpu(() => {
+    const s = new Sequence(3);
+    b.reset();
+    b.setClock(s.now);
+    b.dp.ipcache.upsert('10.0.0.1', { identity: 100, nodeId: 0 });
+    b.dp.ipcache.upsert('10.0.0.3', { identity: 102, nodeId: 0 });
+    b.dp.policy.select(100, 'ingress', 'allow', 0);
+    b.dp.policy.select(100, 'egress', 'deny', 0);
+    for (let i = 0; i < 3; i++) t.same(run(b, inbound, 'toEndpoint'), { retval: TC_ACT_OK, reason: 0 }, `${b.name}: the flow passes`);
+    const seen = [run(b, reversed(inbound), 'fromEndpoint')];
+    b.evict(conntrackKey(inbound, 'ingress'));
+    s.now += 50_000_000n; // 5 ticks
+    b.setClock(s.now);
+    t.same(run(b, inbound, 'toEndpoint'), { retval: TC_ACT_OK, reason: 0 }, `${b.name}: the flow still passes after the eviction`);
+    seen.push(run(b, reversed(inbound), 'fromEndpoint'));
+    s.now += 50_000_000n; // the copy, made 10 ticks ago, has lapsed
+    b.setClock(s.now);
+    t.same(run(b, inbound, 'toEndpoint'), { retval: TC_ACT_OK, reason: 0 }, `${b.name}: and 10 ticks after its copy was made`);
+    seen.push(run(b, reversed(inbound), 'fromEndpoint'));
+    replies.set(b, seen);
+  });
+  const pass = { retval: TC_ACT_OK, reason: 0 };
+  t.same(replies.get(full), [pass, pass, pass], 'full check: the reply passes throughout (the flow\'s next packet recorded it again)');
+  t.same(replies.get(fast), [pass, { retval: 2, reason: 1 }, pass],
+    'fast path: a reply passes; with the entry evicted and the flow forwarded from its copy, the reply is checked as a flow of its own (100 may not send: denied); once the copy lapsed, the flow is recorded again and replies pass');
 });
