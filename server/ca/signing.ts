@@ -4,8 +4,11 @@
  * core, so the server's event loop stays free for its streams.
  *
  * `signOrder` is the path itself, used by the CA inline (no pool) and by each
- * worker. The pool splits a batch into contiguous chunks over the workers and
- * puts the answers back in the batch's order.
+ * worker. The pool splits a batch into contiguous chunks, a few per worker,
+ * and queues them; a worker is handed the next chunk when it has fewer than
+ * two, so a worker that runs slower (descheduled, collecting garbage) takes
+ * fewer chunks instead of holding the batch back. The answers are put back in
+ * the batch's order.
  */
 import { availableParallelism } from 'node:os';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
@@ -96,22 +99,32 @@ export interface SigningPoolOptions {
   readonly nativeP256?: boolean;
   /** Smallest chunk a batch is split into (default 8): a small batch goes to one worker whole. */
   readonly minChunk?: number;
+  /** Chunks a batch is split into per worker, at most (default 4): more balance the workers better, each costs a message. */
+  readonly chunksPerWorker?: number;
   /** Starts a worker thread (default: new Worker); tests hand in one that keeps the threads it makes. */
   readonly createWorker?: (url: URL, options: WorkerOptions) => Worker;
 }
 
-interface PendingChunk { resolve: (answer: ChunkAnswer) => void; reject: (err: Error) => void; size: number }
+/** A chunk of a batch, waiting for a worker or at one. */
+interface PendingChunk {
+  authority: SigningAuthority;
+  orders: readonly SvidOrder[];
+  resolve: (answer: ChunkAnswer) => void;
+  reject: (err: Error) => void;
+}
 
 interface PoolWorker {
   worker: Worker;
   /** The authority version this worker was sent. */
   version: number;
-  /** Orders sent and not answered yet: the measure of how busy it is. */
-  queued: number;
   /** Whether it signs with the native P-256 addon (undefined until it says). */
   nativeP256: boolean | undefined;
+  /** Chunks sent and not answered yet, by request id. */
   pending: Map<number, PendingChunk>;
 }
+
+/** Chunks a worker holds at once: the one it signs, and the next, so it never waits for a message. */
+const CHUNKS_AT_A_WORKER = 2;
 
 const WORKER_URL = new URL('./signworker.js', import.meta.url);
 
@@ -129,6 +142,8 @@ export class SigningPool {
   readonly size: number;
   readonly #opts: SigningPoolOptions;
   readonly #workers: PoolWorker[] = [];
+  /** Chunks no worker has been handed yet, oldest first. */
+  readonly #waiting: PendingChunk[] = [];
   #nextId = 1;
   #stopping = false;
 
@@ -145,7 +160,9 @@ export class SigningPool {
   async stop(): Promise<void> {
     this.#stopping = true;
     const workers = this.#workers.splice(0);
-    for (const w of workers) this.#failPending(w, new Unavailable('the signing pool stopped'));
+    const stopped = new Unavailable('the signing pool stopped');
+    for (const chunk of this.#waiting.splice(0)) chunk.reject(stopped);
+    for (const w of workers) this.#failPending(w, stopped);
     await Promise.all(workers.map((w) => w.worker.terminate()));
   }
 
@@ -153,25 +170,38 @@ export class SigningPool {
   async sign(authority: SigningAuthority, orders: readonly SvidOrder[]): Promise<SignOutcome[]> {
     if (this.#workers.length === 0) throw new Unavailable('the signing pool is not running');
     const minChunk = this.#opts.minChunk ?? 8;
-    const chunks = Math.max(1, Math.min(this.#workers.length, Math.ceil(orders.length / minChunk)));
+    const most = this.#workers.length * (this.#opts.chunksPerWorker ?? 4);
+    const chunks = Math.max(1, Math.min(most, Math.ceil(orders.length / minChunk)));
     const per = Math.ceil(orders.length / chunks);
     const parts: Array<Promise<SignOutcome[]>> = [];
     for (let start = 0; start < orders.length; start += per) {
       const chunk = orders.slice(start, start + per);
-      parts.push(this.#send(authority, chunk).then(outcomesOf));
+      parts.push(new Promise<ChunkAnswer>((resolve, reject) => this.#waiting.push({ authority, orders: chunk, resolve, reject })).then(outcomesOf));
     }
+    this.#dispatch();
     return (await Promise.all(parts)).flat();
   }
 
   /** Workers that said they loaded the native P-256 addon. */
   get nativeWorkers(): number { return this.#workers.filter((w) => w.nativeP256).length; }
 
-  /** Orders sent to the workers and not answered yet. */
-  get queued(): number { return this.#workers.reduce((n, w) => n + w.queued, 0); }
+  /** Orders not answered yet: waiting for a worker, or at one. */
+  get queued(): number {
+    const count = (chunks: Iterable<PendingChunk>): number => { let n = 0; for (const c of chunks) n += c.orders.length; return n; };
+    return count(this.#waiting) + this.#workers.reduce((n, w) => n + count(w.pending.values()), 0);
+  }
 
-  #send(authority: SigningAuthority, orders: readonly SvidOrder[]): Promise<ChunkAnswer> {
-    // the least busy worker takes the chunk
-    const w = this.#workers.reduce((a, b) => (b.queued < a.queued ? b : a));
+  /** Hands waiting chunks, oldest first, to the workers that hold the fewest, up to CHUNKS_AT_A_WORKER each. */
+  #dispatch(): void {
+    while (this.#waiting.length > 0 && this.#workers.length > 0) {
+      const w = this.#workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+      if (w.pending.size >= CHUNKS_AT_A_WORKER) return;
+      this.#send(w, this.#waiting.shift()!);
+    }
+  }
+
+  #send(w: PoolWorker, chunk: PendingChunk): void {
+    const { authority, orders } = chunk;
     const request: ChunkRequest = {
       id: this.#nextId++, version: authority.version, csrs: pack(orders.map((o) => o.csr)),
       spiffeIds: orders.map((o) => o.spiffeId.toString()), notBefore: orders.map((o) => o.notBefore.getTime()),
@@ -181,18 +211,15 @@ export class SigningPool {
       request.authority = authority;
       w.version = authority.version;
     }
-    return new Promise((resolve, reject) => {
-      if (w.pending.size === 0) w.worker.ref(); // while it holds work, the process waits for it
-      w.pending.set(request.id, { resolve, reject, size: orders.length });
-      w.queued += orders.length;
-      w.worker.postMessage(request, [request.csrs.bytes.buffer]);
-    });
+    if (w.pending.size === 0) w.worker.ref(); // while it holds work, the process waits for it
+    w.pending.set(request.id, chunk);
+    w.worker.postMessage(request, [request.csrs.bytes.buffer]);
   }
 
   #spawn(): PoolWorker {
     const create = this.#opts.createWorker ?? ((url: URL, options: WorkerOptions) => new Worker(url, options));
     const worker = create(WORKER_URL, { workerData: { nativeP256: this.#opts.nativeP256 ?? true } });
-    const w: PoolWorker = { worker, version: -1, queued: 0, pending: new Map(), nativeP256: undefined };
+    const w: PoolWorker = { worker, version: -1, pending: new Map(), nativeP256: undefined };
     worker.on('message', (answer: ChunkAnswer | WorkerHello) => {
       if ('hello' in answer) {
         w.nativeP256 = answer.hello.nativeP256;
@@ -201,9 +228,9 @@ export class SigningPool {
       const chunk = w.pending.get(answer.id);
       if (!chunk) return;
       w.pending.delete(answer.id);
-      w.queued -= chunk.size;
       if (w.pending.size === 0) worker.unref();
       chunk.resolve(answer);
+      this.#dispatch();
     });
     worker.on('error', (err) => this.#opts.logger.error('signing worker failed', { err }));
     worker.on('exit', (code) => {
@@ -212,6 +239,7 @@ export class SigningPool {
       if (index < 0 || this.#stopping) return;
       this.#opts.logger.warn('signing worker exited; starting another', { code });
       this.#workers[index] = this.#spawn();
+      this.#dispatch();
     });
     worker.unref();
     return w;
@@ -220,6 +248,5 @@ export class SigningPool {
   #failPending(w: PoolWorker, err: Error): void {
     for (const chunk of w.pending.values()) chunk.reject(err);
     w.pending.clear();
-    w.queued = 0;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The signing pool (server/ca/signing.ts): X509-SVIDs signed on worker threads,
  * in the batch's order, with each request's own errors, across a CA rotation,
- * through a worker's death and the pool's stop; and the event loop left free.
+ * through a worker's death and the pool's stop; a slow worker takes fewer
+ * chunks; and the event loop left free.
  */
 import { X509Certificate } from 'node:crypto';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
@@ -113,6 +114,34 @@ t.test('after a rotation the workers sign with the new authority', async (t) => 
     t.notOk(leaf.verify(new X509Certificate(Buffer.from(ca.listSlots().find((s) => s.id === activeBefore)!.certDer!, 'base64')).publicKey), 'not by the old one');
   }
   t.equal(issuerBefore, activeCert.subject, 'both authorities have the configured subject');
+});
+
+t.test('a worker that runs slower takes fewer chunks of a batch: the others are handed the next ones as they finish', async (t) => {
+  const threads: Worker[] = [];
+  const slow = new URL('../../helpers/slowsignworker.js', import.meta.url);
+  const pool = new SigningPool({
+    workers: 2, logger: silentLogger, nativeP256: !!p256,
+    // the first thread stalls 150 ms before each chunk; the second signs at full speed
+    createWorker: (url: URL, options: WorkerOptions) => {
+      const w = threads.length === 0 ? new Worker(slow, { ...options, workerData: { ...options.workerData, stallMs: 150 } }) : new Worker(url, options);
+      threads.push(w);
+      return w;
+    },
+  });
+  pool.start();
+  const ca = await newCa({ pool });
+  t.teardown(async () => { ca.stop(); await pool.stop(); });
+  const answered = [0, 0];
+  threads.forEach((w, i) => w.on('message', (m: object) => { if (!('hello' in m)) answered[i]!++; }));
+  const reqs = requests(400);
+  const out = await ca.signX509Svids(reqs.map((r) => ({ spiffeId: r.spiffeId, csr: r.csr })));
+  t.equal(out.filter((o) => !(o instanceof MeshidError)).length, 400, 'the whole batch is signed');
+  out.forEach((svid, i) => {
+    const leaf = new X509Certificate((svid as { certChainDer: Buffer[] }).certChainDer[0]!);
+    if (!leaf.publicKey.export({ format: 'der', type: 'spki' }).equals(reqs[i]!.spki)) t.fail(`item ${i} is out of order`);
+  });
+  t.equal(answered[0]! + answered[1]!, 8, 'in 8 chunks (4 per worker at most)');
+  t.ok(answered[0]! <= 3 && answered[0]! < answered[1]!, `the slow worker signed ${answered[0]} of them, the other ${answered[1]} (a fixed split gives each 4)`);
 });
 
 t.test('a worker that dies fails what it held with Unavailable, is replaced, and the next batch is signed', async (t) => {
