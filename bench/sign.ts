@@ -131,7 +131,7 @@ async function main(): Promise<void> {
     // how well the machine itself scales to this many processes, beside how well the pool does
     const machineScaling = multi && limit ? `; openssl's own scaling ${(svidLimit(multi) / svidLimit(limit) / c.workers).toFixed(2)} x ${c.workers}` : '';
     console.log(`  ${c.label.padEnd(9)}: ${fmt(median(c.rates)).padStart(6)} SVIDs/s  (rounds: ${c.rates.map(fmt).join(', ')}); ` +
-      `${ratio.toFixed(2)} x ${c.workers} x one core` +
+      `${ratio.toFixed(3)} x ${c.workers} x one core` +
       (multi ? `; openssl speed -multi ${c.workers}: ${fmt(svidLimit(multi))} SVIDs/s, ratio ${(median(c.rates) / svidLimit(multi)).toFixed(2)}${machineScaling}` : '') +
       `; event loop busy ${(median(c.busy) * 100).toFixed(0)}% (one core: ${(median(configs[0]!.busy) * 100).toFixed(0)}%)` + target);
   }
