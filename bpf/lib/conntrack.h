@@ -72,16 +72,24 @@ static __always_inline __u64 ct_lifetime(__u8 proto)
 }
 
 static __always_inline void
-ct_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
+ct_key_fill(struct ct_key *key, const __u8 *saddr, const __u8 *daddr, __u16 sport,
+	    __u16 dport, const struct meshid_flow *flow, __u8 direction)
 {
-	__builtin_memcpy(key->saddr, flow->saddr, 16);
-	__builtin_memcpy(key->daddr, flow->daddr, 16);
-	key->sport = flow->sport;
-	key->dport = flow->dport;
+	__builtin_memcpy(key->saddr, saddr, 16);
+	__builtin_memcpy(key->daddr, daddr, 16);
+	key->sport = sport;
+	key->dport = dport;
 	key->proto = flow->proto;
 	key->family = flow->family;
 	key->direction = direction;
 	key->pad = 0;
+}
+
+/* The key under which the program of `direction` records a packet's flow. */
+static __always_inline void
+ct_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
+{
+	ct_key_fill(key, flow->saddr, flow->daddr, flow->sport, flow->dport, flow, direction);
 }
 
 /* The key of the flow that a packet of `flow`, seen by the program of
@@ -89,14 +97,8 @@ ct_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
 static __always_inline void
 ct_reverse_key_of(struct ct_key *key, const struct meshid_flow *flow, __u8 direction)
 {
-	__builtin_memcpy(key->saddr, flow->daddr, 16);
-	__builtin_memcpy(key->daddr, flow->saddr, 16);
-	key->sport = flow->dport;
-	key->dport = flow->sport;
-	key->proto = flow->proto;
-	key->family = flow->family;
-	key->direction = direction == MESHID_DIR_INGRESS ? MESHID_DIR_EGRESS : MESHID_DIR_INGRESS;
-	key->pad = 0;
+	ct_key_fill(key, flow->daddr, flow->saddr, flow->dport, flow->sport, flow,
+		    direction == MESHID_DIR_INGRESS ? MESHID_DIR_EGRESS : MESHID_DIR_INGRESS);
 }
 
 /* The entry of the flow this packet would reply to, live or not (ct_live). */

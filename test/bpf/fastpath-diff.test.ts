@@ -347,6 +347,21 @@ function onOneCpu<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Empties a build's maps and gives it the endpoints `addresses` ([ip, identity,
+ * node id]) and endpoint 100's default in each direction; returns the sequence
+ * whose clock it runs on.
+ */
+function freshNode(b: Build, addresses: Array<[string, number, number]>,
+  defaults: Array<[Direction, 'allow' | 'deny', number]>): Sequence {
+  const s = new Sequence(1);
+  b.reset();
+  b.setClock(s.now);
+  for (const [ip, identity, nodeId] of addresses) b.dp.ipcache.upsert(ip, { identity, nodeId });
+  for (const [direction, verdict, authType] of defaults) b.dp.policy.select(100, direction, verdict, authType);
+  return s;
+}
+
 t.test('a flow whose conntrack entry was evicted, once the flow the other way is recorded, is that flow\'s reply: its copy in the flow cache stops holding', async (t) => {
   // endpoint 100 here, 200 on node 1; 100's ingress allows without auth, its egress requires auth
   const inbound: Flow = { src: '10.1.0.1', dst: '10.0.0.1', proto: Protocol.tcp, sport: 443, dport: 40000 };
@@ -355,13 +370,7 @@ t.test('a flow whose conntrack entry was evicted, once the flow the other way is
     Array.from({ length: runs }, () => b.run(program, frame(flow), OTHER_IFINDEX));
   const seen = new Map<Build, Array<Array<{ retval: number; reason: number | null }>>>();
   for (const b of both) onOneCpu(() => {
-    const s = new Sequence(2);
-    b.reset();
-    b.setClock(s.now);
-    b.dp.ipcache.upsert('10.0.0.1', { identity: 100, nodeId: 0 });
-    b.dp.ipcache.upsert('10.1.0.1', { identity: 200, nodeId: 1 });
-    b.dp.policy.select(100, 'ingress', 'allow', 0);
-    b.dp.policy.select(100, 'egress', 'allow', AuthType.mutual);
+    const s = freshNode(b, [['10.0.0.1', 100, 0], ['10.1.0.1', 200, 1]], [['ingress', 'allow', 0], ['egress', 'allow', AuthType.mutual]]);
     b.dp.auth.upsert({ localIdentity: 100, remoteIdentity: 200, remoteNodeId: 1, authType: AuthType.mutual }, s.now + 3600n * SEC);
     const cachedBefore = b.fastPathHits('flowcache');
     const before = verdicts(b, inbound, 'toEndpoint');
@@ -385,13 +394,7 @@ t.test('a flow whose conntrack entry the LRU map evicted while it was forwarded 
     b.run(program, frame(flow), 0);
   const replies = new Map<Build, Array<{ retval: number; reason: number | null }>>();
   for (const b of both) onOneCpu(() => {
-    const s = new Sequence(3);
-    b.reset();
-    b.setClock(s.now);
-    b.dp.ipcache.upsert('10.0.0.1', { identity: 100, nodeId: 0 });
-    b.dp.ipcache.upsert('10.0.0.3', { identity: 102, nodeId: 0 });
-    b.dp.policy.select(100, 'ingress', 'allow', 0);
-    b.dp.policy.select(100, 'egress', 'deny', 0);
+    const s = freshNode(b, [['10.0.0.1', 100, 0], ['10.0.0.3', 102, 0]], [['ingress', 'allow', 0], ['egress', 'deny', 0]]);
     for (let i = 0; i < 3; i++) t.same(run(b, inbound, 'toEndpoint'), { retval: TC_ACT_OK, reason: 0 }, `${b.name}: the flow passes`);
     const seen = [run(b, reversed(inbound), 'fromEndpoint')];
     b.evict(conntrackKey(inbound, 'ingress'));
