@@ -10,9 +10,12 @@
  *  3. over TLS gRPC (BatchNewX509SVID), client and server in one process.
  * `openssl speed -multi K ecdsap256` of the same machine is printed beside each
  * as the limit: each SVID costs one verify and one sign, so the limit is
- * 1 / (1/sign_rate + 1/verify_rate).
+ * 1 / (1/sign_rate + 1/verify_rate). Beside the pool: how well this machine
+ * scales the same code with no pool at all (K worker threads each signing in a
+ * loop of their own, bench/signloop.ts), and how well it scales openssl.
  */
 import { execFileSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { systemClock } from '../common/clock.js';
 import { silentLogger } from '../common/log.js';
@@ -31,6 +34,16 @@ function opensslLimit(processes = 1): { sign: number; verify: number } | undefin
     const m = /256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+([\d.]+)/.exec(out);
     return m ? { sign: Number(m[1]), verify: Number(m[2]) } : undefined;
   } catch { return undefined; }
+}
+
+/** SVIDs/s of `workers` threads signing in loops of their own (bench/signloop.ts), summed. */
+async function freeRunning(workers: number, csrs: Buffer[], seconds: number): Promise<number> {
+  const rates = await Promise.all(Array.from({ length: workers }, () => new Promise<number>((resolve, reject) => {
+    const w = new Worker(new URL('./signloop.js', import.meta.url), { workerData: { csrs: csrs.slice(0, 100), seconds } });
+    w.once('message', (rate: number) => { resolve(rate); void w.terminate(); });
+    w.once('error', reject);
+  })));
+  return rates.reduce((a, b) => a + b, 0);
 }
 
 async function main(): Promise<void> {
@@ -114,6 +127,12 @@ async function main(): Promise<void> {
   void agentClient;
   await parts.stop();
 
+  // the code's own scaling: K free-running threads against one, in interleaved rounds
+  const free: number[][] = Array.from({ length: cores + 1 }, () => []);
+  for (let r = 0; r < 3; r++) {
+    for (let k = 1; k <= cores; k++) free[k]!.push(await freeRunning(k, csrs, 3));
+  }
+
   const limit = opensslLimit();
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
   const svidLimit = (l: { sign: number; verify: number }): number => 1 / (1 / l.sign + 1 / l.verify);
@@ -129,7 +148,8 @@ async function main(): Promise<void> {
     const multi = c.workers === 1 ? limit : opensslLimit(c.workers);
     const target = c.workers === cores ? `  target >= 0.90: ${ratio >= 0.9 ? 'met' : 'NOT met'}` : '';
     // how well the machine itself scales to this many processes, beside how well the pool does
-    const machineScaling = multi && limit ? `; openssl's own scaling ${(svidLimit(multi) / svidLimit(limit) / c.workers).toFixed(2)} x ${c.workers}` : '';
+    const codeScaling = `; this code free-running on ${c.workers} thread${c.workers > 1 ? 's' : ''} (no pool): ${(median(free[c.workers]!) / median(free[1]!) / c.workers).toFixed(2)} x ${c.workers}`;
+    const machineScaling = (multi && limit ? `; openssl's own scaling ${(svidLimit(multi) / svidLimit(limit) / c.workers).toFixed(2)} x ${c.workers}` : '') + (c.workers > 1 ? codeScaling : '');
     console.log(`  ${c.label.padEnd(9)}: ${fmt(median(c.rates)).padStart(6)} SVIDs/s  (rounds: ${c.rates.map(fmt).join(', ')}); ` +
       `${ratio.toFixed(3)} x ${c.workers} x one core` +
       (multi ? `; openssl speed -multi ${c.workers}: ${fmt(svidLimit(multi))} SVIDs/s, ratio ${(median(c.rates) / svidLimit(multi)).toFixed(2)}${machineScaling}` : '') +
